@@ -1,0 +1,127 @@
+// The command line: thin yargs commands that parse arguments and call the modules. Modules are imported lazily
+// so that `--help` and light commands start instantly.
+import yargs from "yargs";
+import { hideBin } from "yargs/helpers";
+import { BACKENDS, type BackendChoice, initEngine } from "../core/engine.ts";
+
+const backendOption = {
+  choices: BACKENDS,
+  default: (process.env.GUIDANCE_LAB_BACKEND ?? "auto") as BackendChoice,
+  describe: "TensorFlow.js backend (env GUIDANCE_LAB_BACKEND)",
+} as const;
+
+async function main(): Promise<void> {
+  await yargs(hideBin(process.argv))
+    .scriptName("guidance-lab")
+    .strict()
+    .demandCommand(1)
+    .option("backend", backendOption)
+    .command(
+      "verify-reference <dir>",
+      "Compare this port against reference outputs of the official PyTorch code",
+      (y) =>
+        y
+          .positional("dir", {
+            type: "string",
+            demandOption: true,
+            describe: "golden directory (manifest.json + sections)",
+          })
+          .option("section", {
+            type: "array",
+            string: true,
+            describe: "sections to run (default: every known section present)",
+          }),
+      async (argv) => {
+        await initEngine(argv.backend);
+        const { verifyReference, formatRows } = await import("../verify/index.ts");
+        const result = await verifyReference(argv.dir, argv.section);
+        process.stdout.write(formatRows(result.rows));
+        process.exitCode = result.failed > 0 ? 1 : 0;
+      },
+    )
+    .command(
+      "bench",
+      "Measure denoiser throughput and GFLOP/s on the active backend",
+      (y) => y.option("quick", { type: "boolean", default: false, describe: "tiny sizes (smoke test)" }),
+      async (argv) => {
+        await initEngine(argv.backend);
+        const { runBench } = await import("../bench/index.ts");
+        await runBench({ quick: argv.quick });
+      },
+    )
+    .command(
+      "train <recipe>",
+      "Train a zoo model from a recipe (path, or a name in experiments/zoo/)",
+      (y) =>
+        y
+          .positional("recipe", { type: "string", demandOption: true })
+          .option("out", { type: "string", describe: "run folder (default runs/train/<name>)" })
+          .option("resume", {
+            type: "boolean",
+            default: false,
+            describe: "continue from the run folder's checkpoint",
+          })
+          .option("workers", {
+            type: "number",
+            describe: "data-parallel worker threads (default: one per core)",
+          })
+          .option("max-steps", { type: "number", describe: "stop after this many steps in this invocation" })
+          .option("max-minutes", {
+            type: "number",
+            describe: "stop (with a checkpoint) after this many minutes",
+          }),
+      async (argv) => {
+        const { train } = await import("../train/trainer.ts");
+        const { resolveRecipe } = await import("../train/recipe.ts");
+        await train(resolveRecipe(argv.recipe), {
+          out: argv.out,
+          resume: argv.resume,
+          workers: argv.workers,
+          backend: argv.backend,
+          maxSteps: argv["max-steps"],
+          maxSeconds: argv["max-minutes"] !== undefined ? argv["max-minutes"] * 60 : undefined,
+        });
+      },
+    )
+    .command(
+      "models <action>",
+      "The shipped model zoo (models/): list",
+      (y) => y.positional("action", { choices: ["list"] as const, demandOption: true }),
+      async () => {
+        const { listModels, MODELS_DIR } = await import("../models/registry.ts");
+        const models = listModels();
+        if (models.length === 0) {
+          process.stdout.write(`no models in ${MODELS_DIR} yet (train one: guidance-lab train denoiser)\n`);
+          return;
+        }
+        for (const m of models) {
+          process.stdout.write(
+            `${m.name.padEnd(24)} ${m.task.padEnd(12)} step ${String(m.step).padStart(6)}  ${(m.bytes / 1e6).toFixed(1)} MB  ${(m.wallSeconds / 3600).toFixed(1)} h\n`,
+          );
+        }
+      },
+    )
+    .command(
+      "start",
+      "Run the main job on the embedded default (the quickstart sweep)",
+      (y) => y,
+      async (argv) => {
+        await initEngine(argv.backend);
+        const { start } = await import("./start.ts");
+        await start();
+      },
+    )
+    .fail((msg, err, y) => {
+      if (err) {
+        process.stderr.write(`error: ${err.message}\n`);
+        if (process.env.GUIDANCE_LAB_DEBUG) process.stderr.write(`${err.stack}\n`);
+      } else {
+        process.stderr.write(`${y.help()}\n\nerror: ${msg}\n`);
+      }
+      process.exit(2);
+    })
+    .help()
+    .parseAsync();
+}
+
+await main();

@@ -1,0 +1,332 @@
+// guided-diffusion's UNetModel and GLIDE's Text2ImUNet in one configurable class (NHWC). Parameter names are the
+// official ones (input_blocks.1.0.in_layers.2.weight, ...) so a converted official checkpoint loads by name once
+// its tensors are transposed to our layouts (see ./convert.ts). The zoo's denoiser is a small config of it.
+import { type Tensor1D, type Tensor2D, type Tensor3D, type Tensor4D, tf } from "../core/engine.ts";
+import {
+  attention,
+  avgPool2x,
+  Conv2d,
+  Embedding,
+  GroupNorm,
+  type Init,
+  Linear,
+  Module,
+  silu,
+  timestepEmbedding,
+  upsampleNearest2x,
+} from "../core/layers.ts";
+import { Container } from "./container.ts";
+import { TextTransformer, type TextTransformerConfig } from "./text-transformer.ts";
+
+export interface UNetConfig {
+  imageSize: number;
+  inChannels: number;
+  modelChannels: number;
+  outChannels: number;
+  numResBlocks: number;
+  /** Resolutions (in pixels) at which attention is applied, e.g. [32, 16, 8] for a 64×64 model. */
+  attentionResolutions: number[];
+  channelMult: number[];
+  numHeads: number;
+  /** When set (not -1), heads = channels / numHeadChannels. */
+  numHeadChannels: number;
+  numHeadsUpsample: number;
+  useScaleShiftNorm: boolean;
+  resblockUpdown: boolean;
+  /** guided-diffusion's QKVAttention (split q|k|v first) vs the legacy per-head layout GLIDE uses. */
+  useNewAttentionOrder: boolean;
+  numClasses?: number;
+  /** GLIDE's text encoder; its width becomes the attention blocks' encoder channels. */
+  text?: TextTransformerConfig;
+}
+
+/** guided-diffusion's default channel multipliers for an image size, used when `channel_mult` is "". */
+export function defaultChannelMult(imageSize: number): number[] {
+  const table: Record<number, number[]> = {
+    512: [0.5, 1, 1, 2, 2, 4, 4],
+    256: [1, 1, 2, 2, 4, 4],
+    128: [1, 1, 2, 3, 4],
+    64: [1, 2, 3, 4],
+    32: [1, 2, 2, 2],
+  };
+  const mult = table[imageSize];
+  if (!mult)
+    throw new Error(`no default channel_mult for image size ${imageSize}: give channelMult explicitly`);
+  return mult;
+}
+
+export interface Conditioning {
+  /** Per-sample text: token ids [B, ctx] and a mask of real tokens (true) [B, ctx]. */
+  tokens?: Tensor2D;
+  mask?: Tensor2D;
+  /** Class labels [B] for class-conditional models. */
+  y?: Tensor1D;
+}
+
+export interface Ctx {
+  emb: Tensor2D;
+  encoderOut?: Tensor3D; // [B, L, xfWidth]
+}
+
+export abstract class Block extends Module {
+  abstract forward(x: Tensor4D, ctx: Ctx): Tensor4D;
+}
+
+export class ResBlock extends Block {
+  readonly inNorm: GroupNorm;
+  readonly inConv: Conv2d;
+  readonly embLinear: Linear;
+  readonly outNorm: GroupNorm;
+  readonly outConv: Conv2d;
+  readonly skip?: Conv2d;
+
+  constructor(
+    init: Init,
+    channels: number,
+    embChannels: number,
+    readonly outChannels: number,
+    readonly useScaleShiftNorm: boolean,
+    readonly updown: "up" | "down" | undefined,
+  ) {
+    super();
+    // Official layout: in_layers = [GroupNorm, SiLU, conv], emb_layers = [SiLU, linear], out_layers = [GroupNorm, SiLU, Dropout, conv].
+    const inLayers = this.child("in_layers", new Container());
+    this.inNorm = inLayers.add("0", new GroupNorm(32, channels));
+    this.inConv = inLayers.add("2", new Conv2d(init, channels, outChannels, 3, { padding: 1 }));
+    const embLayers = this.child("emb_layers", new Container());
+    this.embLinear = embLayers.add(
+      "1",
+      new Linear(init, embChannels, useScaleShiftNorm ? 2 * outChannels : outChannels),
+    );
+    const outLayers = this.child("out_layers", new Container());
+    this.outNorm = outLayers.add("0", new GroupNorm(32, outChannels));
+    this.outConv = outLayers.add("3", new Conv2d(init, outChannels, outChannels, 3, { padding: 1 }));
+    if (outChannels !== channels)
+      this.skip = this.child("skip_connection", new Conv2d(init, channels, outChannels, 1));
+  }
+
+  forward(x: Tensor4D, ctx: Ctx): Tensor4D {
+    let h = silu(this.inNorm.forward(x)) as Tensor4D;
+    // Resampling comes after norm+SiLU and before the conv, applied to both branches (README of the golden set).
+    if (this.updown === "up") {
+      h = upsampleNearest2x(h);
+      x = upsampleNearest2x(x);
+    } else if (this.updown === "down") {
+      h = avgPool2x(h);
+      x = avgPool2x(x);
+    }
+    h = this.inConv.forward(h);
+    const e = this.embLinear.forward(silu(ctx.emb)) as Tensor2D;
+    const b = e.shape[0];
+    if (this.useScaleShiftNorm) {
+      const [scale, shift] = tf.split(e, 2, 1) as [Tensor2D, Tensor2D];
+      const s = tf.reshape(scale, [b, 1, 1, this.outChannels]);
+      const t = tf.reshape(shift, [b, 1, 1, this.outChannels]);
+      h = tf.add(tf.mul(this.outNorm.forward(h), tf.add(s, 1)), t);
+    } else {
+      h = this.outNorm.forward(tf.add(h, tf.reshape(e, [b, 1, 1, this.outChannels])));
+    }
+    h = this.outConv.forward(silu(h) as Tensor4D);
+    return tf.add(this.skip ? this.skip.forward(x) : x, h);
+  }
+}
+
+export class AttentionBlock extends Block {
+  readonly norm: GroupNorm;
+  readonly qkv: Conv2d;
+  readonly encoderKv?: Conv2d;
+  readonly projOut: Conv2d;
+  readonly heads: number;
+
+  constructor(
+    init: Init,
+    readonly channels: number,
+    numHeads: number,
+    numHeadChannels: number,
+    readonly newOrder: boolean,
+    encoderChannels: number | undefined,
+  ) {
+    super();
+    this.heads = numHeadChannels === -1 ? numHeads : channels / numHeadChannels;
+    if (!Number.isInteger(this.heads) || channels % this.heads !== 0) {
+      throw new Error(
+        `attention: ${channels} channels do not split into heads of ${numHeadChannels} channels`,
+      );
+    }
+    this.norm = this.child("norm", new GroupNorm(32, channels));
+    // The official 1-D 1×1 convs are stored as 1×1 conv2d filters so that a converted checkpoint maps one to one.
+    this.qkv = this.child("qkv", new Conv2d(init, channels, 3 * channels, 1));
+    if (encoderChannels !== undefined) {
+      this.encoderKv = this.child("encoder_kv", new Conv2d(init, encoderChannels, 2 * channels, 1));
+    }
+    this.projOut = this.child("proj_out", new Conv2d(init, channels, channels, 1));
+  }
+
+  forward(x: Tensor4D, ctx: Ctx): Tensor4D {
+    const [b, hgt, wid, c] = x.shape;
+    const t = hgt * wid;
+    const ch = c / this.heads;
+    const qkv = this.qkv.forward(this.norm.forward(x));
+    // Legacy layout: per head, q|k|v consecutive blocks of `ch`; new layout: q|k|v over all channels, then heads.
+    const split = this.newOrder
+      ? tf.transpose(tf.reshape(qkv, [b, t, 3, this.heads, ch]), [2, 0, 3, 1, 4])
+      : tf.transpose(tf.reshape(qkv, [b, t, this.heads, 3, ch]), [3, 0, 2, 1, 4]);
+    const [q, k0, v0] = tf.unstack(split) as [Tensor4D, Tensor4D, Tensor4D]; // [B, heads, T, ch]
+    let k = k0;
+    let v = v0;
+    if (this.encoderKv && ctx.encoderOut) {
+      const l = ctx.encoderOut.shape[1];
+      const e = this.encoderKv.forward(tf.reshape(ctx.encoderOut, [b, 1, l, ctx.encoderOut.shape[2]]));
+      const ekv = tf.transpose(tf.reshape(e, [b, l, this.heads, 2, ch]), [3, 0, 2, 1, 4]);
+      const [ek, ev] = tf.unstack(ekv) as [Tensor4D, Tensor4D];
+      // Text tokens come FIRST among the keys, as in GLIDE.
+      k = tf.concat([ek, k], 2);
+      v = tf.concat([ev, v], 2);
+    }
+    const a = tf.reshape(tf.transpose(attention(q, k, v), [0, 2, 1, 3]), [b, hgt, wid, c]) as Tensor4D;
+    return tf.add(x, this.projOut.forward(a));
+  }
+}
+
+export class ConvBlock extends Block {
+  readonly conv: Conv2d;
+  constructor(init: Init, inC: number, outC: number) {
+    super();
+    this.conv = this.child("0", new Conv2d(init, inC, outC, 3, { padding: 1 }));
+  }
+  forward(x: Tensor4D): Tensor4D {
+    return this.conv.forward(x);
+  }
+}
+
+/** TimestepEmbedSequential: children named "0", "1", ... as in the official ModuleList. */
+export class Sequential extends Block {
+  readonly blocks: Block[] = [];
+  push(b: Block): void {
+    this.blocks.push(this.child(String(this.blocks.length), b));
+  }
+  forward(x: Tensor4D, ctx: Ctx): Tensor4D {
+    for (const b of this.blocks) x = b.forward(x, ctx);
+    return x;
+  }
+}
+
+export class UNet extends Module {
+  readonly config: UNetConfig;
+  readonly timeEmbed0: Linear;
+  readonly timeEmbed2: Linear;
+  readonly labelEmb?: Embedding;
+  readonly text?: TextTransformer;
+  readonly inputBlocks: Sequential[] = [];
+  readonly middle: Sequential;
+  readonly outputBlocks: Sequential[] = [];
+  readonly outNorm: GroupNorm;
+  readonly outConv: Conv2d;
+
+  constructor(init: Init, config: UNetConfig) {
+    super();
+    this.config = config;
+    const mc = config.modelChannels;
+    const embDim = 4 * mc;
+    const attnDs = new Set(config.attentionResolutions.map((r) => config.imageSize / r));
+    const encCh = config.text?.width;
+    const te = this.child("time_embed", new Container());
+    this.timeEmbed0 = te.add("0", new Linear(init, mc, embDim));
+    this.timeEmbed2 = te.add("2", new Linear(init, embDim, embDim));
+    if (config.numClasses !== undefined) {
+      this.labelEmb = this.child("label_emb", new Embedding(init, config.numClasses, embDim, 1));
+    }
+    const attn = (ch: number, heads: number) =>
+      new AttentionBlock(init, ch, heads, config.numHeadChannels, config.useNewAttentionOrder, encCh);
+    const ib = this.child("input_blocks", new Container());
+    const addInput = (s: Sequential) => this.inputBlocks.push(ib.add(String(this.inputBlocks.length), s));
+    const first = new Sequential();
+    first.push(new ConvBlock(init, config.inChannels, mc));
+    addInput(first);
+    const chans = [mc];
+    let ch = mc;
+    let ds = 1;
+    config.channelMult.forEach((mult, level) => {
+      for (let i = 0; i < config.numResBlocks; i++) {
+        const s = new Sequential();
+        s.push(new ResBlock(init, ch, embDim, mult * mc, config.useScaleShiftNorm, undefined));
+        ch = mult * mc;
+        if (attnDs.has(ds)) s.push(attn(ch, config.numHeads));
+        addInput(s);
+        chans.push(ch);
+      }
+      if (level !== config.channelMult.length - 1) {
+        const s = new Sequential();
+        if (!config.resblockUpdown) throw new Error("only resblock_updown=True is supported");
+        s.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, "down"));
+        addInput(s);
+        chans.push(ch);
+        ds *= 2;
+      }
+    });
+    this.middle = this.child("middle_block", new Sequential());
+    this.middle.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, undefined));
+    this.middle.push(attn(ch, config.numHeads));
+    this.middle.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, undefined));
+    const ob = this.child("output_blocks", new Container());
+    const upHeads = config.numHeadsUpsample === -1 ? config.numHeads : config.numHeadsUpsample;
+    [...config.channelMult.entries()].reverse().forEach(([level, mult]) => {
+      for (let i = 0; i <= config.numResBlocks; i++) {
+        const ich = chans.pop()!;
+        const s = new Sequential();
+        s.push(new ResBlock(init, ch + ich, embDim, mc * mult, config.useScaleShiftNorm, undefined));
+        ch = mc * mult;
+        if (attnDs.has(ds)) s.push(attn(ch, upHeads));
+        if (level && i === config.numResBlocks) {
+          s.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, "up"));
+          ds /= 2;
+        }
+        this.outputBlocks.push(ob.add(String(this.outputBlocks.length), s));
+      }
+    });
+    const out = this.child("out", new Container());
+    this.outNorm = out.add("0", new GroupNorm(32, ch));
+    this.outConv = out.add("2", new Conv2d(init, ch, config.outChannels, 3, { padding: 1 }));
+    if (config.text) this.text = this.child("text", new TextTransformer(init, config.text, embDim));
+  }
+
+  /** Time (and class or text) embedding; also the text encoder's per-token output for attention. */
+  embed(t: Tensor1D, cond: Conditioning): Ctx {
+    const mc = this.config.modelChannels;
+    let emb = this.timeEmbed2.forward(silu(this.timeEmbed0.forward(timestepEmbedding(t, mc)))) as Tensor2D;
+    if (this.labelEmb) {
+      if (!cond.y) throw new Error("this UNet is class-conditional: pass class labels `y`");
+      emb = tf.add(emb, this.labelEmb.forward(tf.cast(cond.y, "int32")) as Tensor2D);
+    }
+    if (this.text) {
+      if (!cond.tokens || !cond.mask)
+        throw new Error("this UNet is text-conditional: pass `tokens` and `mask`");
+      const { xfProj, xfOut } = this.text.encode(cond.tokens, cond.mask);
+      return { emb: tf.add(emb, xfProj), encoderOut: xfOut };
+    }
+    return { emb };
+  }
+
+  /** Returns NHWC [B, H, W, outChannels]: eps (and the learned-range variance values when outChannels = 2·in). */
+  forward(x: Tensor4D, t: Tensor1D, cond: Conditioning = {}): Tensor4D {
+    const ctx = this.embed(t, cond);
+    return this.forwardWith(x, ctx);
+  }
+
+  forwardWith(x: Tensor4D, ctx: Ctx, onActivation?: (name: string, h: Tensor4D) => void): Tensor4D {
+    const hs: Tensor4D[] = [];
+    let h = x;
+    this.inputBlocks.forEach((m, i) => {
+      h = m.forward(h, ctx);
+      onActivation?.(`input_blocks.${String(i).padStart(2, "0")}`, h);
+      hs.push(h);
+    });
+    h = this.middle.forward(h, ctx);
+    onActivation?.("middle_block", h);
+    this.outputBlocks.forEach((m, i) => {
+      h = m.forward(tf.concat([h, hs.pop()!], 3), ctx);
+      onActivation?.(`output_blocks.${String(i).padStart(2, "0")}`, h);
+    });
+    return this.outConv.forward(silu(this.outNorm.forward(h)) as Tensor4D);
+  }
+}

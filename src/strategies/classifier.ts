@@ -1,0 +1,89 @@
+// Classifier guidance (Dhariwal & Nichol 2021, "Diffusion Models Beat GANs on Image Synthesis", Algorithms 1–2;
+// the paper's first baseline, GLIDE §3.1–3.2): a classifier p(y | x_t, t) trained on noised images steers sampling
+// by its gradient,
+//   g = s·∇_{x_t} log p(y | x_t, t)
+//   DDPM: μ' = μ + Σ·g                      (condition_mean)
+//   DDIM: eps' = eps − sqrt(1 − ᾱ_t)·g      (condition_score)
+// The strategy supplies g as the samplers' `condFn` (they apply condition_mean / condition_score); the denoiser is
+// the wrapped `base` strategy's (default: the conditional model, as guided-diffusion's class-conditional
+// sampling). Prompts map to labels through models.classifierLabel. The classifier sees the original timestep.
+// s = 0 gives no condFn at all (exactly the base); outside the guidance window the gradient is zero.
+import { z } from "zod";
+import type { Tensor1D } from "../core/engine.ts";
+import { tf } from "../core/engine.ts";
+import type { CondFn } from "../core/types.ts";
+import {
+  checkWindow,
+  DEFAULT_BASE,
+  type GuidanceWindow,
+  inWindow,
+  scaleSchema,
+  timesteps,
+  windowFields,
+  wrapSampling,
+} from "./shared.ts";
+import type { StrategyDef } from "./strategy.ts";
+
+export function classifierSchema(nested: z.ZodType<{ kind: string }>) {
+  return z
+    .object({
+      kind: z.literal("classifier"),
+      /** s ≥ 0, multiplying ∇ log p(y|x_t) (guided-diffusion's classifier_scale). */
+      scale: scaleSchema({ default: 1, min: 0 }),
+      base: nested.default(DEFAULT_BASE),
+      ...windowFields,
+    })
+    .strict()
+    .superRefine(checkWindow);
+}
+export interface ClassifierConfig extends GuidanceWindow {
+  kind: "classifier";
+  scale: number;
+  base: { kind: string };
+}
+
+export const classifierStrategy: StrategyDef<ClassifierConfig> = {
+  kind: "classifier",
+  summary: "noised-classifier gradient s·∇ log p(y|x_t) on the mean (DDPM) or score (DDIM)",
+  citation: "Dhariwal & Nichol 2021 (Diffusion Models Beat GANs) Alg. 1–2; GLIDE §3.1",
+  example: { kind: "classifier", scale: 1 },
+  schema: classifierSchema,
+  requires: (c) => (c.scale === 0 ? [] : ["classifier", "classifierLabel"]),
+  build: (config, models, ctx) => {
+    const base = ctx.build(config.base, models);
+    return {
+      config,
+      bind: (prompts) => {
+        const inner = base.bind(prompts);
+        if (config.scale === 0) return inner;
+        const classifier = models.classifier!;
+        let y: Tensor1D;
+        try {
+          const labels = prompts.map((p) => {
+            const label = models.classifierLabel!(p);
+            if (!Number.isInteger(label) || label < 0) {
+              throw new Error(
+                `strategy 'classifier': prompt '${p}' maps to label ${label}, not a class index`,
+              );
+            }
+            return label;
+          });
+          y = tf.tensor1d(labels, "int32");
+        } catch (e) {
+          inner.dispose();
+          throw e;
+        }
+        const condFn: CondFn = (x, step) =>
+          inWindow(config, step)
+            ? tf.tidy(() => classifier.condGrad(x, timesteps(x.shape[0], step), y, config.scale))
+            : tf.zerosLike(x);
+        return wrapSampling(inner, {
+          condFn,
+          calls: (step) => ({ classifier: inWindow(config, step) ? 1 : 0 }),
+          dispose: () => y.dispose(),
+        });
+      },
+    };
+  },
+  neutral: (config) => ({ config: { ...config, scale: 0 }, equals: "base" }),
+};

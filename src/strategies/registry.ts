@@ -1,0 +1,90 @@
+// The one list of guidance strategies. Adding a strategy = one file plus one line here; nothing registers itself
+// on import. Configs are validated strictly (unknown keys and out-of-range values are errors naming the key), and
+// wrapping strategies (classifier, clip, dynamic-threshold) nest any other strategy's config under `base`.
+import { z } from "zod";
+import { apgStrategy } from "./apg.ts";
+import { autoguidanceStrategy } from "./autoguidance.ts";
+import { cfgStrategy } from "./cfg.ts";
+import { cfgPlusPlusStrategy } from "./cfg-plus-plus.ts";
+import { cfgRescaleStrategy } from "./cfg-rescale.ts";
+import { classifierStrategy } from "./classifier.ts";
+import { clipStrategy } from "./clip.ts";
+import { composableStrategy } from "./composable.ts";
+import { dynamicThresholdStrategy } from "./dynamic-threshold.ts";
+import { negativeStrategy } from "./negative.ts";
+import { noneStrategy, unconditionalStrategy } from "./none.ts";
+import { formatIssues, requireModels } from "./shared.ts";
+import type { BuildContext, GuidanceModels, Strategy, StrategyDef } from "./strategy.ts";
+
+export const STRATEGIES = [
+  noneStrategy,
+  unconditionalStrategy,
+  classifierStrategy,
+  cfgStrategy,
+  clipStrategy,
+  negativeStrategy,
+  composableStrategy,
+  cfgRescaleStrategy,
+  dynamicThresholdStrategy,
+  apgStrategy,
+  cfgPlusPlusStrategy,
+  autoguidanceStrategy,
+] as const;
+
+export type StrategyKind = (typeof STRATEGIES)[number]["kind"];
+
+/** Any strategy's parsed config. */
+export type StrategyConfig = { kind: StrategyKind } & Record<string, unknown>;
+
+const byKind = new Map<string, StrategyDef>(STRATEGIES.map((d) => [d.kind, d as unknown as StrategyDef]));
+
+export const STRATEGY_KINDS: readonly StrategyKind[] = STRATEGIES.map((d) => d.kind);
+
+export function strategyDef(kind: string): StrategyDef {
+  const def = byKind.get(kind);
+  if (!def) {
+    throw new Error(`strategy: unknown kind '${kind}' (known: ${STRATEGY_KINDS.join(", ")})`);
+  }
+  return def;
+}
+
+/** Validates any strategy config; used for nested `base` configs so that their issues carry their path. */
+export const strategyConfigSchema: z.ZodType<{ kind: string }> = z.lazy(() =>
+  z.discriminatedUnion(
+    "kind",
+    STRATEGIES.map((d) => (d as unknown as StrategyDef).schema(strategyConfigSchema)) as unknown as [
+      z.ZodObject<{ kind: z.ZodLiteral<string> }>,
+      ...z.ZodObject<{ kind: z.ZodLiteral<string> }>[],
+    ],
+  ),
+);
+
+/** Parses a raw config (from YAML/JSON/CLI); `source` prefixes the error lines (e.g. the file and key). */
+export function parseStrategyConfig(raw: unknown, source = "strategy"): StrategyConfig {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new Error(`${source}: expected an object with a 'kind', got ${JSON.stringify(raw)}`);
+  }
+  const kind = (raw as { kind?: unknown }).kind;
+  if (typeof kind !== "string") {
+    throw new Error(`${source}: kind: required, one of ${STRATEGY_KINDS.join(", ")}`);
+  }
+  if (!byKind.has(kind)) {
+    throw new Error(`${source}: kind: unknown strategy '${kind}' (known: ${STRATEGY_KINDS.join(", ")})`);
+  }
+  const r = strategyDef(kind).schema(strategyConfigSchema).safeParse(raw);
+  if (!r.success) throw new Error(formatIssues(r.error, `${source} '${kind}'`));
+  return r.data as StrategyConfig;
+}
+
+const context: BuildContext = { build: (config, models) => buildParsed(config, models) };
+
+function buildParsed(config: { kind: string }, models: GuidanceModels): Strategy {
+  const def = strategyDef(config.kind);
+  requireModels(config.kind, models, def.requires(config));
+  return def.build(config, models, context);
+}
+
+/** Validates `raw` and builds the strategy with the given models (missing models are errors naming the key). */
+export function buildStrategy(raw: unknown, models: GuidanceModels, source = "strategy"): Strategy {
+  return buildParsed(parseStrategyConfig(raw, source), models);
+}

@@ -1,0 +1,129 @@
+// The one interface every guidance strategy implements. A strategy is built once from its validated config and
+// the models it needs, then bound to a batch of prompts; the binding hands the (unchanged) samplers a guided
+// `Denoiser` plus optional `condFn` / `denoisedFn`, and says how many network evaluations each step costs so that
+// strategies are compared at equal compute. Models are plain functions so that the zoo's UNet, GLIDE's
+// Text2ImUNet and guided-diffusion's class-conditional UNet all fit the same seam.
+import type { z } from "zod";
+import type { GaussianDiffusion } from "../core/diffusion.ts";
+import type { Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
+import { tf } from "../core/engine.ts";
+import type { CondFn, DenoisedFn, Denoiser, Prediction, StepInfo } from "../core/types.ts";
+import type { Conditioning, UNet } from "../models/unet.ts";
+
+export type { Conditioning } from "../models/unet.ts";
+
+/**
+ * A denoiser network as a function: x NHWC [N, H, W, C], `t` the ORIGINAL timestep of each row [N], and one
+ * conditioning row per x row (strategies batch several conditionings into one call). Must not dispose inputs.
+ */
+export type ModelFn = (x: Tensor4D, t: Tensor1D, cond: Conditioning) => Prediction;
+
+/** A noised classifier (guided-diffusion's EncoderUNet): d/dx Σ log p(y_b | x_b, t_b) · scale. */
+export interface NoisedClassifier {
+  condGrad(x: Tensor4D, t: Tensor1D, y: Tensor1D, scale: number): Tensor4D;
+}
+
+/** GLIDE's noised CLIP: d/dx [exp(logit_scale)·Σ ⟨z_image(x, t), z_text⟩] · scale. */
+export interface NoisedClip {
+  condGrad(x: Tensor4D, t: Tensor1D, zText: Tensor2D, scale: number): Tensor4D;
+}
+
+/** Everything a strategy may need; each strategy declares which keys it requires. */
+export interface GuidanceModels {
+  /** The denoiser being guided. */
+  model: ModelFn;
+  /** Prompts → the model's conditioning, one row per prompt (the caller of `encode` owns the tensors). */
+  encode: (prompts: readonly string[]) => Conditioning;
+  /** The prompt whose encoding is the unconditional branch (GLIDE: "" → all padding, empty mask). Default "". */
+  unconditionalPrompt?: string;
+  /** A weaker version of `model` (fewer training steps, smaller), for autoguidance. */
+  weak?: ModelFn;
+  classifier?: NoisedClassifier;
+  /** Prompt → the classifier's label, for classifier guidance. */
+  classifierLabel?: (prompt: string) => number;
+  clip?: NoisedClip;
+  /** Prompts → unit-norm noised-CLIP text embeddings z_text [B, D] (CLIP has its own tokenizer). */
+  clipText?: (prompts: readonly string[]) => Tensor2D;
+  /** The sampling process, for strategies that work in x0 space or on the update rule (apg, cfg++). */
+  diffusion?: GaussianDiffusion;
+}
+
+/**
+ * Network evaluations of one sampling step, per sample (a batched [cond; uncond] forward counts 2 for `model`).
+ * Gradient guidance counts one forward+backward of the classifier or CLIP as 1.
+ */
+export interface ModelCalls {
+  model: number;
+  weak: number;
+  classifier: number;
+  clip: number;
+}
+
+/** Total network evaluations (NFE) of a step. */
+export const nfe = (c: ModelCalls): number => c.model + c.weak + c.classifier + c.clip;
+
+/** A strategy bound to one batch of prompts: what a sampler receives. */
+export interface GuidedSampling {
+  denoise: Denoiser;
+  condFn?: CondFn;
+  denoisedFn?: DenoisedFn;
+  /** Set when the strategy needs the sampler's own x0 clamp off (cfg++ clamps nothing: its x0 is a transfer). */
+  clipDenoised?: boolean;
+  /** Network evaluations per sample that step `step` makes. */
+  calls(step: StepInfo): ModelCalls;
+  /** Frees the prompt encodings and any per-run state. */
+  dispose(): void;
+}
+
+export interface Strategy<C extends { kind: string } = { kind: string }> {
+  readonly config: C;
+  /** Encodes the prompts once; bind again for every sampling run (stateful strategies such as apg reset). */
+  bind(prompts: readonly string[]): GuidedSampling;
+}
+
+/** How a strategy at its neutral setting must behave, checked by the contract suite for every registry entry. */
+export type NeutralReference = "conditional" | "unconditional" | "base";
+
+/** Lets a wrapping strategy build the one it wraps without importing the registry (no import cycle). */
+export interface BuildContext {
+  build(config: { kind: string }, models: GuidanceModels): Strategy;
+}
+
+/** A registry entry. `C` is the parsed config (defaults applied). */
+export interface StrategyDef<C extends { kind: string } = { kind: string }> {
+  readonly kind: C["kind"];
+  /** One line for listings and reports. */
+  readonly summary: string;
+  readonly citation: string;
+  /** A minimal valid raw config (what `kind` alone plus required keys looks like), for listings and tests. */
+  readonly example: { kind: C["kind"] } & Record<string, unknown>;
+  /**
+   * The strict schema of this kind; `nested` validates a wrapped strategy's config (the registry passes the
+   * discriminated union of all kinds).
+   */
+  schema(nested: z.ZodType<{ kind: string }>): z.ZodType<C>;
+  /** Model-bag keys that must be present, checked before build so the error names the key. */
+  requires(config: C): (keyof GuidanceModels)[];
+  build(config: C, models: GuidanceModels, ctx: BuildContext): Strategy<C>;
+  /** The config at the neutral setting (guidance off) and what it must then reproduce exactly. */
+  neutral(config: C): { config: C; equals: NeutralReference };
+}
+
+/**
+ * The repository's UNet as a ModelFn: the first `inChannels` output channels are eps, the rest (when the model
+ * learns the variance range) the learned-range values.
+ */
+export function unetModel(unet: UNet): ModelFn {
+  const c = unet.config.inChannels;
+  return (x, t, cond) =>
+    tf.tidy(() => {
+      const out = unet.forward(x, t, cond);
+      const [b, h, w, oc] = out.shape;
+      if (oc === c) return { out, kind: "eps" as const };
+      return {
+        out: tf.slice(out, [0, 0, 0, 0], [b, h, w, c]),
+        kind: "eps" as const,
+        varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
+      };
+    });
+}

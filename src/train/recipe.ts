@@ -1,0 +1,104 @@
+// Training recipes: short YAML diffs from the documented defaults below; unknown keys and bad values are errors
+// that name the key and the file.
+import { existsSync, readFileSync } from "node:fs";
+import { basename, extname, join } from "node:path";
+import { parse as parseYaml } from "yaml";
+import { z } from "zod";
+
+export const TASKS = ["denoiser", "classifier", "noised-clip", "eval-clip"] as const;
+
+const optimSchema = z
+  .object({
+    lr: z.number().positive().default(3e-4),
+    beta1: z.number().min(0).max(1).default(0.9),
+    beta2: z.number().min(0).max(1).default(0.999),
+    eps: z.number().positive().default(1e-8),
+    weightDecay: z.number().min(0).default(0),
+    clipNorm: z.number().min(0).default(1),
+    /** EMA decay of the shipped weights; 0 ships the raw weights. */
+    ema: z.number().min(0).max(1).default(0.999),
+    warmupSteps: z.number().int().min(0).default(200),
+  })
+  .strict();
+
+const worldSchema = z
+  .object({
+    size: z.number().int().min(8).default(32),
+    /** Probability that a training scene has two objects. */
+    twoObjects: z.number().min(0).max(1).default(0.3),
+  })
+  .strict();
+
+const diffusionSchema = z
+  .object({
+    schedule: z.enum(["linear", "squaredcos_cap_v2", "cosine"]).default("squaredcos_cap_v2"),
+    steps: z.number().int().positive().default(1000),
+  })
+  .strict();
+
+export const recipeSchema = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9._-]*$/, "lower-case letters, digits, '.', '_' or '-'"),
+    task: z.enum(TASKS),
+    description: z.string().default(""),
+    seed: z.number().int().min(0).default(0),
+    steps: z.number().int().positive(),
+    batchSize: z.number().int().positive().default(32),
+    checkpointEvery: z.number().int().positive().default(100),
+    /** Steps at which the (EMA) weights are also exported to snapshots/step-N.safetensors, e.g. an early checkpoint. */
+    snapshots: z.array(z.number().int().positive()).default([]),
+    optim: optimSchema.default(optimSchema.parse({})),
+    world: worldSchema.default(worldSchema.parse({})),
+    diffusion: diffusionSchema.default(diffusionSchema.parse({})),
+    /** Probability of training on the empty caption (classifier-free guidance needs an unconditional model). */
+    captionDropout: z.number().min(0).max(1).default(0.2),
+    /** Reuse step 0's examples at every step: a model that cannot overfit one batch has a bug. */
+    fixedBatch: z.boolean().default(false),
+    /** Architecture settings; each task validates its own (see src/train/tasks.ts). */
+    model: z.record(z.string(), z.unknown()).default({}),
+  })
+  .strict();
+
+export type Recipe = z.infer<typeof recipeSchema>;
+
+export function formatZodError(err: z.ZodError, source: string): string {
+  return err.issues
+    .map((i) => `${source}: ${i.path.length ? i.path.join(".") : "(top level)"}: ${i.message}`)
+    .join("\n");
+}
+
+export function parseRecipe(raw: unknown, source: string): Recipe {
+  const r = recipeSchema.safeParse(raw);
+  if (!r.success) throw new Error(formatZodError(r.error, source));
+  return r.data;
+}
+
+export function loadRecipe(path: string): Recipe {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch {
+    throw new Error(`recipe ${path}: file not found`);
+  }
+  let raw: unknown;
+  try {
+    raw = extname(path) === ".json" ? JSON.parse(text) : parseYaml(text);
+  } catch (e) {
+    throw new Error(`recipe ${path}: not valid YAML/JSON: ${(e as Error).message.split("\n")[0]}`);
+  }
+  const withName =
+    raw && typeof raw === "object" && !("name" in raw)
+      ? { name: basename(path, extname(path)), ...raw }
+      : raw;
+  return parseRecipe(withName, path);
+}
+
+export const RECIPE_DIR = join(import.meta.dirname, "..", "..", "experiments", "zoo");
+
+/** A recipe path, or the name of one kept in experiments/zoo/. */
+export function resolveRecipe(nameOrPath: string): string {
+  if (existsSync(nameOrPath)) return nameOrPath;
+  const named = join(RECIPE_DIR, `${nameOrPath}.yaml`);
+  if (existsSync(named)) return named;
+  throw new Error(`recipe '${nameOrPath}': no such file, and no ${named}`);
+}

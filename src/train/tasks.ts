@@ -1,0 +1,349 @@
+// Model kinds the zoo trains. Each validates its own `model` block of the recipe and defines the loss of a slice
+// of a step's global batch (src/train/data.ts makes the examples).
+import { z } from "zod";
+import { createDiffusion } from "../core/diffusion.ts";
+import { type Scalar, type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
+import { Init } from "../core/layers.ts";
+import { END_ID, NUM_CLASSES, parseCaption, satisfies, sceneLabels, VOCAB_SIZE } from "../data/world.ts";
+import { type ClipConfig, ClipModel } from "../models/clip.ts";
+import { EncoderUNet, type EncoderUNetConfig } from "../models/encoder-unet.ts";
+import { EvalClip } from "../models/eval-clip.ts";
+import { UNet, type UNetConfig } from "../models/unet.ts";
+import { worldBatch } from "./data.ts";
+import { formatZodError, type Recipe } from "./recipe.ts";
+import type { TaskInstance } from "./task.ts";
+
+export const denoiserModelSchema = z
+  .object({
+    modelChannels: z.number().int().positive().default(32),
+    channelMult: z.array(z.number().positive()).nonempty().default([1, 2, 2]),
+    numResBlocks: z.number().int().positive().default(2),
+    attentionResolutions: z.array(z.number().int().positive()).default([16, 8]),
+    numHeadChannels: z.number().int().positive().default(32),
+    textCtx: z.number().int().positive().default(16),
+    xfWidth: z.number().int().positive().default(64),
+    xfLayers: z.number().int().positive().default(2),
+    xfHeads: z.number().int().positive().default(4),
+  })
+  .strict();
+export type DenoiserModelConfig = z.infer<typeof denoiserModelSchema>;
+
+function parseModel<T>(schema: z.ZodType<T>, recipe: Recipe): T {
+  const r = schema.safeParse(recipe.model);
+  if (!r.success) throw new Error(formatZodError(r.error, `recipe ${recipe.name}: model`));
+  return r.data;
+}
+
+/** The zoo's text-conditional denoiser: a small Text2ImUNet (GLIDE's architecture) with learned-range variance. */
+export function denoiserUNetConfig(m: DenoiserModelConfig, imageSize: number): UNetConfig {
+  return {
+    imageSize,
+    inChannels: 3,
+    modelChannels: m.modelChannels,
+    outChannels: 6,
+    numResBlocks: m.numResBlocks,
+    attentionResolutions: m.attentionResolutions,
+    channelMult: m.channelMult,
+    numHeads: 1,
+    numHeadChannels: m.numHeadChannels,
+    numHeadsUpsample: -1,
+    useScaleShiftNorm: true,
+    resblockUpdown: true,
+    useNewAttentionOrder: false,
+    text: {
+      vocabSize: VOCAB_SIZE,
+      ctx: m.textCtx,
+      width: m.xfWidth,
+      layers: m.xfLayers,
+      heads: m.xfHeads,
+      finalLn: true,
+      padding: true,
+    },
+  };
+}
+
+function denoiserTask(recipe: Recipe): TaskInstance {
+  const m = parseModel(denoiserModelSchema, recipe);
+  const size = recipe.world.size;
+  const model = new UNet(new Init(recipe.seed), denoiserUNetConfig(m, size));
+  const d = createDiffusion({
+    schedule: recipe.diffusion.schedule,
+    steps: recipe.diffusion.steps,
+    modelVarType: "learned_range",
+  });
+  return {
+    model,
+    loss(step, from, to) {
+      const b = to - from;
+      const batch = worldBatch({
+        seed: recipe.seed,
+        task: "denoiser",
+        step: recipe.fixedBatch ? 0 : step,
+        from,
+        to,
+        size,
+        ctx: m.textCtx,
+        twoObjectProb: recipe.world.twoObjects,
+        captionDropout: recipe.captionDropout,
+        timesteps: d.numTimesteps,
+      });
+      const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
+      const noise = tf.tensor4d(batch.noise, [b, size, size, 3]);
+      const t = Array.from(batch.t);
+      const xt = d.qSample(x0, t, noise);
+      const out = model.forward(xt, tf.tensor1d(batch.t, "int32") as Tensor1D, {
+        tokens: tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D,
+        mask: tf.tensor2d(batch.mask, [b, m.textCtx]) as Tensor2D,
+      });
+      const [eps, varValues] = tf.split(out, 2, 3) as [Tensor4D, Tensor4D];
+      return tf.mean(d.trainingLosses({ out: eps, kind: "eps", varValues }, x0, t, noise).loss) as Scalar;
+    },
+    dispose: () => model.dispose(),
+  };
+}
+
+const encoderSchema = z
+  .object({
+    modelChannels: z.number().int().positive().default(32),
+    channelMult: z.array(z.number().positive()).nonempty().default([1, 2, 2]),
+    numResBlocks: z.number().int().positive().default(1),
+    attentionResolutions: z.array(z.number().int().positive()).default([8]),
+    numHeadChannels: z.number().int().positive().default(32),
+  })
+  .strict();
+
+export const classifierModelSchema = encoderSchema;
+
+/** guided-diffusion's noised classifier (EncoderUNetModel, attention pooling) over the world's colour-shape classes. */
+export function classifierConfig(
+  m: z.infer<typeof encoderSchema>,
+  imageSize: number,
+  outChannels: number,
+): EncoderUNetConfig {
+  return {
+    imageSize,
+    inChannels: 3,
+    modelChannels: m.modelChannels,
+    outChannels,
+    numResBlocks: m.numResBlocks,
+    attentionResolutions: m.attentionResolutions,
+    channelMult: m.channelMult,
+    numHeads: 1,
+    numHeadChannels: m.numHeadChannels,
+    useScaleShiftNorm: true,
+    resblockUpdown: true,
+    useNewAttentionOrder: false,
+    pool: "attention",
+  };
+}
+
+function classifierTask(recipe: Recipe): TaskInstance {
+  const m = parseModel(classifierModelSchema, recipe);
+  const size = recipe.world.size;
+  const model = new EncoderUNet(new Init(recipe.seed), classifierConfig(m, size, NUM_CLASSES));
+  const d = createDiffusion({ schedule: recipe.diffusion.schedule, steps: recipe.diffusion.steps });
+  return {
+    model,
+    loss(step, from, to) {
+      const b = to - from;
+      const batch = worldBatch({
+        seed: recipe.seed,
+        task: "classifier",
+        step: recipe.fixedBatch ? 0 : step,
+        from,
+        to,
+        size,
+        ctx: 1,
+        twoObjectProb: 0,
+        captionDropout: 1,
+        timesteps: d.numTimesteps,
+      });
+      const labels = batch.scenes.map((sc) => sceneLabels(sc)[0]!);
+      const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
+      const xt = d.qSample(x0, Array.from(batch.t), tf.tensor4d(batch.noise, [b, size, size, 3]));
+      const logits = model.logits(xt, tf.tensor1d(batch.t, "int32") as Tensor1D);
+      const onehot = tf.oneHot(tf.tensor1d(labels, "int32"), NUM_CLASSES);
+      return tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits), onehot), 1))) as Scalar;
+    },
+    dispose: () => model.dispose(),
+  };
+}
+
+/**
+ * Contrastive loss with every true match as a positive: captions are partial ("a circle"), so several images of a
+ * batch can satisfy one caption; the world knows exactly which (CLIP's InfoNCE with multi-positive targets).
+ */
+function contrastiveLoss(
+  zi: Tensor2D,
+  zt: Tensor2D,
+  logScale: Tensor,
+  match: Float32Array,
+  b: number,
+): Scalar {
+  const logits = tf.mul(tf.matMul(zi, zt, false, true), tf.exp(tf.reshape(logScale, [])));
+  const m = tf.tensor2d(match, [b, b]);
+  const rowTargets = tf.div(m, tf.sum(m, 1, true));
+  const colTargets = tf.div(m, tf.sum(m, 0, true));
+  const i2t = tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits, 1), rowTargets), 1)));
+  const t2i = tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(tf.transpose(logits)), tf.transpose(colTargets)), 1)));
+  return tf.div(tf.add(i2t, t2i), 2) as Scalar;
+}
+
+function matchMatrix(batch: ReturnType<typeof worldBatch>): Float32Array {
+  const b = batch.scenes.length;
+  const specs = batch.captions.map((c) => parseCaption(c));
+  const match = new Float32Array(b * b);
+  for (let i = 0; i < b; i++) {
+    for (let j = 0; j < b; j++) {
+      const spec = specs[j];
+      match[i * b + j] = i === j || (spec !== undefined && satisfies(batch.scenes[i]!, spec)) ? 1 : 0;
+    }
+  }
+  return match;
+}
+
+export const noisedClipModelSchema = z
+  .object({
+    patchSize: z.number().int().positive().default(4),
+    textCtx: z.number().int().positive().default(16),
+    embedDim: z.number().int().positive().default(64),
+    headState: z.number().int().positive().default(32),
+    heads: z.number().int().positive().default(2),
+    textBlocks: z.number().int().positive().default(2),
+    imageBlocks: z.number().int().positive().default(3),
+  })
+  .strict();
+
+/** GLIDE's noised CLIP (ViT on (x_t, t) with a timestep token) at the world's size and vocabulary. */
+export function noisedClipConfig(
+  m: z.infer<typeof noisedClipModelSchema>,
+  imageSize: number,
+  steps: number,
+): ClipConfig {
+  return {
+    imageSize,
+    patchSize: m.patchSize,
+    nVocab: VOCAB_SIZE,
+    maxTextLen: m.textCtx,
+    nEmbd: m.embedDim,
+    nHeadStateText: m.headState,
+    nHeadText: m.heads,
+    nXfBlocksText: m.textBlocks,
+    nHeadStateImage: m.headState,
+    nHeadImage: m.heads,
+    nXfBlocksImage: m.imageBlocks,
+    nTimesteps: steps,
+    logitScale: 1 / 0.07,
+  };
+}
+
+/** CLIP's text length: up to and including the end token (the text feature is read there). */
+export function textLengths(tokens: Int32Array, ctx: number): number[] {
+  const lens: number[] = [];
+  for (let i = 0; i < tokens.length / ctx; i++) {
+    let n = ctx;
+    for (let k = 0; k < ctx; k++) {
+      if (tokens[i * ctx + k] === END_ID) {
+        n = k + 1;
+        break;
+      }
+    }
+    lens.push(n);
+  }
+  return lens;
+}
+
+function noisedClipTask(recipe: Recipe): TaskInstance {
+  const m = parseModel(noisedClipModelSchema, recipe);
+  const size = recipe.world.size;
+  const model = new ClipModel(new Init(recipe.seed), noisedClipConfig(m, size, recipe.diffusion.steps));
+  const d = createDiffusion({ schedule: recipe.diffusion.schedule, steps: recipe.diffusion.steps });
+  return {
+    model,
+    loss(step, from, to) {
+      const b = to - from;
+      const batch = worldBatch({
+        seed: recipe.seed,
+        task: "noised-clip",
+        step: recipe.fixedBatch ? 0 : step,
+        from,
+        to,
+        size,
+        ctx: m.textCtx,
+        twoObjectProb: recipe.world.twoObjects,
+        captionDropout: 0,
+        timesteps: d.numTimesteps,
+      });
+      const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
+      const xt = d.qSample(x0, Array.from(batch.t), tf.tensor4d(batch.noise, [b, size, size, 3]));
+      const zi = model.embedImage(xt, tf.tensor1d(batch.t, "int32") as Tensor1D);
+      const tokens = tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D;
+      const zt = model.embedText(tokens, textLengths(batch.tokens, m.textCtx));
+      return contrastiveLoss(zi, zt, model.logitScale, matchMatrix(batch), b);
+    },
+    dispose: () => model.dispose(),
+  };
+}
+
+export const evalClipModelSchema = encoderSchema
+  .extend({
+    embedDim: z.number().int().positive().default(64),
+    textCtx: z.number().int().positive().default(16),
+    xfWidth: z.number().int().positive().default(64),
+    xfLayers: z.number().int().positive().default(2),
+    xfHeads: z.number().int().positive().default(4),
+  })
+  .strict();
+
+function evalClipTask(recipe: Recipe): TaskInstance {
+  const m = parseModel(evalClipModelSchema, recipe);
+  const size = recipe.world.size;
+  const model = new EvalClip(new Init(recipe.seed), {
+    image: classifierConfig(m, size, m.embedDim),
+    text: {
+      vocabSize: VOCAB_SIZE,
+      ctx: m.textCtx,
+      width: m.xfWidth,
+      layers: m.xfLayers,
+      heads: m.xfHeads,
+      finalLn: true,
+      padding: true,
+    },
+    embedDim: m.embedDim,
+  });
+  return {
+    model,
+    loss(step, from, to) {
+      const b = to - from;
+      const batch = worldBatch({
+        seed: recipe.seed,
+        task: "eval-clip",
+        step: recipe.fixedBatch ? 0 : step,
+        from,
+        to,
+        size,
+        ctx: m.textCtx,
+        twoObjectProb: recipe.world.twoObjects,
+        captionDropout: 0,
+      });
+      const zi = model.embedImage(tf.tensor4d(batch.images, [b, size, size, 3]));
+      const zt = model.embedText(
+        tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D,
+        tf.tensor2d(batch.mask, [b, m.textCtx]) as Tensor2D,
+      );
+      return contrastiveLoss(zi, zt, model.logitScale, matchMatrix(batch), b);
+    },
+    dispose: () => model.dispose(),
+  };
+}
+
+const TASK_BUILDERS: Record<Recipe["task"], (r: Recipe) => TaskInstance> = {
+  denoiser: denoiserTask,
+  classifier: classifierTask,
+  "noised-clip": noisedClipTask,
+  "eval-clip": evalClipTask,
+};
+
+export function buildTask(recipe: Recipe): TaskInstance {
+  return TASK_BUILDERS[recipe.task](recipe);
+}

@@ -1,0 +1,92 @@
+// Golden-reference verification: compares this port against outputs of the official PyTorch code stored as
+// manifest.json + <section>/*.npy. Any problem with the files becomes a failing row naming the file, never a crash,
+// so one bad array does not hide the other sections' results.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { tf } from "../core/engine.ts";
+import { failRow, type Manifest, type Row, SectionContext } from "./common.ts";
+import { SECTIONS } from "./registry.ts";
+
+export type { Row } from "./common.ts";
+export { SECTIONS } from "./registry.ts";
+
+export interface VerifyResult {
+  rows: Row[];
+  passed: number;
+  failed: number;
+}
+
+function loadManifest(dir: string): { manifest?: Manifest; error?: string } {
+  const path = join(dir, "manifest.json");
+  if (!existsSync(path)) return { error: "file not found" };
+  try {
+    return { manifest: JSON.parse(readFileSync(path, "utf8")) as Manifest };
+  } catch (err) {
+    return { error: `not valid JSON (${(err as Error).message})` };
+  }
+}
+
+/**
+ * Runs the requested sections (default: every known section whose folder exists) against the golden directory.
+ * Unknown or missing sections give failing rows.
+ */
+export async function verifyReference(dir: string, sections?: string[]): Promise<VerifyResult> {
+  await tf.ready();
+  const rows: Row[] = [];
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+    rows.push(failRow("-", "golden directory", `${dir}: directory not found`));
+    return { rows, passed: 0, failed: 1 };
+  }
+  const { manifest, error } = loadManifest(dir);
+  const exists = (name: string) => existsSync(join(dir, name)) && statSync(join(dir, name)).isDirectory();
+  const wanted = sections && sections.length > 0 ? sections : SECTIONS.map((s) => s.name).filter(exists);
+  if (wanted.length === 0)
+    rows.push(failRow("-", "sections", `${dir}: none of the known sections is present`));
+  for (const name of wanted) {
+    const checker = SECTIONS.find((s) => s.name === name);
+    if (!checker) {
+      rows.push(
+        failRow(name, "section", `unknown section (known: ${SECTIONS.map((s) => s.name).join(", ")})`),
+      );
+      continue;
+    }
+    if (!exists(name)) {
+      rows.push(failRow(name, "section", `${name}/: directory not found in ${dir}`));
+      continue;
+    }
+    const ctx = new SectionContext(dir, name, manifest, error);
+    try {
+      const got = await checker.run(ctx);
+      if (got.length === 0) rows.push(failRow(name, "section", "no cases found"));
+      rows.push(...got);
+    } catch (err) {
+      rows.push(failRow(name, "section", `error: ${(err as Error).message.split("\n")[0]}`));
+    }
+  }
+  const passed = rows.filter((r) => r.pass).length;
+  return { rows, passed, failed: rows.length - passed };
+}
+
+const fmt = (x: number) => (Number.isNaN(x) ? "-" : x === 0 ? "0" : x.toExponential(2));
+
+/** A plain-text table of the rows, ending with the line `N passed, M failed`. */
+export function formatRows(rows: readonly Row[]): string {
+  const header = ["section", "case", "max|Δ|", "rel", "tol", "result", "note"];
+  const body = rows.map((r) => [
+    r.section,
+    r.case,
+    fmt(r.maxAbs),
+    fmt(r.rel),
+    r.tol === 0 ? "exact" : fmt(r.tol),
+    r.pass ? "PASS" : "FAIL",
+    r.note ?? "",
+  ]);
+  const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  const passed = rows.filter((r) => r.pass).length;
+  return [line(header), ...body.map(line), `${passed} passed, ${rows.length - passed} failed`, ""].join("\n");
+}

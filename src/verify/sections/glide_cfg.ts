@@ -1,0 +1,247 @@
+// GLIDE's classifier-free-guided DDPM loop, replayed from the RECORDED model outputs: the guidance arithmetic,
+// each step's p(x_{t-1}|x_t), and the whole trajectory through the real sampler. The model itself is checked by
+// glide_fwd once it is ported.
+
+import type { Tensor4D } from "../../core/engine.ts";
+import { tf } from "../../core/engine.ts";
+import type { NpyArray } from "../../core/npy.ts";
+import { ddpmStep, type RecordedStep, sampleDdpm } from "../../core/samplers.ts";
+import type { Denoiser, NoiseSource, Prediction } from "../../core/types.ts";
+import {
+  compare,
+  ErrorAcc,
+  floats,
+  GoldenError,
+  guard,
+  nchwToNhwc,
+  nhwcToNchw,
+  type Row,
+  type SectionChecker,
+  type SectionContext,
+  stepSlice,
+  TOL_SINGLE,
+  TOL_TRAJECTORY,
+} from "../common.ts";
+import { checkTables, diffusionFromMeta } from "../tables.ts";
+
+/**
+ * The text2im notebook's classifier-free guidance on a [cond; uncond] batch: eps_g = eps_u + s·(eps_c − eps_u) on
+ * the eps channels, written into both halves; the variance channels keep their own values.
+ * TODO: replace with the strategies module's implementation once it lands.
+ */
+export function cfgCombine(raw: Tensor4D, channels: number, scale: number): Tensor4D {
+  return tf.tidy(() => {
+    const [b, h, w, c2] = raw.shape;
+    const half = b / 2;
+    const eps = tf.slice(raw, [0, 0, 0, 0], [b, h, w, channels]);
+    const rest = tf.slice(raw, [0, 0, 0, channels], [b, h, w, c2 - channels]);
+    const cond = tf.slice(eps, [0, 0, 0, 0], [half, h, w, channels]);
+    const uncond = tf.slice(eps, [half, 0, 0, 0], [half, h, w, channels]);
+    const guided = tf.add(uncond, tf.mul(scale, tf.sub(cond, uncond)));
+    return tf.concat([tf.concat([guided, guided], 0), rest], 3) as Tensor4D;
+  });
+}
+
+function toPrediction(out: Tensor4D, channels: number): Prediction {
+  const [b, h, w, c2] = out.shape;
+  if (c2 === channels) return { out: tf.clone(out), kind: "eps" };
+  return {
+    out: tf.slice(out, [0, 0, 0, 0], [b, h, w, channels]),
+    kind: "eps",
+    varValues: tf.slice(out, [0, 0, 0, channels], [b, h, w, c2 - channels]),
+  };
+}
+
+function noiseReplay(noise: NpyArray): NoiseSource {
+  return (k) => stepSlice(noise, "noise_per_step.npy", k);
+}
+
+function run(ctx: SectionContext): Row[] {
+  const s = ctx.section;
+  const rows: Row[] = [];
+  let diffusion: ReturnType<typeof diffusionFromMeta> | undefined;
+  rows.push(
+    ...guard(s, "diffusion", () => {
+      diffusion = diffusionFromMeta(ctx, "small_glide");
+      return checkTables(ctx, "diffusion", diffusion, "diffusion");
+    }),
+  );
+  if (!diffusion) return rows;
+  const diffusionSteps = diffusion.numTimesteps;
+
+  let arrays:
+    | { xIn: NpyArray; raw: NpyArray; guided: NpyArray; mean: NpyArray; logVar: NpyArray; noise: NpyArray }
+    | undefined;
+  rows.push(
+    ...guard(s, "step arrays", () => {
+      const a = {
+        xIn: ctx.load("step_x_in.npy"),
+        raw: ctx.load("step_model_raw.npy"),
+        guided: ctx.load("step_model_guided.npy"),
+        mean: ctx.load("step_mean.npy"),
+        logVar: ctx.load("step_log_variance.npy"),
+        noise: ctx.load("noise_per_step.npy"),
+      };
+      for (const [k, v] of Object.entries(a)) {
+        if (v.shape.length !== 5)
+          throw new GoldenError(`${s}/${k}: expected [steps, B, C, H, W], got [${v.shape}]`);
+      }
+      const S = a.xIn.shape[0]!;
+      if (S !== diffusionSteps) {
+        throw new GoldenError(`${s}/step_x_in.npy: ${S} steps, the diffusion has ${diffusionSteps}`);
+      }
+      for (const v of [a.raw, a.guided, a.mean, a.logVar, a.noise]) {
+        if (v.shape[0] !== S || v.shape[1] !== a.xIn.shape[1]) {
+          throw new GoldenError(
+            `${s}: step arrays disagree on [steps, batch] ([${v.shape}] vs [${a.xIn.shape}])`,
+          );
+        }
+      }
+      arrays = a;
+      return [];
+    }),
+  );
+  if (!arrays) return rows;
+  const { xIn, raw, guided, mean, logVar, noise } = arrays;
+  const S = xIn.shape[0]!;
+  const channels = xIn.shape[2]!;
+  const perStep = xIn.shape.slice(1).reduce((a, b) => a * b, 1);
+  if (raw.shape[2] !== channels && raw.shape[2] !== 2 * channels) {
+    return [
+      ...rows,
+      ...guard(s, "model outputs", () => {
+        throw new GoldenError(
+          `${s}/step_model_raw.npy: ${raw.shape[2]} channels, expected ${channels} or ${2 * channels}`,
+        );
+      }),
+    ];
+  }
+  // A 2C-channel output carries learned-range variance values; otherwise the variance is fixed.
+  const d = diffusionFromMeta(
+    ctx,
+    "small_glide",
+    raw.shape[2] === 2 * channels ? "learned_range" : "fixed_small",
+  );
+  const rawPerStep = raw.shape.slice(1).reduce((a, b) => a * b, 1);
+
+  rows.push(
+    ...guard(s, "step timesteps", () => {
+      const respaced = ctx.loadNumbers("step_t_respaced.npy");
+      const model = ctx.loadNumbers("step_t_model.npy");
+      const B = model.length / S;
+      const expectedModel = respaced.flatMap((i) => Array<number>(B).fill(d.timestepMap[i] ?? Number.NaN));
+      const expectedRespaced = Array.from({ length: S }, (_, k) => S - 1 - k);
+      return [
+        compare(s, "step t respaced", expectedRespaced, respaced, 0),
+        compare(s, "step t model (timestep_map)", expectedModel, model, 0, "models receive the original t"),
+      ];
+    }),
+  );
+
+  let scale = Number.NaN;
+  rows.push(
+    ...guard(s, "cfg guided output", () => {
+      scale = Number(ctx.meta("guidance_scale"));
+      const acc = new ErrorAcc();
+      const ref = floats(guided, "step_model_guided.npy");
+      for (let k = 0; k < S; k++) {
+        const got = tf.tidy(() => {
+          const out = cfgCombine(stepSlice(raw, "step_model_raw.npy", k), channels, scale);
+          return nhwcToNchw(out);
+        });
+        acc.add(ref.subarray(k * rawPerStep, (k + 1) * rawPerStep), got, k);
+      }
+      return acc.row(s, `cfg guided output (scale ${scale}, ${S} steps)`, TOL_SINGLE, acc.worstNote());
+    }),
+  );
+  if (Number.isNaN(scale)) return rows;
+
+  // Replays the recorded, guided model outputs; the loop index k picks the recorded step. Intermediates are
+  // freed by the step's own tidy scope.
+  const denoise: Denoiser = (_x, step) =>
+    toPrediction(cfgCombine(stepSlice(raw, "step_model_raw.npy", step.k), channels, scale), channels);
+  const noiseSource = noiseReplay(noise);
+
+  rows.push(
+    ...guard(s, "single steps", () => {
+      const accMean = new ErrorAcc();
+      const accLogVar = new ErrorAcc();
+      const accNext = new ErrorAcc();
+      const meanRef = floats(mean, "step_mean.npy");
+      const logVarRef = floats(logVar, "step_log_variance.npy");
+      const xInRef = floats(xIn, "step_x_in.npy");
+      for (let k = 0; k < S; k++) {
+        const rec: RecordedStep[] = [];
+        tf.tidy(() => {
+          const x = stepSlice(xIn, "step_x_in.npy", k);
+          const out = ddpmStep(d, denoise, x, S - 1 - k, {
+            noise: noiseSource,
+            clipDenoised: true,
+            recordSteps: rec,
+          });
+          const r = rec[0]!;
+          const toNchw = (a: Float32Array) =>
+            nhwcToNchw(tf.tensor4d(a, r.shape as [number, number, number, number]));
+          const sl = (a: Float32Array) => a.subarray(k * perStep, (k + 1) * perStep);
+          accMean.add(sl(meanRef), toNchw(r.mean), k);
+          accLogVar.add(sl(logVarRef), toNchw(r.logVariance), k);
+          if (k + 1 < S)
+            accNext.add(xInRef.subarray((k + 1) * perStep, (k + 2) * perStep), nhwcToNchw(out.sample), k);
+        });
+      }
+      return [
+        accMean.row(s, "step mean (learned-range pMeanVariance)", TOL_SINGLE, accMean.worstNote()),
+        accLogVar.row(s, "step log variance", TOL_SINGLE, accLogVar.worstNote()),
+        accNext.row(s, "step sample → next step_x_in", TOL_SINGLE, accNext.worstNote()),
+      ];
+    }),
+  );
+
+  rows.push(
+    ...guard(s, "trajectory", () => {
+      const xT = ctx.load("x_T.npy");
+      const full = ctx.load("samples_full_batch.npy");
+      const firstHalf = ctx.has("samples.npy") ? ctx.load("samples.npy") : undefined;
+      const rec: RecordedStep[] = [];
+      const sample = tf.tidy(() => {
+        const x0 = nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape);
+        const out = sampleDdpm(d, denoise, x0, { noise: noiseSource, clipDenoised: true, recordSteps: rec });
+        return nhwcToNchw(out);
+      });
+      const accX = new ErrorAcc();
+      const xInRef = floats(xIn, "step_x_in.npy");
+      for (const r of rec) {
+        const got = tf.tidy(() =>
+          nhwcToNchw(tf.tensor4d(r.xIn, r.shape as [number, number, number, number])),
+        );
+        accX.add(xInRef.subarray(r.k * perStep, (r.k + 1) * perStep), got, r.k);
+      }
+      const out: Row[] = [
+        accX.row(s, `trajectory x_t at every step (${S} steps)`, TOL_TRAJECTORY, accX.worstNote()),
+        compare(
+          s,
+          "trajectory samples_full_batch",
+          floats(full, "samples_full_batch.npy"),
+          sample,
+          TOL_TRAJECTORY,
+        ),
+      ];
+      if (firstHalf) {
+        const n = firstHalf.data.length;
+        out.push(
+          compare(
+            s,
+            "trajectory samples (guided half)",
+            floats(firstHalf, "samples.npy"),
+            sample.subarray(0, n),
+            TOL_TRAJECTORY,
+          ),
+        );
+      }
+      return out;
+    }),
+  );
+  return rows;
+}
+
+export const glideCfg: SectionChecker = { name: "glide_cfg", run };

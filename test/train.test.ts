@@ -1,0 +1,103 @@
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import { readSafetensors } from "../src/models/safetensors.ts";
+import { loadRecipe, parseRecipe } from "../src/train/recipe.ts";
+import { splitBatch, train } from "../src/train/trainer.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "gl-train-"));
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function recipe(steps: number, extra = ""): string {
+  const path = join(dir, `tiny-${steps}-${Math.random().toString(36).slice(2)}.yaml`);
+  writeFileSync(
+    path,
+    `name: tiny
+task: denoiser
+steps: ${steps}
+batchSize: 4
+checkpointEvery: 2
+optim: { lr: 0.001, warmupSteps: 0, ema: 0.9 }
+model: { modelChannels: 32, channelMult: [1, 2], numResBlocks: 1, attentionResolutions: [8], xfWidth: 32, xfLayers: 1, xfHeads: 2 }
+world: { size: 16 }
+${extra}`,
+  );
+  return path;
+}
+
+const losses = (out: string) =>
+  readFileSync(join(out, "loss.csv"), "utf8")
+    .trim()
+    .split("\n")
+    .slice(1)
+    .map((l) => Number(l.split(",")[1]));
+
+describe("recipes", () => {
+  it("rejects unknown keys and bad values, naming the key and file", () => {
+    assert.throws(
+      () => parseRecipe({ name: "x", task: "denoiser", steps: 1, batchsize: 3 }, "r.yaml"),
+      /r\.yaml.*batchsize/,
+    );
+    assert.throws(() => parseRecipe({ name: "x", task: "denoiser", steps: -1 }, "r.yaml"), /r\.yaml: steps/);
+    assert.throws(() => parseRecipe({ name: "x", task: "painter", steps: 1 }, "r.yaml"), /r\.yaml: task/);
+  });
+
+  it("ships recipes that validate", () => {
+    const r = loadRecipe(join(import.meta.dirname, "..", "experiments", "zoo", "denoiser.yaml"));
+    assert.equal(r.task, "denoiser");
+  });
+
+  it("splits a batch over workers without gaps", () => {
+    assert.deepEqual(
+      splitBatch(5, 2),
+      [0, 2, 5].map((v, i) => (i === 1 ? Math.round(2.5) : v)),
+    );
+    assert.deepEqual(splitBatch(4, 1), [0, 4]);
+  });
+});
+
+describe("trainer", () => {
+  it("lowers the loss, and a resumed run reproduces an uninterrupted one", { timeout: 240_000 }, async () => {
+    const straight = join(dir, "straight");
+    await train(recipe(6), { out: straight, workers: 2, backend: "wasm" });
+    const l = losses(straight);
+    assert.equal(l.length, 6);
+    assert.ok(l.every(Number.isFinite));
+
+    // Interrupted after 2 steps (as a kill after a checkpoint would leave it), then resumed.
+    const split = join(dir, "split");
+    const r = recipe(6);
+    await train(r, { out: split, workers: 2, backend: "wasm", maxSteps: 2 });
+    await assert.rejects(train(r, { out: split, workers: 2, backend: "wasm" }), /--resume/);
+    await train(r, { out: split, workers: 2, backend: "wasm", resume: true });
+    assert.deepEqual(losses(split), l);
+    const a = readSafetensors(join(straight, "model.safetensors"));
+    const b = readSafetensors(join(split, "model.safetensors"));
+    for (const name of a.names()) assert.deepEqual(a.get(name).data, b.get(name).data, name);
+    a.close();
+    b.close();
+  });
+
+  it("gives the same losses whatever the number of workers", { timeout: 240_000 }, async () => {
+    const one = join(dir, "one");
+    const two = join(dir, "two");
+    const r = recipe(2);
+    await train(r, { out: one, workers: 1, backend: "wasm" });
+    await train(r, { out: two, workers: 2, backend: "wasm" });
+    const [a, b] = [losses(one), losses(two)];
+    for (const [i, v] of a.entries()) {
+      assert.ok(Math.abs(v - b[i]!) < 1e-4 * Math.max(1, Math.abs(v)), `step ${i + 1}: ${v} vs ${b[i]}`);
+    }
+  });
+
+  it("overfits one fixed batch (the loss falls)", { timeout: 240_000 }, async () => {
+    const out = join(dir, "overfit");
+    await train(recipe(30, "fixedBatch: true\n"), { out, workers: 1, backend: "wasm" });
+    const l = losses(out);
+    const head = (l[0]! + l[1]! + l[2]!) / 3;
+    const tail = (l.at(-1)! + l.at(-2)! + l.at(-3)!) / 3;
+    assert.ok(tail < 0.7 * head, `loss ${head.toFixed(3)} → ${tail.toFixed(3)}`);
+  });
+});
