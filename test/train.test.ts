@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
+import { initEngine, tf } from "../src/core/engine.ts";
 import { readSafetensors } from "../src/models/safetensors.ts";
-import { loadRecipe, parseRecipe } from "../src/train/recipe.ts";
+import { loadRecipe, parseRecipe, TASKS } from "../src/train/recipe.ts";
+import { buildTask } from "../src/train/tasks.ts";
 import { splitBatch, train } from "../src/train/trainer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-train-"));
@@ -44,9 +46,23 @@ describe("recipes", () => {
     assert.throws(() => parseRecipe({ name: "x", task: "painter", steps: 1 }, "r.yaml"), /r\.yaml: task/);
   });
 
-  it("ships recipes that validate", () => {
-    const r = loadRecipe(join(import.meta.dirname, "..", "experiments", "zoo", "denoiser.yaml"));
-    assert.equal(r.task, "denoiser");
+  it("ships recipes that validate and build, each with a finite loss", async () => {
+    await initEngine("wasm", { quiet: true });
+    const dirZoo = join(import.meta.dirname, "..", "experiments", "zoo");
+    const names = readdirSync(dirZoo).filter((f) => f.endsWith(".yaml"));
+    assert.deepEqual(
+      new Set(names.map((f) => loadRecipe(join(dirZoo, f)).task)),
+      new Set(TASKS),
+      "a recipe per task",
+    );
+    for (const f of names) {
+      const task = buildTask({ ...loadRecipe(join(dirZoo, f)), world: { size: 16, twoObjects: 0.3 } });
+      const before = tf.memory().numTensors;
+      const loss = tf.tidy(() => task.loss(0, 0, 2).dataSync()[0]!);
+      assert.ok(Number.isFinite(loss) && loss > 0, `${f}: loss ${loss}`);
+      assert.equal(tf.memory().numTensors, before, `${f}: no tensor leak`);
+      task.dispose();
+    }
   });
 
   it("splits a batch over workers without gaps", () => {

@@ -5,6 +5,7 @@
 // Two networks, so two calls per step (they cannot share a batch); s = 1 is the main model alone (one call).
 // Variance from the main model.
 import { z } from "zod";
+import type { StepInfo } from "../core/types.ts";
 import {
   cfgEps,
   checkWindow,
@@ -42,8 +43,7 @@ export const autoguidanceStrategy: StrategyDef<AutoguidanceConfig> = {
     config,
     bind: (prompts) => {
       const cond = encodeFor("autoguidance", models, prompts);
-      const active = (step: { t: number }) =>
-        config.scale !== 1 && inWindow(config, step as Parameters<typeof inWindow>[1]);
+      const active = (step: StepInfo) => config.scale !== 1 && inWindow(config, step);
       return {
         denoise: (x, step) =>
           tidyPred(() => {

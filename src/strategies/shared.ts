@@ -51,8 +51,14 @@ export const inWindow = (w: GuidanceWindow, step: StepInfo): boolean =>
 
 /** Readable zod issues, one per line, each naming its key path. */
 export function formatIssues(err: z.ZodError, source: string): string {
+  const at = (path: readonly PropertyKey[]) => (path.length ? path.map(String).join(".") : "(top level)");
   return err.issues
-    .map((i) => `${source}: ${i.path.length ? i.path.join(".") : "(top level)"}: ${i.message}`)
+    .flatMap((i) =>
+      // Name each unknown key itself rather than the object that holds it.
+      i.code === "unrecognized_keys"
+        ? i.keys.map((k) => `${source}: ${at([...i.path, k])}: unknown key`)
+        : [`${source}: ${at(i.path)}: ${i.message}`],
+    )
     .join("\n");
 }
 

@@ -7,7 +7,7 @@ import type { z } from "zod";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
-import type { CondFn, DenoisedFn, Denoiser, Prediction, StepInfo } from "../core/types.ts";
+import type { CondFn, DenoisedFn, Denoiser, Prediction, SamplerHooks, StepInfo } from "../core/types.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 
 export type { Conditioning } from "../models/unet.ts";
@@ -73,6 +73,15 @@ export interface GuidedSampling {
   calls(step: StepInfo): ModelCalls;
   /** Frees the prompt encodings and any per-run state. */
   dispose(): void;
+}
+
+/** The sampler options a binding asks for, to spread into sampleDdpm / sampleDdim options. */
+export function hooksOf(g: GuidedSampling): SamplerHooks {
+  return {
+    ...(g.condFn ? { condFn: g.condFn } : {}),
+    ...(g.denoisedFn ? { denoisedFn: g.denoisedFn } : {}),
+    ...(g.clipDenoised !== undefined ? { clipDenoised: g.clipDenoised } : {}),
+  };
 }
 
 export interface Strategy<C extends { kind: string } = { kind: string }> {

@@ -62,6 +62,29 @@ export function denoiserUNetConfig(m: DenoiserModelConfig, imageSize: number): U
   };
 }
 
+/** The examples of one task's slice of a step (one stream per task name, so models never share batches). */
+function taskBatch(
+  recipe: Recipe,
+  task: string,
+  step: number,
+  from: number,
+  to: number,
+  o: { ctx: number; twoObjectProb?: number; captionDropout: number; timesteps?: number },
+) {
+  return worldBatch({
+    seed: recipe.seed,
+    task,
+    step: recipe.fixedBatch ? 0 : step,
+    from,
+    to,
+    size: recipe.world.size,
+    ctx: o.ctx,
+    twoObjectProb: o.twoObjectProb ?? recipe.world.twoObjects,
+    captionDropout: o.captionDropout,
+    ...(o.timesteps ? { timesteps: o.timesteps } : {}),
+  });
+}
+
 function denoiserTask(recipe: Recipe): TaskInstance {
   const m = parseModel(denoiserModelSchema, recipe);
   const size = recipe.world.size;
@@ -75,15 +98,8 @@ function denoiserTask(recipe: Recipe): TaskInstance {
     model,
     loss(step, from, to) {
       const b = to - from;
-      const batch = worldBatch({
-        seed: recipe.seed,
-        task: "denoiser",
-        step: recipe.fixedBatch ? 0 : step,
-        from,
-        to,
-        size,
+      const batch = taskBatch(recipe, "denoiser", step, from, to, {
         ctx: m.textCtx,
-        twoObjectProb: recipe.world.twoObjects,
         captionDropout: recipe.captionDropout,
         timesteps: d.numTimesteps,
       });
@@ -146,13 +162,7 @@ function classifierTask(recipe: Recipe): TaskInstance {
     model,
     loss(step, from, to) {
       const b = to - from;
-      const batch = worldBatch({
-        seed: recipe.seed,
-        task: "classifier",
-        step: recipe.fixedBatch ? 0 : step,
-        from,
-        to,
-        size,
+      const batch = taskBatch(recipe, "classifier", step, from, to, {
         ctx: 1,
         twoObjectProb: 0,
         captionDropout: 1,
@@ -185,7 +195,9 @@ function contrastiveLoss(
   const rowTargets = tf.div(m, tf.sum(m, 1, true));
   const colTargets = tf.div(m, tf.sum(m, 0, true));
   const i2t = tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits, 1), rowTargets), 1)));
-  const t2i = tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(tf.transpose(logits)), tf.transpose(colTargets)), 1)));
+  const t2i = tf.neg(
+    tf.mean(tf.sum(tf.mul(tf.logSoftmax(tf.transpose(logits)), tf.transpose(colTargets)), 1)),
+  );
   return tf.div(tf.add(i2t, t2i), 2) as Scalar;
 }
 
@@ -262,15 +274,8 @@ function noisedClipTask(recipe: Recipe): TaskInstance {
     model,
     loss(step, from, to) {
       const b = to - from;
-      const batch = worldBatch({
-        seed: recipe.seed,
-        task: "noised-clip",
-        step: recipe.fixedBatch ? 0 : step,
-        from,
-        to,
-        size,
+      const batch = taskBatch(recipe, "noised-clip", step, from, to, {
         ctx: m.textCtx,
-        twoObjectProb: recipe.world.twoObjects,
         captionDropout: 0,
         timesteps: d.numTimesteps,
       });
@@ -315,17 +320,7 @@ function evalClipTask(recipe: Recipe): TaskInstance {
     model,
     loss(step, from, to) {
       const b = to - from;
-      const batch = worldBatch({
-        seed: recipe.seed,
-        task: "eval-clip",
-        step: recipe.fixedBatch ? 0 : step,
-        from,
-        to,
-        size,
-        ctx: m.textCtx,
-        twoObjectProb: recipe.world.twoObjects,
-        captionDropout: 0,
-      });
+      const batch = taskBatch(recipe, "eval-clip", step, from, to, { ctx: m.textCtx, captionDropout: 0 });
       const zi = model.embedImage(tf.tensor4d(batch.images, [b, size, size, 3]));
       const zt = model.embedText(
         tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D,
