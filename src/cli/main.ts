@@ -1,5 +1,6 @@
 // The command line: thin yargs commands that parse arguments and call the modules. Modules are imported lazily
 // so that `--help` and light commands start instantly.
+import { join } from "node:path";
 import yargs from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BACKENDS, type BackendChoice, initEngine } from "../core/engine.ts";
@@ -99,6 +100,48 @@ async function main(): Promise<void> {
             `${m.name.padEnd(24)} ${m.task.padEnd(12)} step ${String(m.step).padStart(6)}  ${(m.bytes / 1e6).toFixed(1)} MB  ${(m.wallSeconds / 3600).toFixed(1)} h\n`,
           );
         }
+      },
+    )
+    .command(
+      "sample",
+      "Sample images of one prompt with a zoo model and a guidance strategy",
+      (y) =>
+        y
+          .option("model", {
+            type: "string",
+            default: "denoiser",
+            describe: "zoo denoiser (guidance-lab models list)",
+          })
+          .option("prompt", { type: "string", demandOption: true })
+          .option("strategy", { type: "string", default: "cfg", describe: "strategy kind (see README)" })
+          .option("scale", { type: "number", describe: "guidance scale (the strategy's default otherwise)" })
+          .option("strategy-config", {
+            type: "string",
+            describe: "YAML/JSON file with a full strategy config",
+          })
+          .option("steps", { type: "number", default: 50 })
+          .option("sampler", { choices: ["ddpm", "ddim"] as const, default: "ddpm" as const })
+          .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
+          .option("n", { type: "number", default: 8, describe: "number of images" })
+          .option("seed", { type: "number", default: 0 })
+          .option("out", { type: "string", default: join("reports", "samples") }),
+      async (argv) => {
+        await initEngine(argv.backend);
+        await import("../core/ops.ts");
+        const { runSample } = await import("./sample.ts");
+        await runSample({
+          model: argv.model,
+          prompt: argv.prompt,
+          strategy: argv.strategy,
+          scale: argv.scale,
+          strategyConfig: argv["strategy-config"],
+          steps: argv.steps,
+          sampler: argv.sampler,
+          eta: argv.eta,
+          n: argv.n,
+          seed: argv.seed,
+          out: argv.out,
+        });
       },
     )
     .command(

@@ -5,8 +5,20 @@ import { join } from "node:path";
 import { type Tensor, tf } from "../core/engine.ts";
 import { Init, type Module } from "../core/layers.ts";
 import { REPO_ROOT } from "../core/paths.ts";
+import { NUM_CLASSES } from "../data/world.ts";
 import { type Recipe, TASKS } from "../train/recipe.ts";
-import { denoiserModelSchema, denoiserUNetConfig } from "../train/tasks.ts";
+import {
+  buildEvalClip,
+  classifierConfig,
+  classifierModelSchema,
+  denoiserModelSchema,
+  denoiserUNetConfig,
+  evalClipModelSchema,
+  noisedClipConfig,
+  noisedClipModelSchema,
+} from "../train/tasks.ts";
+import { ClipModel } from "./clip.ts";
+import { EncoderUNet } from "./encoder-unet.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { UNet } from "./unet.ts";
 
@@ -78,8 +90,22 @@ export function loadZooModel(name: string, dir = MODELS_DIR): { info: ModelInfo;
       model = new UNet(new Init(0), denoiserUNetConfig(m, info.config.world.size));
       break;
     }
-    default:
-      throw new Error(`model '${name}': loading task '${info.task}' is not supported yet`);
+    case "classifier": {
+      const m = classifierModelSchema.parse(info.config.model);
+      model = new EncoderUNet(new Init(0), classifierConfig(m, info.config.world.size, NUM_CLASSES));
+      break;
+    }
+    case "noised-clip": {
+      const m = noisedClipModelSchema.parse(info.config.model);
+      model = new ClipModel(
+        new Init(0),
+        noisedClipConfig(m, info.config.world.size, info.config.diffusion.steps),
+      );
+      break;
+    }
+    case "eval-clip":
+      model = buildEvalClip(evalClipModelSchema.parse(info.config.model), info.config.world.size, 0);
+      break;
   }
   const path = join(info.dir, "model.safetensors");
   const file = readSafetensors(path);

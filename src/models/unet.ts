@@ -38,6 +38,22 @@ export interface UNetConfig {
   numClasses?: number;
   /** GLIDE's text encoder; its width becomes the attention blocks' encoder channels. */
   text?: TextTransformerConfig;
+  /**
+   * GLIDE's super-resolution models (SuperResText2ImUNet): `cond.lowRes` is upsampled bilinearly to x's size and
+   * concatenated after x. inChannels stays the image's channel count (what the model denoises).
+   */
+  superRes?: boolean;
+  /**
+   * GLIDE's inpainting models (InpaintText2ImUNet): `cond.inpaintImage`·`cond.inpaintMask` and the mask are
+   * concatenated after x (zeros when absent, as in the official forward), before any low-res image.
+   */
+  inpaint?: boolean;
+}
+
+/** Channels the first conv sees: x, then [image·mask, mask] when inpainting, then the upsampled low-res image. */
+export function unetInputChannels(config: UNetConfig): number {
+  const c = config.inChannels;
+  return c + (config.inpaint ? c + 1 : 0) + (config.superRes ? c : 0);
 }
 
 /** guided-diffusion's default channel multipliers for an image size, used when `channel_mult` is "". */
@@ -61,6 +77,11 @@ export interface Conditioning {
   mask?: Tensor2D;
   /** Class labels [B] for class-conditional models. */
   y?: Tensor1D;
+  /** Super-resolution models: the low-resolution image, NHWC [B, h, w, inChannels] in [-1, 1]. */
+  lowRes?: Tensor4D;
+  /** Inpainting models: the known image, NHWC like x, and the mask of known pixels [B, H, W, 1] (1 = keep). */
+  inpaintImage?: Tensor4D;
+  inpaintMask?: Tensor4D;
 }
 
 export interface Ctx {
@@ -241,7 +262,7 @@ export class UNet extends Module {
     const ib = this.child("input_blocks", new Container());
     const addInput = (s: Sequential) => this.inputBlocks.push(ib.add(String(this.inputBlocks.length), s));
     const first = new Sequential();
-    first.push(new ConvBlock(init, config.inChannels, mc));
+    first.push(new ConvBlock(init, unetInputChannels(config), mc));
     addInput(first);
     const chans = [mc];
     let ch = mc;
@@ -310,7 +331,30 @@ export class UNet extends Module {
   /** Returns NHWC [B, H, W, outChannels]: eps (and the learned-range variance values when outChannels = 2·in). */
   forward(x: Tensor4D, t: Tensor1D, cond: Conditioning = {}): Tensor4D {
     const ctx = this.embed(t, cond);
-    return this.forwardWith(x, ctx);
+    return this.forwardWith(this.modelInput(x, cond), ctx);
+  }
+
+  /** x with the inpainting and super-resolution inputs concatenated (x itself for plain models). */
+  modelInput(x: Tensor4D, cond: Conditioning = {}): Tensor4D {
+    const { inpaint, superRes } = this.config;
+    if (!inpaint && !superRes) return x;
+    const [b, h, w, c] = x.shape;
+    const parts: Tensor4D[] = [x];
+    if (inpaint) {
+      const mask = cond.inpaintMask ?? tf.zeros([b, h, w, 1]);
+      const image = cond.inpaintImage ?? tf.zeros([b, h, w, c]);
+      if (mask.shape[3] !== 1 || mask.shape[1] !== h || mask.shape[2] !== w) {
+        throw new Error(`inpainting: mask must be [B, ${h}, ${w}, 1], got [${mask.shape.join(", ")}]`);
+      }
+      parts.push(tf.mul(image, mask), mask);
+    }
+    if (superRes) {
+      if (!cond.lowRes)
+        throw new Error("this UNet is a super-resolution model: pass the low-res image `lowRes`");
+      // align_corners=False in PyTorch is TF's half-pixel-centres resize.
+      parts.push(tf.image.resizeBilinear(cond.lowRes, [h, w], false, true));
+    }
+    return tf.concat(parts, 3);
   }
 
   forwardWith(x: Tensor4D, ctx: Ctx, onActivation?: (name: string, h: Tensor4D) => void): Tensor4D {

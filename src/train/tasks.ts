@@ -300,10 +300,8 @@ export const evalClipModelSchema = encoderSchema
   })
   .strict();
 
-function evalClipTask(recipe: Recipe): TaskInstance {
-  const m = parseModel(evalClipModelSchema, recipe);
-  const size = recipe.world.size;
-  const model = new EvalClip(new Init(recipe.seed), {
+export function buildEvalClip(m: z.infer<typeof evalClipModelSchema>, size: number, seed: number): EvalClip {
+  return new EvalClip(new Init(seed), {
     image: classifierConfig(m, size, m.embedDim),
     text: {
       vocabSize: VOCAB_SIZE,
@@ -316,6 +314,12 @@ function evalClipTask(recipe: Recipe): TaskInstance {
     },
     embedDim: m.embedDim,
   });
+}
+
+function evalClipTask(recipe: Recipe): TaskInstance {
+  const m = parseModel(evalClipModelSchema, recipe);
+  const size = recipe.world.size;
+  const model = buildEvalClip(m, size, recipe.seed);
   return {
     model,
     loss(step, from, to) {

@@ -1,7 +1,11 @@
-// The diffusion side of CLIP guidance: condition_mean applied to the recorded p_mean_variance and gradient. The
-// CLIP encoders and the gradient itself are checked once the CLIP model is ported.
+// GLIDE's noised CLIP with the golden weights: text and image features (raw and normalised), the loss, the
+// CLIP-guidance gradient (scale from manifest meta.clip_guidance_scale) and the padded attention masks; then the
+// diffusion side, condition_mean applied to the recorded p_mean_variance and gradient.
+import "../../core/ops.ts";
 import { GaussianDiffusion, type PMeanVariance } from "../../core/diffusion.ts";
+import type { Tensor1D, Tensor2D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
+import { type ClipModel, clipAttentionBias } from "../../models/clip.ts";
 import {
   compare,
   floats,
@@ -14,10 +18,119 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
+import { goldenClip, intTensor, paramsRow, scoped, timed } from "../golden-models.ts";
+
+function modelRows(ctx: SectionContext): Row[] {
+  const s = ctx.section;
+  let model: ClipModel | undefined;
+  const rows = guard(s, "weights", () => {
+    model = goldenClip(ctx);
+    return paramsRow(ctx, "clip", model);
+  });
+  if (!model) return rows;
+  const clipModel = model;
+  const ref = (name: string) => floats(ctx.load(name), name);
+  try {
+    rows.push(
+      ...guard(s, "attention biases", () => {
+        const c = clipModel.config;
+        return [
+          compare(
+            s,
+            "text_attn_bias (causal)",
+            ref("text_attn_bias.npy"),
+            clipAttentionBias(c.maxTextLen, true),
+            0,
+          ),
+          compare(
+            s,
+            "image_attn_bias (dense)",
+            ref("image_attn_bias.npy"),
+            clipAttentionBias(1 + (c.imageSize / c.patchSize) ** 2, false),
+            0,
+          ),
+        ];
+      }),
+    );
+    const textIn = () => ({
+      tokens: intTensor(ctx, "text_tokens.npy") as Tensor2D,
+      lens: ctx.loadNumbers("text_lens.npy"),
+    });
+    const imageIn = () => {
+      const xIn = ctx.load("cond_in_x.npy");
+      return {
+        x: nchwToNhwc(floats(xIn, "cond_in_x.npy", 4), xIn.shape),
+        t: intTensor(ctx, "cond_in_t_original.npy") as Tensor1D,
+      };
+    };
+    rows.push(
+      ...guard(s, "text features", () =>
+        scoped(() => {
+          const { tokens, lens } = textIn();
+          return [
+            compare(
+              s,
+              "z_t_raw",
+              ref("z_t_raw.npy"),
+              clipModel.encodeText(tokens, lens).dataSync(),
+              TOL_SINGLE,
+            ),
+            compare(s, "z_t", ref("z_t.npy"), clipModel.embedText(tokens, lens).dataSync(), TOL_SINGLE),
+          ];
+        }),
+      ),
+    );
+    rows.push(
+      ...guard(s, "image features", () =>
+        scoped(() => {
+          const { x, t } = imageIn();
+          return [
+            compare(s, "z_i_raw", ref("z_i_raw.npy"), clipModel.encodeImage(x, t).dataSync(), TOL_SINGLE),
+            compare(s, "z_i", ref("z_i.npy"), clipModel.embedImage(x, t).dataSync(), TOL_SINGLE),
+          ];
+        }),
+      ),
+    );
+    rows.push(
+      ...guard(s, "loss and cond_grad", () => {
+        const scale = Number(ctx.meta("clip_guidance_scale"));
+        const { value, seconds } = timed(() =>
+          scoped(() => {
+            const { tokens, lens } = textIn();
+            const { x, t } = imageIn();
+            const zt = clipModel.embedText(tokens, lens);
+            const loss = tf.mul(
+              tf.exp(tf.reshape(clipModel.logitScale, [])),
+              tf.sum(tf.mul(zt, clipModel.embedImage(x, t))),
+            );
+            return {
+              loss: loss.dataSync() as Float32Array,
+              grad: nhwcToNchw(clipModel.condGrad(x, t, zt, scale)),
+            };
+          }),
+        );
+        return [
+          compare(s, "loss exp(logit_scale)·Σ z_t·z_i", ref("loss.npy"), value.loss, TOL_SINGLE),
+          compare(
+            s,
+            `cond_grad (scale ${scale})`,
+            ref("cond_grad.npy"),
+            value.grad,
+            TOL_SINGLE,
+            `${seconds.toFixed(1)} s`,
+          ),
+        ];
+      }),
+    );
+  } finally {
+    clipModel.dispose();
+  }
+  return rows;
+}
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
-  const rows: Row[] = [];
+  const rows: Row[] = modelRows(ctx);
   rows.push(
     ...guard(s, "conditionMean", () => {
       const mean = ctx.load("pmv_mean.npy");

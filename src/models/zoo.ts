@@ -1,0 +1,112 @@
+// The embedded default's models as one GuidanceModels bag: the zoo denoiser (and its early checkpoint for
+// autoguidance), the noised classifier and the noised CLIP, with the world's tokenizer and label map. Models not
+// shipped yet are simply absent, so a strategy that needs one fails with an error naming it.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
+import { type Tensor2D, tf } from "../core/engine.ts";
+import type { Module } from "../core/layers.ts";
+import { labelForPrompt, PAD_ID, tokenize } from "../data/world.ts";
+import type { Conditioning, GuidanceModels } from "../strategies/strategy.ts";
+import { unetModel } from "../strategies/strategy.ts";
+import { textLengths } from "../train/tasks.ts";
+import type { ClipModel } from "./clip.ts";
+import type { EncoderUNet } from "./encoder-unet.ts";
+import { loadZooModel, MODELS_DIR, type ModelInfo } from "./registry.ts";
+import type { UNet } from "./unet.ts";
+
+export interface ZooNames {
+  denoiser: string;
+  weak: string;
+  classifier: string;
+  clip: string;
+}
+
+export const DEFAULT_ZOO: ZooNames = {
+  denoiser: "denoiser",
+  weak: "denoiser-early",
+  classifier: "classifier",
+  clip: "noised-clip",
+};
+
+export interface Zoo {
+  models: GuidanceModels;
+  info: ModelInfo;
+  imageSize: number;
+  /** A diffusion over the denoiser's schedule, respaced as asked ("50", "ddim25", ...). */
+  diffusion(respacing: string): GaussianDiffusion;
+  dispose(): void;
+}
+
+function encodeWorld(prompts: readonly string[], ctx: number): Conditioning {
+  const ids = new Int32Array(prompts.length * ctx);
+  for (const [i, p] of prompts.entries()) ids.set(tokenize(p, ctx), i * ctx);
+  const mask = Float32Array.from(ids, (id) => (id === PAD_ID ? 0 : 1));
+  return {
+    tokens: tf.tensor2d(ids, [prompts.length, ctx], "int32") as Tensor2D,
+    mask: tf.tensor2d(mask, [prompts.length, ctx]) as Tensor2D,
+  };
+}
+
+const present = (name: string, dir: string) => existsSync(join(dir, name, "model.json"));
+
+export function loadZoo(names: Partial<ZooNames> = {}, dir = MODELS_DIR): Zoo {
+  const n = { ...DEFAULT_ZOO, ...names };
+  const owned: Module[] = [];
+  const { info, model } = loadZooModel(n.denoiser, dir);
+  owned.push(model);
+  const unet = model as UNet;
+  const ctx = unet.config.text?.ctx ?? 16;
+  const models: GuidanceModels = {
+    model: unetModel(unet),
+    encode: (prompts) => encodeWorld(prompts, ctx),
+    unconditionalPrompt: "",
+    classifierLabel: (prompt) => {
+      const y = labelForPrompt(prompt);
+      if (y === undefined)
+        throw new Error(`prompt '${prompt}' names no single colour and shape: no classifier label`);
+      return y;
+    },
+  };
+  if (present(n.weak, dir)) {
+    const weak = loadZooModel(n.weak, dir).model as UNet;
+    owned.push(weak);
+    models.weak = unetModel(weak);
+  }
+  if (present(n.classifier, dir)) {
+    const c = loadZooModel(n.classifier, dir).model as EncoderUNet;
+    owned.push(c);
+    models.classifier = c;
+  }
+  if (present(n.clip, dir)) {
+    const clip = loadZooModel(n.clip, dir).model as ClipModel;
+    owned.push(clip);
+    const clipCtx = clip.config.maxTextLen;
+    models.clip = clip;
+    models.clipText = (prompts) =>
+      tf.tidy(() => {
+        const ids = new Int32Array(prompts.length * clipCtx);
+        for (const [i, p] of prompts.entries()) ids.set(tokenize(p, clipCtx), i * clipCtx);
+        return clip.embedText(
+          tf.tensor2d(ids, [prompts.length, clipCtx], "int32") as Tensor2D,
+          textLengths(ids, clipCtx),
+        );
+      });
+  }
+  const base = info.config.diffusion;
+  return {
+    models,
+    info,
+    imageSize: info.config.world.size,
+    diffusion: (respacing) =>
+      createDiffusion({
+        schedule: base.schedule,
+        steps: base.steps,
+        respacing,
+        modelVarType: "learned_range",
+      }),
+    dispose: () => {
+      for (const m of owned) m.dispose();
+    },
+  };
+}

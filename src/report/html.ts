@@ -1,0 +1,492 @@
+// index.html: a self-contained page that works offline from file:// and travels with its run folder. Plotly sits
+// beside it as plotly.min.js; chart data is embedded as JSON; images are referenced by relative paths into cells/,
+// so the folder can be zipped, moved or served as it is. Grouping and styling decisions are made here in
+// TypeScript; the inlined client script only hands the prepared traces to Plotly.
+import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import { basename, join } from "node:path";
+import { describeMetricKey } from "../metrics/index.ts";
+import { CSV_COLUMNS, csvColumns, flattenParams, metricKeys, resultsRows } from "./csv.ts";
+import { type CellRecord, paramsKey, type RunCell, type RunData } from "./run-folder.ts";
+
+export interface ChartTrace {
+  name: string;
+  x: (number | null)[];
+  y: (number | null)[];
+  /** Point labels (the scale on trade-off plots). */
+  text: string[];
+  cellIds: string[];
+  color: string;
+  dash: string;
+}
+
+export interface ChartSpec {
+  id: string;
+  title: string;
+  xTitle: string;
+  yTitle: string;
+  /** Show `text` beside the points (trade-off plots label each point with its scale). */
+  labels: boolean;
+  traces: ChartTrace[];
+}
+
+export interface ReportView {
+  title: string;
+  tradeoffs: ChartSpec[];
+  vsScale: ChartSpec[];
+  vsSteps: ChartSpec[];
+  /** Why a section or chart is absent (missing metrics, a single step count, ...). */
+  notes: { tradeoffs: string[]; vsScale: string[]; vsSteps: string[] };
+}
+
+/** The three panels of GLIDE's Fig. 6, named y vs x. */
+export const TRADEOFFS = [
+  { id: "pr", title: "Precision vs recall", y: "precision", x: "recall" },
+  { id: "is-fid", title: "IS vs FID", y: "is", x: "fid" },
+  { id: "clip-fid", title: "CLIP score vs FID", y: "clip_score", x: "fid" },
+] as const;
+
+// Colour-blind-safe (Okabe–Ito, then Tableau): one colour per strategy variant across every chart.
+const COLOURS = [
+  "#0072B2",
+  "#D55E00",
+  "#009E73",
+  "#CC79A7",
+  "#E69F00",
+  "#56B4E9",
+  "#000000",
+  "#F0E442",
+  "#8c564b",
+  "#7f7f7f",
+];
+const DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"];
+
+/** Shortest readable number: 3, 0.25, 1.2e-5. */
+export function fmt(v: number | null | undefined): string {
+  if (v === null || v === undefined || !Number.isFinite(v)) return "—";
+  if (v === 0) return "0";
+  const a = Math.abs(v);
+  if (a >= 1e5 || a < 1e-3) return v.toExponential(2);
+  return String(Number(v.toPrecision(4)));
+}
+
+function metricValue(r: CellRecord, key: string): number | null {
+  if (key === "nfe") return r.nfe;
+  if (key === "seconds_per_image") return r.secondsPerImage;
+  const v = r.metrics[key];
+  return typeof v === "number" && Number.isFinite(v) ? v : null;
+}
+
+const AXIS_NAMES: Record<string, string> = {
+  precision: "Precision",
+  recall: "Recall",
+  is: "Inception score",
+  fid: "FID",
+  clip_score: "CLIP score",
+  nfe: "NFE per image",
+  seconds_per_image: "seconds per image",
+};
+
+export function metricLabel(key: string): string {
+  return AXIS_NAMES[key] ?? key;
+}
+
+/**
+ * Strategy label with the parameters (other than the scale) that vary among that strategy's cells, so two
+ * cfg-rescale runs with different φ get two curves, while constant parameters do not clutter the legend.
+ */
+function variantLabels(records: readonly CellRecord[]): Map<CellRecord, string> {
+  const byStrategy = new Map<string, CellRecord[]>();
+  for (const r of records) byStrategy.set(r.strategy, [...(byStrategy.get(r.strategy) ?? []), r]);
+  const out = new Map<CellRecord, string>();
+  for (const [strategy, rs] of byStrategy) {
+    const flats = rs.map((r) => flattenParams(r.strategyParams));
+    const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))].sort();
+    const varying = keys.filter((k) => new Set(flats.map((f) => JSON.stringify(f[k]))).size > 1);
+    rs.forEach((r, i) => {
+      const f = flats[i]!;
+      const parts = varying.map((k) => `${k}=${typeof f[k] === "string" ? f[k] : JSON.stringify(f[k])}`);
+      out.set(r, parts.length ? `${strategy} (${parts.join(", ")})` : strategy);
+    });
+  }
+  return out;
+}
+
+interface Grouping {
+  variant: Map<CellRecord, string>;
+  colourOf: (variant: string) => string;
+  multiSteps: boolean;
+  multiSampler: boolean;
+  stepsValues: number[];
+  scaleValues: number[];
+}
+
+function grouping(records: readonly CellRecord[]): Grouping {
+  const variant = variantLabels(records);
+  const variants = [...new Set(records.map((r) => variant.get(r)!))];
+  const stepsValues = [...new Set(records.map((r) => r.steps))].sort((a, b) => a - b);
+  const scaleValues = [...new Set(records.map((r) => r.scale))].sort((a, b) => a - b);
+  return {
+    variant,
+    colourOf: (v) => COLOURS[variants.indexOf(v) % COLOURS.length]!,
+    multiSteps: stepsValues.length > 1,
+    multiSampler: new Set(records.map((r) => r.sampler)).size > 1,
+    stepsValues,
+    scaleValues,
+  };
+}
+
+/** Group records into curves; `key` decides membership, points are ordered by `order`. */
+function curves(
+  records: readonly CellRecord[],
+  g: Grouping,
+  key: (r: CellRecord) => string,
+  name: (r: CellRecord) => string,
+  order: (r: CellRecord) => number,
+  dashOf: (r: CellRecord) => string,
+  x: (r: CellRecord) => number | null,
+  y: (r: CellRecord) => number | null,
+  text: (r: CellRecord) => string,
+): ChartTrace[] {
+  const groups = new Map<string, CellRecord[]>();
+  for (const r of records) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
+  const traces: ChartTrace[] = [];
+  for (const rs of groups.values()) {
+    const pts = rs.filter((r) => x(r) !== null && y(r) !== null).sort((a, b) => order(a) - order(b));
+    if (pts.length === 0) continue;
+    const first = pts[0]!;
+    traces.push({
+      name: name(first),
+      x: pts.map(x),
+      y: pts.map(y),
+      text: pts.map(text),
+      cellIds: pts.map((r) => r.cellId),
+      color: g.colourOf(g.variant.get(first)!),
+      dash: dashOf(first),
+    });
+  }
+  return traces;
+}
+
+export function reportView(run: RunData): ReportView {
+  const records = run.cells.map((c) => c.record);
+  const g = grouping(records);
+  const dashBySteps = (r: CellRecord) => DASHES[g.stepsValues.indexOf(r.steps) % DASHES.length]!;
+  const scaleCurveKey = (r: CellRecord) => `${g.variant.get(r)}|${r.steps}|${r.sampler}`;
+  const scaleCurveName = (r: CellRecord) =>
+    [g.variant.get(r)!, g.multiSteps ? `${r.steps} steps` : "", g.multiSampler ? r.sampler : ""]
+      .filter(Boolean)
+      .join(" · ");
+  const notes: ReportView["notes"] = { tradeoffs: [], vsScale: [], vsSteps: [] };
+
+  const tradeoffs: ChartSpec[] = [];
+  for (const t of TRADEOFFS) {
+    const traces = curves(
+      records,
+      g,
+      scaleCurveKey,
+      scaleCurveName,
+      (r) => r.scale,
+      dashBySteps,
+      (r) => metricValue(r, t.x),
+      (r) => metricValue(r, t.y),
+      (r) => `s=${fmt(r.scale)}`,
+    );
+    if (traces.length === 0) {
+      notes.tradeoffs.push(`${t.title}: no cell recorded both '${t.y}' and '${t.x}'.`);
+      continue;
+    }
+    tradeoffs.push({
+      id: `tradeoff-${t.id}`,
+      title: t.title,
+      xTitle: metricLabel(t.x),
+      yTitle: metricLabel(t.y),
+      labels: true,
+      traces,
+    });
+  }
+
+  const keys = [...metricKeys(records), "nfe", "seconds_per_image"];
+  const vsScale: ChartSpec[] = [];
+  const vsSteps: ChartSpec[] = [];
+  if (g.scaleValues.length < 2) notes.vsScale.push(`Every cell has the same guidance scale (${g.scaleValues[0]}).`);
+  if (g.stepsValues.length < 2) notes.vsSteps.push(`Every cell has the same step count (${g.stepsValues[0]}).`);
+  keys.forEach((key, i) => {
+    const y = (r: CellRecord) => metricValue(r, key);
+    if (g.scaleValues.length >= 2) {
+      const traces = curves(
+        records,
+        g,
+        scaleCurveKey,
+        scaleCurveName,
+        (r) => r.scale,
+        dashBySteps,
+        (r) => r.scale,
+        y,
+        (r) => r.cellId,
+      );
+      if (traces.length) {
+        vsScale.push({
+          id: `scale-${i}`,
+          title: metricLabel(key),
+          xTitle: "guidance scale",
+          yTitle: metricLabel(key),
+          labels: false,
+          traces,
+        });
+      }
+    }
+    if (g.stepsValues.length >= 2) {
+      const traces = curves(
+        records,
+        g,
+        (r) => `${g.variant.get(r)}|${r.scale}|${r.sampler}`,
+        (r) => [g.variant.get(r)!, `s=${fmt(r.scale)}`, g.multiSampler ? r.sampler : ""].filter(Boolean).join(" · "),
+        (r) => r.steps,
+        (r) => DASHES[g.scaleValues.indexOf(r.scale) % DASHES.length]!,
+        (r) => r.steps,
+        y,
+        (r) => r.cellId,
+      );
+      if (traces.length) {
+        vsSteps.push({
+          id: `steps-${i}`,
+          title: metricLabel(key),
+          xTitle: "sampling steps",
+          yTitle: metricLabel(key),
+          labels: false,
+          traces,
+        });
+      }
+    }
+  });
+  return { title: `Guidance sweep: ${basename(run.dir)}`, tradeoffs, vsScale, vsSteps, notes };
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// HTML
+
+const esc = (s: string) =>
+  s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+
+/** Relative URL of a run-folder path, each segment escaped (cell ids are safe, but prompts in names may not be). */
+const url = (rel: string) => rel.split("/").map(encodeURIComponent).join("/");
+
+/** JSON inside <script>: `<` escaped so that no "</script>" or "<!--" in a prompt can end the element. */
+const scriptJson = (v: unknown) => JSON.stringify(v).replace(/</g, "\\u003c");
+
+function chartDivs(charts: readonly ChartSpec[], cls: string): string {
+  return charts
+    .map(
+      (c) => `<figure class="chart ${cls}"><div id="${esc(c.id)}" class="plot" data-chart="${esc(c.id)}"></div></figure>`,
+    )
+    .join("\n");
+}
+
+function notesHtml(notes: readonly string[]): string {
+  return notes.map((n) => `<p class="note">${esc(n)}</p>`).join("\n");
+}
+
+/** Grid image scaled up by an integer factor (pixel art stays crisp), capped to a sensible on-screen width. */
+function imgTag(src: string, size: { width: number; height: number } | undefined, alt: string): string {
+  const factor = size ? Math.max(1, Math.min(4, Math.floor(320 / size.width))) : 1;
+  const dims = size ? ` width="${size.width * factor}" height="${size.height * factor}"` : "";
+  return `<img src="${url(src)}" alt="${esc(alt)}"${dims} loading="eager" decoding="async">`;
+}
+
+function gridsHtml(run: RunData, g: Grouping): string {
+  if (run.cells.length === 0) return `<p class="note">No finished cells yet.</p>`;
+  // One table per (steps, sampler): rows are strategy variants, columns guidance scales, all on the same seeds.
+  const blocks = new Map<string, RunCell[]>();
+  for (const c of run.cells) {
+    const k = `${c.record.steps}|${c.record.sampler}`;
+    blocks.set(k, [...(blocks.get(k) ?? []), c]);
+  }
+  const out: string[] = [];
+  for (const cells of blocks.values()) {
+    const first = cells[0]!.record;
+    const scales = [...new Set(cells.map((c) => c.record.scale))].sort((a, b) => a - b);
+    const variants = [...new Set(cells.map((c) => g.variant.get(c.record)!))];
+    const rows = variants.map((v) => {
+      const tds = scales.map((s) => {
+        const here = cells.filter((c) => g.variant.get(c.record) === v && c.record.scale === s);
+        if (here.length === 0) return `<td class="empty"></td>`;
+        return `<td>${here
+          .map((c) => {
+            const img = c.grid
+              ? imgTag(c.grid, c.gridSize, `${v}, scale ${fmt(s)}`)
+              : `<span class="note">no grid.png</span>`;
+            return `<figure class="cellgrid">${img}<figcaption>${esc(c.record.cellId)}</figcaption></figure>`;
+          })
+          .join("")}</td>`;
+      });
+      return `<tr><th scope="row"><span class="swatch" style="background:${g.colourOf(v)}"></span>${esc(v)}</th>${tds.join("")}</tr>`;
+    });
+    const seeds = cells.find((c) => c.record.grid?.seeds)?.record.grid?.seeds;
+    const prompts = cells.find((c) => c.record.grid?.prompts)?.record.grid?.prompts;
+    const caption = [
+      `${first.steps} steps, ${esc(first.sampler)} sampler`,
+      seeds ? `seeds ${esc(seeds.join(", "))}` : "",
+    ]
+      .filter(Boolean)
+      .join(" · ");
+    const promptList = prompts
+      ? `<details><summary>Prompts, in grid order</summary><ol>${prompts.map((p) => `<li>${esc(p)}</li>`).join("")}</ol></details>`
+      : "";
+    out.push(`<div class="gridblock"><h3>${caption}</h3>${promptList}
+<div class="scroll"><table class="grids"><thead><tr><th>strategy \\ scale</th>${scales
+      .map((s) => `<th>${fmt(s)}</th>`)
+      .join("")}</tr></thead><tbody>${rows.join("\n")}</tbody></table></div></div>`);
+  }
+  if (run.real?.grid) {
+    out.push(
+      `<div class="gridblock"><h3>Reference (real) images</h3><figure class="cellgrid">${imgTag(run.real.grid, run.real.gridSize, "reference images")}</figure></div>`,
+    );
+  }
+  return out.join("\n");
+}
+
+function resultsTableHtml(run: RunData): string {
+  const records = run.cells.map((c) => c.record);
+  const header = csvColumns(records);
+  const rows = resultsRows(records);
+  const better = (col: string) => describeMetricKey(col)?.better;
+  return `<div class="scroll"><table class="results"><thead><tr>${header
+    .map((h) => {
+      const b = better(h);
+      const title = describeMetricKey(h)?.description ?? CSV_COLUMNS.find((c) => c.column === h)?.description;
+      return `<th${title ? ` title="${esc(title)}"` : ""}>${esc(h)}${b ? ` <span class="dir">${b === "higher" ? "↑" : "↓"}</span>` : ""}</th>`;
+    })
+    .join("")}</tr></thead><tbody>${rows
+    .map(
+      (r) =>
+        `<tr>${r.map((v) => `<td${typeof v === "number" ? ' class="num"' : ""}>${esc(typeof v === "number" ? fmt(v) : v)}</td>`).join("")}</tr>`,
+    )
+    .join("\n")}</tbody></table></div>`;
+}
+
+function envSummary(env: Record<string, unknown> | undefined): string {
+  if (!env) return "";
+  const pick = (k: string) => (env[k] === undefined ? "" : String(env[k]));
+  const items = [
+    ["commit", pick("gitCommit").slice(0, 12) + (env.gitDirty ? " (dirty)" : "")],
+    ["backend", pick("backend")],
+    ["node", pick("node")],
+    ["finished", pick("finishedAt")],
+  ].filter(([, v]) => v && v !== " (dirty)");
+  return items.map(([k, v]) => `<span><b>${esc(k!)}</b> ${esc(v!)}</span>`).join("");
+}
+
+const CSS = `
+:root { --fg:#1d2327; --muted:#5f6b73; --line:#dde3e8; --bg:#f6f8fa; --card:#fff; --accent:#0072B2; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--fg); background:var(--bg); }
+header { background:var(--card); border-bottom:1px solid var(--line); padding:20px 32px; }
+header h1 { margin:0 0 6px; font-size:22px; }
+header .meta { display:flex; flex-wrap:wrap; gap:6px 18px; color:var(--muted); font-size:13px; }
+nav { margin-top:10px; display:flex; flex-wrap:wrap; gap:14px; font-size:14px; }
+nav a { color:var(--accent); text-decoration:none; }
+main { padding:8px 32px 48px; max-width:1500px; margin:0 auto; }
+section { background:var(--card); border:1px solid var(--line); border-radius:8px; padding:16px 20px; margin:20px 0; }
+h2 { margin:0 0 4px; font-size:18px; }
+h3 { margin:14px 0 6px; font-size:15px; color:var(--muted); font-weight:600; }
+p.lead { margin:0 0 12px; color:var(--muted); font-size:14px; }
+p.note { color:var(--muted); font-style:italic; font-size:13px; margin:6px 0; }
+.charts { display:grid; gap:12px; }
+.charts.big { grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); }
+.charts.small { grid-template-columns:repeat(auto-fill,minmax(340px,1fr)); }
+figure.chart { margin:0; border:1px solid var(--line); border-radius:6px; }
+.plot { width:100%; height:360px; }
+.charts.small .plot { height:300px; }
+.scroll { overflow-x:auto; }
+table { border-collapse:collapse; font-size:13px; }
+table.results th, table.results td { border-bottom:1px solid var(--line); padding:4px 8px; white-space:nowrap; }
+table.results th { position:sticky; top:0; background:var(--card); text-align:left; }
+table.results td.num { text-align:right; font-variant-numeric:tabular-nums; }
+table.results tbody tr:hover { background:#eef4f9; }
+.dir { color:var(--muted); font-weight:normal; }
+table.grids th, table.grids td { padding:6px; vertical-align:top; text-align:center; }
+table.grids th[scope=row] { text-align:left; white-space:nowrap; }
+table.grids thead th { color:var(--muted); }
+.swatch { display:inline-block; width:10px; height:10px; border-radius:2px; margin-right:6px; }
+figure.cellgrid { margin:0; }
+figure.cellgrid img { image-rendering:pixelated; max-width:100%; height:auto; border:1px solid var(--line); background:#222; }
+figcaption { font-size:11px; color:var(--muted); }
+details summary { cursor:pointer; color:var(--accent); font-size:14px; }
+pre { background:var(--bg); border:1px solid var(--line); border-radius:6px; padding:12px; overflow:auto; max-height:480px; font-size:12px; }
+.error { color:#b00020; font-weight:600; }
+`;
+
+/** The page's HTML; `clientJs` is inlined (see client.js). */
+export function renderHtml(run: RunData, clientJs: string): string {
+  const view = reportView(run);
+  const records = run.cells.map((c) => c.record);
+  const g = grouping(records);
+  const strategies = [...new Set(records.map((r) => r.strategy))];
+  const data = {
+    charts: [...view.tradeoffs, ...view.vsScale, ...view.vsSteps],
+  };
+  const pending = run.pending.length
+    ? `<span><b>unfinished cells</b> ${run.pending.length}</span>`
+    : "";
+  const sectionCharts = (charts: ChartSpec[], cls: string, notes: string[]) =>
+    `${notesHtml(notes)}<div class="charts ${cls}">${chartDivs(charts, cls)}</div>`;
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${esc(view.title)}</title>
+<style>${CSS}</style>
+</head>
+<body>
+<header>
+<h1>${esc(view.title)}</h1>
+<div class="meta"><span><b>cells</b> ${run.cells.length}</span>${pending}<span><b>strategies</b> ${esc(strategies.join(", "))}</span>${envSummary(run.env)}</div>
+<nav><a href="#tradeoffs">Trade-offs</a><a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a><a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
+</header>
+<main>
+<section id="tradeoffs"><h2>Fidelity–diversity trade-offs (GLIDE Fig. 6)</h2>
+<p class="lead">One curve per strategy, points labelled by guidance scale s. Precision (fidelity) against recall (coverage); Inception score and CLIP score against FID.</p>
+${sectionCharts(view.tradeoffs, "big", view.notes.tradeoffs)}</section>
+<section id="vs-scale"><h2>Metrics against guidance scale</h2>
+${sectionCharts(view.vsScale, "small", view.notes.vsScale)}</section>
+<section id="vs-steps"><h2>Metrics against sampling steps</h2>
+${sectionCharts(view.vsSteps, "small", view.notes.vsSteps)}</section>
+<section id="samples"><h2>Samples</h2>
+<p class="lead">Strategy × guidance scale, every grid on the same seeds and prompts, so differences are the strategy's alone.</p>
+${gridsHtml(run, g)}</section>
+<section id="results"><h2>Results</h2>
+<p class="lead">Every finished cell (also in <a href="results.csv">results.csv</a>); ↑/↓ mark the better direction.</p>
+${resultsTableHtml(run)}</section>
+<section id="config"><h2>Configuration and environment</h2>
+<details open><summary>config.json</summary><pre>${esc(JSON.stringify(run.config, null, 2))}</pre></details>
+${run.env ? `<details><summary>env.json</summary><pre>${esc(JSON.stringify(run.env, null, 2))}</pre></details>` : ""}
+${run.real?.info ? `<details><summary>real/info.json</summary><pre>${esc(JSON.stringify(run.real.info, null, 2))}</pre></details>` : ""}
+</section>
+</main>
+<script src="plotly.min.js"></script>
+<script type="application/json" id="report-data">${scriptJson(data)}</script>
+<script>
+${clientJs}
+</script>
+</body>
+</html>
+`;
+}
+
+/** Path of Plotly's bundle in node_modules. */
+export function plotlyBundlePath(): string {
+  return createRequire(import.meta.url).resolve("plotly.js-dist-min");
+}
+
+/** Write index.html and plotly.min.js into the run folder; returns the page's path. */
+export function writeHtml(run: RunData): string {
+  const clientJs = readFileSync(new URL("./client.js", import.meta.url), "utf8");
+  const htmlPath = join(run.dir, "index.html");
+  writeFileSync(htmlPath, renderHtml(run, clientJs));
+  const src = plotlyBundlePath();
+  const dst = join(run.dir, "plotly.min.js");
+  if (!existsSync(dst) || statSync(dst).size !== statSync(src).size) copyFileSync(src, dst);
+  return htmlPath;
+}

@@ -1,0 +1,165 @@
+// The golden directory's models for the model-driven sections: each is built from its manifest config block
+// (meta.small_*; nothing here knows this golden set's sizes) and loaded from weights/<name>.safetensors with the
+// official-checkpoint loader, so a section exercises exactly what a user's real checkpoint goes through.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
+import { tf } from "../core/engine.ts";
+import { Init, type Module } from "../core/layers.ts";
+import type { Prediction } from "../core/types.ts";
+import { ClipModel, clipConfigFromOfficial } from "../models/clip.ts";
+import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/configs.ts";
+import { loadOfficial, type ModelFamily } from "../models/convert.ts";
+import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
+import { type Conditioning, UNet } from "../models/unet.ts";
+import { compare, GoldenError, type Row, SectionContext } from "./common.ts";
+
+/** The golden set's weight files and the manifest blocks that configure them. */
+export const GOLDEN_MODELS = {
+  glide: { weights: "glide_small", meta: "small_glide", family: "glide-unet" },
+  gdUnet: { weights: "gd_unet_small", meta: "small_gd_model", family: "gd-unet" },
+  classifier: { weights: "gd_classifier_small", meta: "small_gd_classifier", family: "gd-classifier" },
+  clip: { weights: "clip_small", meta: "small_clip", family: "glide-clip" },
+} as const satisfies Record<string, { weights: string; meta: string; family: ModelFamily }>;
+
+type Key = keyof typeof GOLDEN_MODELS;
+
+/**
+ * Loads weights/<name>.safetensors into `module`. Problems become GoldenErrors whose one line names the file and
+ * the first problem (loadOfficial lists them all over several lines, and a row note keeps only one).
+ */
+function loadWeights<M extends Module>(ctx: SectionContext, module: M, key: Key): M {
+  const spec = GOLDEN_MODELS[key];
+  const rel = `weights/${spec.weights}.safetensors`;
+  const file = join(ctx.dir, rel);
+  if (!existsSync(file)) {
+    module.dispose();
+    throw new GoldenError(`${rel}: file not found`);
+  }
+  try {
+    loadOfficial(module, file, spec.family);
+  } catch (err) {
+    module.dispose();
+    const lines = (err as Error).message.split("\n").map((l) => l.trim());
+    throw new GoldenError(`${rel}: ${[lines[0], lines[1]].filter(Boolean).join(": ")}`);
+  }
+  return module;
+}
+
+function build<M extends Module>(make: () => M): M {
+  try {
+    return make();
+  } catch (err) {
+    throw new GoldenError(`model config: ${(err as Error).message}`);
+  }
+}
+
+const block = (ctx: SectionContext, key: Key) => ctx.meta<Record<string, unknown>>(GOLDEN_MODELS[key].meta);
+
+export function goldenGlide(ctx: SectionContext): UNet {
+  const config = glideConfigFromOfficial(block(ctx, "glide"));
+  return loadWeights(
+    ctx,
+    build(() => new UNet(new Init(0), config)),
+    "glide",
+  );
+}
+
+export function goldenGdUnet(ctx: SectionContext): UNet {
+  const config = gdUnetConfigFromOfficial(block(ctx, "gdUnet"));
+  return loadWeights(
+    ctx,
+    build(() => new UNet(new Init(0), config)),
+    "gdUnet",
+  );
+}
+
+export function goldenClassifier(ctx: SectionContext): EncoderUNet {
+  const config = classifierConfigFromOfficial(block(ctx, "classifier"));
+  return loadWeights(
+    ctx,
+    build(() => new EncoderUNet(new Init(0), config)),
+    "classifier",
+  );
+}
+
+export function goldenClip(ctx: SectionContext): ClipModel {
+  const config = clipConfigFromOfficial(block(ctx, "clip"));
+  return loadWeights(
+    ctx,
+    build(() => new ClipModel(new Init(0), config)),
+    "clip",
+  );
+}
+
+/** One exact row: the loaded model's parameter count against manifest meta.params.<weights> (when listed). */
+export function paramsRow(ctx: SectionContext, key: Key, model: Module): Row[] {
+  const name = GOLDEN_MODELS[key].weights;
+  const listed = (ctx.manifest?.meta?.params as Record<string, number> | undefined)?.[name];
+  if (listed === undefined) return [];
+  return [compare(ctx.section, `${name} parameters (${listed})`, [listed], [model.numParams()], 0)];
+}
+
+/** The same golden directory seen from another section (inputs some sections share). */
+export function sibling(ctx: SectionContext, section: string): SectionContext {
+  return new SectionContext(ctx.dir, section, ctx.manifest);
+}
+
+/** An int32 tensor from an integer array file (token ids, timesteps, labels). */
+export function intTensor(ctx: SectionContext, name: string): Tensor {
+  const arr = ctx.load(name);
+  return tf.tensor(Int32Array.from(ctx.loadNumbers(name)), arr.shape, "int32");
+}
+
+/** A float mask tensor (1 = real token) from a uint8/bool file. */
+export function maskTensor(ctx: SectionContext, name: string): Tensor2D {
+  const arr = ctx.load(name);
+  if (arr.shape.length !== 2)
+    throw new GoldenError(`${ctx.rel(name)}: expected [B, ctx], got [${arr.shape}]`);
+  return tf.tensor2d(Float32Array.from(ctx.loadNumbers(name)), arr.shape as [number, number]);
+}
+
+/** A UNet as a Denoiser body: eps in the first inChannels channels, learned-range values in the rest. */
+export function predictionOf(unet: UNet, out: Tensor4D): Prediction {
+  const c = unet.config.inChannels;
+  const [b, h, w, oc] = out.shape;
+  if (oc === c) return { out, kind: "eps" };
+  return {
+    out: tf.slice(out, [0, 0, 0, 0], [b, h, w, c]),
+    kind: "eps",
+    varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
+  };
+}
+
+/** Rows [start, start+n) of a conditioning (fresh tensors the caller owns). */
+export function condRows(cond: Conditioning, start: number, n: number): Conditioning {
+  const rows = (t: Tensor | undefined) =>
+    t === undefined
+      ? undefined
+      : tf.slice(t, [start, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]);
+  const out: Conditioning = {};
+  const tokens = rows(cond.tokens);
+  const mask = rows(cond.mask);
+  const y = rows(cond.y);
+  if (tokens) out.tokens = tokens as Tensor2D;
+  if (mask) out.mask = mask as Tensor2D;
+  if (y) out.y = y as Tensor1D;
+  return out;
+}
+
+/** Wall time of a section's heavy part, for the row notes (the verifier's runtime is part of its contract). */
+export function timed<T>(fn: () => T): { value: T; seconds: number } {
+  const t0 = performance.now();
+  const value = fn();
+  return { value, seconds: (performance.now() - t0) / 1000 };
+}
+
+/** Runs `fn` in a tensor scope that frees every tensor it made; unlike tf.tidy, it may return plain values. */
+export function scoped<T>(fn: () => T): T {
+  tf.engine().startScope();
+  try {
+    return fn();
+  } finally {
+    tf.engine().endScope();
+  }
+}

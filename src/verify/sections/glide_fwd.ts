@@ -1,0 +1,107 @@
+// One forward of GLIDE's Text2ImUNet with the golden weights: the text encoder's outputs, the time embedding, every
+// input/middle/output block's activation (one row each, so a mismatch points at its block) and the output.
+import type { Tensor1D, Tensor2D, Tensor4D } from "../../core/engine.ts";
+import { tf } from "../../core/engine.ts";
+import { silu, timestepEmbedding } from "../../core/layers.ts";
+import type { UNet } from "../../models/unet.ts";
+import {
+  compare,
+  failRow,
+  floats,
+  guard,
+  nchwToNhwc,
+  nhwcToNchw,
+  type Row,
+  type SectionChecker,
+  type SectionContext,
+  TOL_SINGLE,
+} from "../common.ts";
+import { goldenGlide, intTensor, maskTensor, paramsRow, timed } from "../golden-models.ts";
+
+function run(ctx: SectionContext): Row[] {
+  const s = ctx.section;
+  let model: UNet | undefined;
+  const rows = guard(s, "weights", () => {
+    model = goldenGlide(ctx);
+    return paramsRow(ctx, "glide", model);
+  });
+  if (!model) return rows;
+  const unet = model;
+  try {
+    rows.push(
+      ...guard(s, "forward", () => {
+        const out: Row[] = [];
+        const xIn = ctx.load("in_x.npy");
+        const refOf = (name: string) => floats(ctx.load(name), name);
+        const expected = new Set(
+          ctx
+            .list()
+            .filter((f) => /^act_.+\.npy$/.test(f) && f !== "act_time_embed.npy")
+            .map((f) => f.slice(4, -4)),
+        );
+        const { seconds } = timed(() =>
+          tf.tidy(() => {
+            const x = nchwToNhwc(floats(xIn, "in_x.npy", 4), xIn.shape);
+            const t = intTensor(ctx, "in_t.npy") as Tensor1D;
+            const tokens = intTensor(ctx, "in_tokens.npy") as Tensor2D;
+            const mask = maskTensor(ctx, "in_mask.npy");
+            if (!unet.text) throw new Error("the small_glide config has no text encoder (xf_width 0)");
+            const text = unet.text.encode(tokens, mask);
+            out.push(
+              compare(s, "text_xf_proj", refOf("text_xf_proj.npy"), text.xfProj.dataSync(), TOL_SINGLE),
+            );
+            out.push(
+              compare(
+                s,
+                "text_xf_out_NCL",
+                refOf("text_xf_out_NCL.npy"),
+                tf.transpose(text.xfOut, [0, 2, 1]).dataSync(),
+                TOL_SINGLE,
+              ),
+            );
+            const mc = unet.config.modelChannels;
+            const raw = timestepEmbedding(t, mc);
+            if (ctx.has("timestep_embedding_raw.npy")) {
+              out.push(
+                compare(
+                  s,
+                  "timestep_embedding_raw",
+                  refOf("timestep_embedding_raw.npy"),
+                  raw.dataSync(),
+                  TOL_SINGLE,
+                ),
+              );
+            }
+            const temb = unet.timeEmbed2.forward(silu(unet.timeEmbed0.forward(raw)));
+            out.push(compare(s, "act_time_embed", refOf("act_time_embed.npy"), temb.dataSync(), TOL_SINGLE));
+            const cond = unet.embed(t, { tokens, mask });
+            const y = unet.forwardWith(x, cond, (name, h: Tensor4D) => {
+              const file = `act_${name}.npy`;
+              if (!expected.delete(name)) {
+                out.push(failRow(s, `act_${name}`, `${ctx.rel(file)}: the reference has no such activation`));
+                return;
+              }
+              out.push(compare(s, `act_${name}`, refOf(file), nhwcToNchw(h), TOL_SINGLE));
+            });
+            out.push(compare(s, "out", refOf("out.npy"), nhwcToNchw(y), TOL_SINGLE));
+          }),
+        );
+        for (const name of expected) {
+          out.push(
+            failRow(s, `act_${name}`, `${ctx.rel(`act_${name}.npy`)}: no block of the port has this name`),
+          );
+        }
+        const final = out.find((r) => r.case === "out");
+        if (final && final.note === undefined) {
+          final.note = `${seconds.toFixed(1)} s for the text encoder and one forward`;
+        }
+        return out;
+      }),
+    );
+  } finally {
+    unet.dispose();
+  }
+  return rows;
+}
+
+export const glideFwd: SectionChecker = { name: "glide_fwd", run };
