@@ -89,10 +89,10 @@ async function main(): Promise<void> {
       "The shipped model zoo (models/): list",
       (y) => y.positional("action", { choices: ["list"] as const, demandOption: true }),
       async () => {
-        const { listModels, MODELS_DIR } = await import("../models/registry.ts");
+        const { listModels, modelsDir } = await import("../models/registry.ts");
         const models = listModels();
         if (models.length === 0) {
-          process.stdout.write(`no models in ${MODELS_DIR} yet (train one: guidance-lab train denoiser)\n`);
+          process.stdout.write(`no models in ${modelsDir()} yet (train one: guidance-lab train denoiser)\n`);
           return;
         }
         for (const m of models) {
@@ -142,6 +142,16 @@ async function main(): Promise<void> {
           seed: argv.seed,
           out: argv.out,
         });
+      },
+    )
+    .command(
+      "report <dir>",
+      "Rebuild results.csv and index.html of a finished or merged run folder",
+      (y) => y.positional("dir", { type: "string", demandOption: true }),
+      async (argv) => {
+        const { buildReport } = await import("../report/index.ts");
+        const r = await buildReport(argv.dir);
+        process.stdout.write(`${r.csvPath}\n${r.htmlPath}\n`);
       },
     )
     .command(

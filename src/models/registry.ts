@@ -22,7 +22,10 @@ import { EncoderUNet } from "./encoder-unet.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { UNet } from "./unet.ts";
 
-export const MODELS_DIR = process.env.GUIDANCE_LAB_MODELS ?? join(REPO_ROOT, "models");
+/** Where shipped models live: GUIDANCE_LAB_MODELS, else the repository's models/ folder (read at each call). */
+export function modelsDir(): string {
+  return process.env.GUIDANCE_LAB_MODELS ?? join(REPO_ROOT, "models");
+}
 
 export interface ModelInfo {
   name: string;
@@ -44,7 +47,7 @@ export interface ExportedConfig {
   wallSeconds: number;
 }
 
-export function listModels(dir = MODELS_DIR): ModelInfo[] {
+export function listModels(dir = modelsDir()): ModelInfo[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
     .filter((n) => existsSync(join(dir, n, "model.json")))
@@ -52,7 +55,7 @@ export function listModels(dir = MODELS_DIR): ModelInfo[] {
     .map((n) => modelInfo(n, dir));
 }
 
-export function modelInfo(name: string, dir = MODELS_DIR): ModelInfo {
+export function modelInfo(name: string, dir = modelsDir()): ModelInfo {
   const d = join(dir, name);
   const cfgPath = join(d, "model.json");
   if (!existsSync(cfgPath)) {
@@ -81,7 +84,7 @@ export function modelInfo(name: string, dir = MODELS_DIR): ModelInfo {
 }
 
 /** Builds the module a zoo model was trained as, with its weights. */
-export function loadZooModel(name: string, dir = MODELS_DIR): { info: ModelInfo; model: Module } {
+export function loadZooModel(name: string, dir = modelsDir()): { info: ModelInfo; model: Module } {
   const info = modelInfo(name, dir);
   let model: Module;
   switch (info.task) {

@@ -12,7 +12,7 @@ import { unetModel } from "../strategies/strategy.ts";
 import { textLengths } from "../train/tasks.ts";
 import type { ClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
-import { loadZooModel, MODELS_DIR, type ModelInfo } from "./registry.ts";
+import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
 import type { UNet } from "./unet.ts";
 
 export interface ZooNames {
@@ -50,7 +50,7 @@ function encodeWorld(prompts: readonly string[], ctx: number): Conditioning {
 
 const present = (name: string, dir: string) => existsSync(join(dir, name, "model.json"));
 
-export function loadZoo(names: Partial<ZooNames> = {}, dir = MODELS_DIR): Zoo {
+export function loadZoo(names: Partial<ZooNames> = {}, dir = modelsDir()): Zoo {
   const n = { ...DEFAULT_ZOO, ...names };
   const owned: Module[] = [];
   const { info, model } = loadZooModel(n.denoiser, dir);

@@ -21,7 +21,10 @@ export const CSV_COLUMNS: readonly ColumnDoc[] = [
     description:
       "each strategy parameter other than kind and scale, nested ones dotted (param.base.kind); arrays and objects as JSON; empty where the strategy lacks it",
   },
-  { column: "scale", description: "guidance scale (s in GLIDE; w = s − 1 in some papers: see the strategy's docs)" },
+  {
+    column: "scale",
+    description: "guidance scale (s in GLIDE; w = s − 1 in some papers: see the strategy's docs)",
+  },
   { column: "steps", description: "sampling steps" },
   { column: "sampler", description: "sampler (e.g. ddpm, ddim)" },
   {

@@ -7,7 +7,7 @@ import { createRequire } from "node:module";
 import { basename, join } from "node:path";
 import { describeMetricKey } from "../metrics/index.ts";
 import { CSV_COLUMNS, csvColumns, flattenParams, metricKeys, resultsRows } from "./csv.ts";
-import { type CellRecord, paramsKey, type RunCell, type RunData } from "./run-folder.ts";
+import type { CellRecord, RunCell, RunData } from "./run-folder.ts";
 
 export interface ChartTrace {
   name: string;
@@ -60,6 +60,15 @@ const COLOURS = [
   "#7f7f7f",
 ];
 const DASHES = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"];
+/** SVG equivalents of Plotly's dash names, for the HTML legend. */
+const SVG_DASH: Record<string, string> = {
+  solid: "",
+  dash: "6,3",
+  dot: "2,3",
+  dashdot: "6,3,2,3",
+  longdash: "10,4",
+  longdashdot: "10,4,2,4",
+};
 
 /** Shortest readable number: 3, 0.25, 1.2e-5. */
 export function fmt(v: number | null | undefined): string {
@@ -171,7 +180,9 @@ function curves(
 export function reportView(run: RunData): ReportView {
   const records = run.cells.map((c) => c.record);
   const g = grouping(records);
-  const dashBySteps = (r: CellRecord) => DASHES[g.stepsValues.indexOf(r.steps) % DASHES.length]!;
+  // The longest (usually the main) step count draws solid; shorter ones dashed.
+  const stepsDesc = [...g.stepsValues].reverse();
+  const dashBySteps = (r: CellRecord) => DASHES[stepsDesc.indexOf(r.steps) % DASHES.length]!;
   const scaleCurveKey = (r: CellRecord) => `${g.variant.get(r)}|${r.steps}|${r.sampler}`;
   const scaleCurveName = (r: CellRecord) =>
     [g.variant.get(r)!, g.multiSteps ? `${r.steps} steps` : "", g.multiSampler ? r.sampler : ""]
@@ -209,8 +220,13 @@ export function reportView(run: RunData): ReportView {
   const keys = [...metricKeys(records), "nfe", "seconds_per_image"];
   const vsScale: ChartSpec[] = [];
   const vsSteps: ChartSpec[] = [];
-  if (g.scaleValues.length < 2) notes.vsScale.push(`Every cell has the same guidance scale (${g.scaleValues[0]}).`);
-  if (g.stepsValues.length < 2) notes.vsSteps.push(`Every cell has the same step count (${g.stepsValues[0]}).`);
+  if (records.length === 0) {
+    for (const list of Object.values(notes)) list.splice(0, list.length, "No finished cells yet.");
+  } else {
+    if (g.scaleValues.length < 2) notes.vsScale.push(`Every cell has the same scale (${g.scaleValues[0]}).`);
+    if (g.stepsValues.length < 2)
+      notes.vsSteps.push(`Every cell has the same step count (${g.stepsValues[0]}).`);
+  }
   keys.forEach((key, i) => {
     const y = (r: CellRecord) => metricValue(r, key);
     if (g.scaleValues.length >= 2) {
@@ -241,7 +257,10 @@ export function reportView(run: RunData): ReportView {
         records,
         g,
         (r) => `${g.variant.get(r)}|${r.scale}|${r.sampler}`,
-        (r) => [g.variant.get(r)!, `s=${fmt(r.scale)}`, g.multiSampler ? r.sampler : ""].filter(Boolean).join(" · "),
+        (r) =>
+          [g.variant.get(r)!, `s=${fmt(r.scale)}`, g.multiSampler ? r.sampler : ""]
+            .filter(Boolean)
+            .join(" · "),
         (r) => r.steps,
         (r) => DASHES[g.scaleValues.indexOf(r.scale) % DASHES.length]!,
         (r) => r.steps,
@@ -278,9 +297,25 @@ const scriptJson = (v: unknown) => JSON.stringify(v).replace(/</g, "\\u003c");
 function chartDivs(charts: readonly ChartSpec[], cls: string): string {
   return charts
     .map(
-      (c) => `<figure class="chart ${cls}"><div id="${esc(c.id)}" class="plot" data-chart="${esc(c.id)}"></div></figure>`,
+      (c) =>
+        `<figure class="chart ${cls}"><div id="${esc(c.id)}" class="plot" data-chart="${esc(c.id)}"></div></figure>`,
     )
     .join("\n");
+}
+
+/**
+ * One legend per section instead of one per chart: small multiples share their curves, and Plotly's per-chart
+ * legends would repeat them and crowd the axes.
+ */
+function legendHtml(charts: readonly ChartSpec[]): string {
+  const seen = new Map<string, ChartTrace>();
+  for (const c of charts) for (const t of c.traces) if (!seen.has(t.name)) seen.set(t.name, t);
+  if (seen.size === 0) return "";
+  const items = [...seen.values()].map((t) => {
+    const dash = SVG_DASH[t.dash] ? ` stroke-dasharray="${SVG_DASH[t.dash]}"` : "";
+    return `<li><svg width="30" height="10" aria-hidden="true"><line x1="1" y1="5" x2="29" y2="5" stroke="${t.color}" stroke-width="2.5"${dash}/><circle cx="15" cy="5" r="3" fill="${t.color}"/></svg>${esc(t.name)}</li>`;
+  });
+  return `<ul class="legend">${items.join("")}</ul>`;
 }
 
 function notesHtml(notes: readonly string[]): string {
@@ -415,6 +450,8 @@ figcaption { font-size:11px; color:var(--muted); }
 details summary { cursor:pointer; color:var(--accent); font-size:14px; }
 pre { background:var(--bg); border:1px solid var(--line); border-radius:6px; padding:12px; overflow:auto; max-height:480px; font-size:12px; }
 .error { color:#b00020; font-weight:600; }
+ul.legend { list-style:none; display:flex; flex-wrap:wrap; gap:4px 18px; padding:0; margin:4px 0 12px; font-size:13px; }
+ul.legend li { display:flex; align-items:center; gap:6px; }
 `;
 
 /** The page's HTML; `clientJs` is inlined (see client.js). */
@@ -426,11 +463,9 @@ export function renderHtml(run: RunData, clientJs: string): string {
   const data = {
     charts: [...view.tradeoffs, ...view.vsScale, ...view.vsSteps],
   };
-  const pending = run.pending.length
-    ? `<span><b>unfinished cells</b> ${run.pending.length}</span>`
-    : "";
+  const pending = run.pending.length ? `<span><b>unfinished cells</b> ${run.pending.length}</span>` : "";
   const sectionCharts = (charts: ChartSpec[], cls: string, notes: string[]) =>
-    `${notesHtml(notes)}<div class="charts ${cls}">${chartDivs(charts, cls)}</div>`;
+    `${notesHtml(notes)}${legendHtml(charts)}<div class="charts ${cls}">${chartDivs(charts, cls)}</div>`;
   return `<!doctype html>
 <html lang="en">
 <head>

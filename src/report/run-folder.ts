@@ -110,15 +110,18 @@ function sortKeys(v: unknown): unknown {
   return v;
 }
 
+// Code-unit order, not localeCompare: the CSV's row order must not depend on the machine's locale.
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
 /** Canonical cell order: strategy, other parameters, scale, steps, sampler, id. */
 export function compareCells(a: CellRecord, b: CellRecord): number {
   return (
-    a.strategy.localeCompare(b.strategy) ||
-    paramsKey(a).localeCompare(paramsKey(b)) ||
+    cmp(a.strategy, b.strategy) ||
+    cmp(paramsKey(a), paramsKey(b)) ||
     a.scale - b.scale ||
     a.steps - b.steps ||
-    a.sampler.localeCompare(b.sampler) ||
-    a.cellId.localeCompare(b.cellId)
+    cmp(a.sampler, b.sampler) ||
+    cmp(a.cellId, b.cellId)
   );
 }
 
@@ -144,7 +147,9 @@ export function readRun(dir: string): RunData {
     }
     const parsed = cellRecordSchema.safeParse(readJson(recordPath));
     if (!parsed.success) {
-      const issues = parsed.error.issues.map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`).join("; ");
+      const issues = parsed.error.issues
+        .map((i) => `${i.path.join(".") || "(root)"}: ${i.message}`)
+        .join("; ");
       throw new Error(`run folder: ${recordPath}: ${issues}`);
     }
     const record = parsed.data;

@@ -10,6 +10,7 @@ import type { Prediction } from "../core/types.ts";
 import { ClipModel, clipConfigFromOfficial } from "../models/clip.ts";
 import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/configs.ts";
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
+import { readSafetensors } from "../models/safetensors.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
 import { type Conditioning, UNet } from "../models/unet.ts";
 import { compare, GoldenError, type Row, SectionContext } from "./common.ts";
@@ -37,14 +38,40 @@ function loadWeights<M extends Module>(ctx: SectionContext, module: M, key: Key)
     throw new GoldenError(`${rel}: file not found`);
   }
   try {
+    checkFloatDtypes(file);
     loadOfficial(module, file, spec.family);
   } catch (err) {
     module.dispose();
-    const lines = (err as Error).message.split("\n").map((l) => l.trim());
-    throw new GoldenError(`${rel}: ${[lines[0], lines[1]].filter(Boolean).join(": ")}`);
+    const lines = (err as Error).message
+      .replaceAll(file, rel)
+      .split("\n")
+      .map((l) => l.trim());
+    const head = [lines[0], lines[1]].filter(Boolean).join(": ");
+    throw new GoldenError(head.includes(rel) ? head : `${rel}: ${head}`);
   }
   return module;
 }
+
+/**
+ * Weights must be stored as floats: the loader would otherwise read an integer tensor's values as weights, and a
+ * checkpoint whose header mislabels a tensor would pass every shape check.
+ */
+function checkFloatDtypes(file: string): void {
+  const st = readSafetensors(file);
+  try {
+    const bad = st.names().filter((n) => !FLOAT_DTYPES.has(st.info(n).dtype));
+    if (bad.length > 0) {
+      const first = st.info(bad[0]!);
+      throw new Error(
+        `${bad.length} tensor(s) not stored as F32/F16/BF16, e.g. '${first.name}' is ${first.dtype}\n(weights must be floats)`,
+      );
+    }
+  } finally {
+    st.close();
+  }
+}
+
+const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 
 function build<M extends Module>(make: () => M): M {
   try {

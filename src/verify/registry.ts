@@ -2,6 +2,7 @@
 // single forwards of each model, then the sampling loops (which re-run those models many times).
 import type { SectionChecker } from "./common.ts";
 import { clip } from "./sections/clip.ts";
+import { clipGuided } from "./sections/clip_guided.ts";
 import { gdClassifier } from "./sections/gd_classifier.ts";
 import { gdGuided } from "./sections/gd_guided.ts";
 import { gdUnet } from "./sections/gd_unet.ts";
@@ -21,4 +22,5 @@ export const SECTIONS: readonly SectionChecker[] = [
   glideCfg,
   glideDdim,
   gdGuided,
+  clipGuided,
 ];

@@ -1,12 +1,17 @@
 // GLIDE's classifier-free-guided DDPM loop, replayed from the RECORDED model outputs: the guidance arithmetic,
-// each step's p(x_{t-1}|x_t), and the whole trajectory through the real sampler. The model itself is checked by
-// glide_fwd once it is ported.
+// each step's p(x_{t-1}|x_t), and the whole trajectory through the real sampler. Then model-driven: the golden GLIDE
+// model under the strategies registry's `cfg` strategy at a few recorded steps (a whole model-driven trajectory
+// would cost 20 batched forwards and adds nothing the replay and these steps do not already pin down).
 
-import type { Tensor4D } from "../../core/engine.ts";
+import type { GaussianDiffusion } from "../../core/diffusion.ts";
+import type { Tensor2D, Tensor4D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
 import type { NpyArray } from "../../core/npy.ts";
 import { ddpmStep, type RecordedStep, sampleDdpm } from "../../core/samplers.ts";
 import type { Denoiser, NoiseSource, Prediction } from "../../core/types.ts";
+import type { UNet } from "../../models/unet.ts";
+import { buildStrategy } from "../../strategies/registry.ts";
+import { unetModel } from "../../strategies/strategy.ts";
 import {
   compare,
   ErrorAcc,
@@ -22,12 +27,14 @@ import {
   TOL_SINGLE,
   TOL_TRAJECTORY,
 } from "../common.ts";
+import { goldenGlide, intTensor, maskTensor, scoped, timed } from "../golden-models.ts";
 import { checkTables, diffusionFromMeta } from "../tables.ts";
 
 /**
  * The text2im notebook's classifier-free guidance on a [cond; uncond] batch: eps_g = eps_u + s·(eps_c − eps_u) on
  * the eps channels, written into both halves; the variance channels keep their own values.
- * TODO: replace with the strategies module's implementation once it lands.
+ * It works on the recorded [B] batch layout; the strategies' `cfg` (which forms the pair itself) is checked by the
+ * model-driven rows.
  */
 export function cfgCombine(raw: Tensor4D, channels: number, scale: number): Tensor4D {
   return tf.tidy(() => {
@@ -241,6 +248,95 @@ function run(ctx: SectionContext): Row[] {
       return out;
     }),
   );
+  rows.push(...modelRows(ctx, d, xIn, guided, scale));
+  return rows;
+}
+
+/** The loop steps whose recorded inputs are re-run through the model: first, middle and last. */
+const modelSteps = (S: number) => [...new Set([0, Math.floor(S / 2), S - 1])];
+
+function modelRows(
+  ctx: SectionContext,
+  d: GaussianDiffusion,
+  xIn: NpyArray,
+  guided: NpyArray,
+  scale: number,
+): Row[] {
+  const s = ctx.section;
+  let model: UNet | undefined;
+  const rows = guard(s, "weights", () => {
+    model = goldenGlide(ctx);
+    return [];
+  });
+  if (!model) return rows;
+  const unet = model;
+  try {
+    rows.push(
+      ...guard(s, "model-driven cfg", () => {
+        const [S, B, C, H, W] = xIn.shape as [number, number, number, number, number];
+        const half = B / 2;
+        const listed = ctx.meta<string[]>("prompts");
+        const prompts = listed.slice(0, half);
+        if (!Number.isInteger(half) || prompts.length !== half) {
+          throw new GoldenError(
+            `${s}: a batch of ${B} is not ${listed.length} prompts + as many unconditional rows`,
+          );
+        }
+        // The recorded batch is [prompts; unconditional]: a prompt reads its meta.prompts row, "" the j-th
+        // unconditional row.
+        const rowOf = (p: string, j: number) => (p === "" ? half + j : listed.indexOf(p));
+        const encode = (ps: readonly string[]) =>
+          tf.tidy(() => {
+            const idx = tf.tensor1d(
+              ps.map((p, j) => {
+                const r = rowOf(p, j);
+                if (r < 0)
+                  throw new GoldenError(`manifest.json: prompt ${JSON.stringify(p)} is not in meta.prompts`);
+                return r;
+              }),
+              "int32",
+            );
+            return {
+              tokens: tf.gather(intTensor(ctx, "in_tokens.npy"), idx) as Tensor2D,
+              mask: tf.gather(maskTensor(ctx, "in_mask.npy"), idx) as Tensor2D,
+            };
+          });
+        const binding = buildStrategy(
+          { kind: "cfg", scale },
+          { model: unetModel(unet), encode },
+          `${s} strategy`,
+        ).bind(prompts);
+        const acc = new ErrorAcc();
+        const steps = modelSteps(S);
+        const ref = floats(guided, "step_model_guided.npy");
+        const perStep = B * guided.shape[2]! * H * W;
+        const { seconds } = timed(() => {
+          try {
+            for (const k of steps) {
+              scoped(() => {
+                const x = tf.slice(stepSlice(xIn, "step_x_in.npy", k), [0, 0, 0, 0], [half, H, W, C]);
+                const step = d.stepInfo(S - 1 - k);
+                const pred = binding.denoise(x, step);
+                const out = pred.varValues ? tf.concat([pred.out, pred.varValues], 3) : pred.out;
+                const start = k * perStep;
+                acc.add(ref.subarray(start, start + perStep / 2), nhwcToNchw(out), k);
+              });
+            }
+          } finally {
+            binding.dispose();
+          }
+        });
+        return acc.row(
+          s,
+          `model → cfg strategy output at steps ${steps.join(", ")} (scale ${scale})`,
+          TOL_SINGLE,
+          `${acc.worstNote() ?? ""}${acc.worstNote() ? "; " : ""}${seconds.toFixed(1)} s`,
+        );
+      }),
+    );
+  } finally {
+    unet.dispose();
+  }
   return rows;
 }
 

@@ -51,7 +51,9 @@ function trajectoryRows(ctx: SectionContext): Row[] {
         const spec = String(ctx.meta("glide_ddim", "respacing"));
         const eta = Number(ctx.meta("glide_ddim", "eta"));
         if (eta !== 0) {
-          throw new GoldenError(`manifest.json: meta.glide_ddim.eta is ${eta}, but no per-step noise is stored`);
+          throw new GoldenError(
+            `manifest.json: meta.glide_ddim.eta is ${eta}, but no per-step noise is stored`,
+          );
         }
         const diffusion = createDiffusion({
           schedule: scheduleAlias(ctx.meta<string>("small_glide", "noise_schedule")),

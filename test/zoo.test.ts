@@ -1,0 +1,76 @@
+import assert from "node:assert/strict";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { runSample } from "../src/cli/sample.ts";
+import { initEngine, tf } from "../src/core/engine.ts";
+import { listModels } from "../src/models/registry.ts";
+import { loadZoo } from "../src/models/zoo.ts";
+import { train } from "../src/train/trainer.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "gl-zoo-"));
+const models = join(dir, "models");
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+before(async () => {
+  await initEngine("wasm", { quiet: true });
+  const recipe = join(dir, "tiny.yaml");
+  writeFileSync(
+    recipe,
+    `name: tiny
+task: denoiser
+steps: 1
+batchSize: 2
+model: { modelChannels: 32, channelMult: [1, 2], numResBlocks: 1, attentionResolutions: [8], xfWidth: 32, xfLayers: 1, xfHeads: 2 }
+world: { size: 16 }
+`,
+  );
+  const run = join(dir, "run");
+  await train(recipe, { out: run, workers: 1, backend: "wasm" });
+  mkdirSync(join(models, "denoiser"), { recursive: true });
+  for (const f of ["model.safetensors", "model.json"]) cpSync(join(run, f), join(models, "denoiser", f));
+});
+
+describe("zoo", () => {
+  it("lists and loads a trained model by name; missing models are named", () => {
+    const list = listModels(models);
+    assert.deepEqual(
+      list.map((m) => [m.name, m.task, m.step]),
+      [["denoiser", "denoiser", 1]],
+      "one model listed",
+    );
+    const zoo = loadZoo({}, models);
+    assert.equal(zoo.imageSize, 16, "image size from the model's export");
+    assert.equal(zoo.models.classifier, undefined, "no classifier shipped here");
+    zoo.dispose();
+    assert.throws(() => loadZoo({ denoiser: "nope" }, models), /model 'nope'.*known models: denoiser/);
+  });
+
+  it("samples PNGs with a strategy and frees its tensors", { timeout: 120_000 }, async () => {
+    process.env.GUIDANCE_LAB_MODELS = models;
+    const before = tf.memory().numTensors;
+    const out = join(dir, "samples");
+    const args = {
+      model: "denoiser",
+      prompt: "a red circle",
+      strategy: "cfg",
+      scale: 3,
+      steps: 3,
+      sampler: "ddpm" as const,
+      eta: 0,
+      n: 2,
+      seed: 1,
+      out,
+    };
+    await runSample(args);
+    assert.equal(tf.memory().numTensors, before, "no tensor leak");
+    assert.deepEqual(
+      readdirSync(out).sort(),
+      ["grid.png", "sample-000.png", "sample-001.png"],
+      "images written",
+    );
+    await assert.rejects(runSample({ ...args, strategy: "classifier" }), /needs models\.classifier/);
+    await assert.rejects(runSample({ ...args, strategy: "cfgg" }), /unknown strategy 'cfgg'/);
+  });
+});
