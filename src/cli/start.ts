@@ -29,7 +29,8 @@ export async function start(out = join("reports", "start")): Promise<void> {
   );
   const golden = defaultGoldenDir();
   if (existsSync(golden)) {
-    const result = await verifyReference(golden);
+    // The quick sections; `guidance-lab verify-reference` runs them all (about 5 minutes here).
+    const result = await verifyReference(golden, ["schedules", "unit", "glide_cfg", "clip"]);
     process.stdout.write(`\nreference check against ${golden}:\n${formatRows(result.rows)}`);
   } else {
     process.stdout.write(`\n(no golden directory at ${golden}: reference check skipped)\n`);

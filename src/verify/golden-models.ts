@@ -3,16 +3,16 @@
 // official-checkpoint loader, so a section exercises exactly what a user's real checkpoint goes through.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
+import type { Tensor, Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import { Init, type Module } from "../core/layers.ts";
 import type { Prediction } from "../core/types.ts";
 import { ClipModel, clipConfigFromOfficial } from "../models/clip.ts";
 import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/configs.ts";
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
-import { readSafetensors } from "../models/safetensors.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
-import { type Conditioning, UNet } from "../models/unet.ts";
+import { readSafetensors } from "../models/safetensors.ts";
+import { UNet } from "../models/unet.ts";
 import { compare, GoldenError, type Row, SectionContext } from "./common.ts";
 
 /** The golden set's weight files and the manifest blocks that configure them. */
@@ -43,18 +43,19 @@ function loadWeights<M extends Module>(ctx: SectionContext, module: M, key: Key)
   } catch (err) {
     module.dispose();
     const lines = (err as Error).message
+      .replaceAll(` from ${file}`, "")
       .replaceAll(file, rel)
       .split("\n")
       .map((l) => l.trim());
     const head = [lines[0], lines[1]].filter(Boolean).join(": ");
-    throw new GoldenError(head.includes(rel) ? head : `${rel}: ${head}`);
+    throw new GoldenError(head.startsWith(rel) ? head : `${rel}: ${head}`);
   }
   return module;
 }
 
 /**
- * Weights must be stored as floats: the loader would otherwise read an integer tensor's values as weights, and a
- * checkpoint whose header mislabels a tensor would pass every shape check.
+ * The loader converts every stored dtype to float32, so an integer tensor (a foreign or mislabelled entry) would
+ * otherwise load as weights without a word.
  */
 function checkFloatDtypes(file: string): void {
   const st = readSafetensors(file);
@@ -63,7 +64,7 @@ function checkFloatDtypes(file: string): void {
     if (bad.length > 0) {
       const first = st.info(bad[0]!);
       throw new Error(
-        `${bad.length} tensor(s) not stored as F32/F16/BF16, e.g. '${first.name}' is ${first.dtype}\n(weights must be floats)`,
+        `${bad.length} tensor(s) not stored as F32/F16/BF16, e.g. '${first.name}' is ${first.dtype}; weights must be floats`,
       );
     }
   } finally {
@@ -156,22 +157,6 @@ export function predictionOf(unet: UNet, out: Tensor4D): Prediction {
     kind: "eps",
     varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
   };
-}
-
-/** Rows [start, start+n) of a conditioning (fresh tensors the caller owns). */
-export function condRows(cond: Conditioning, start: number, n: number): Conditioning {
-  const rows = (t: Tensor | undefined) =>
-    t === undefined
-      ? undefined
-      : tf.slice(t, [start, ...t.shape.slice(1).map(() => 0)], [n, ...t.shape.slice(1)]);
-  const out: Conditioning = {};
-  const tokens = rows(cond.tokens);
-  const mask = rows(cond.mask);
-  const y = rows(cond.y);
-  if (tokens) out.tokens = tokens as Tensor2D;
-  if (mask) out.mask = mask as Tensor2D;
-  if (y) out.y = y as Tensor1D;
-  return out;
 }
 
 /** Wall time of a section's heavy part, for the row notes (the verifier's runtime is part of its contract). */
