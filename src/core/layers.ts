@@ -393,3 +393,22 @@ export function timestepEmbedding(t: Tensor1D, dim: number, maxPeriod = 10000): 
     return tf.concat(parts, 1);
   });
 }
+
+/**
+ * Splits fused projections [B, ..., parts·heads·ch] into `parts` tensors [B, heads, T, ch] (T = the middle dims).
+ * `perHead` is the legacy layout (per head, the parts are consecutive blocks of ch); otherwise the parts come first
+ * over all channels, then heads. Written with split + 4-D transposes: wasm's generic 5-D transpose cost as much as
+ * the largest convolution of a small UNet.
+ */
+export function splitHeads(x: Tensor, heads: number, parts: number, perHead: boolean): Tensor4D[] {
+  const b = x.shape[0]!;
+  const c = x.shape[x.rank - 1]!;
+  const t = x.size / (b * c);
+  const ch = c / (heads * parts);
+  return tf.tidy(() => {
+    const pieces = perHead
+      ? tf.split(tf.reshape(x, [b, t, heads, parts * ch]), parts, 3)
+      : tf.split(tf.reshape(x, [b, t, c]), parts, 2).map((p) => tf.reshape(p, [b, t, heads, ch]));
+    return pieces.map((p) => tf.transpose(p, [0, 2, 1, 3]) as Tensor4D);
+  });
+}

@@ -17,6 +17,7 @@ import {
   Linear,
   Module,
   silu,
+  splitHeads,
   timestepEmbedding,
 } from "../core/layers.ts";
 import { Container } from "./container.ts";
@@ -144,8 +145,7 @@ export class AttentionPool2d extends Module {
       const seq = tf.reshape(x, [b, h * w, c]);
       const tokens = tf.add(tf.concat([tf.mean(seq, 1, true), seq], 1), tf.transpose(this.positional));
       const qkv = this.qkvProj.forward(tf.reshape(tokens, [b, 1, l, c]));
-      const split = tf.transpose(tf.reshape(qkv, [b, l, 3, this.heads, ch]), [2, 0, 3, 1, 4]);
-      const [q, k, v] = tf.unstack(split) as [Tensor4D, Tensor4D, Tensor4D]; // [B, heads, L, ch]
+      const [q, k, v] = splitHeads(qkv, this.heads, 3, false) as [Tensor4D, Tensor4D, Tensor4D]; // [B, heads, L, ch]
       // Only token 0 is returned, and each query row's attention is independent of the others.
       const q0 = tf.slice(q, [0, 0, 0, 0], [b, this.heads, 1, ch]);
       const a0 = tf.reshape(attention(q0, k, v), [b, 1, 1, c]) as Tensor4D;

@@ -2,7 +2,16 @@
 // positions replaced by a learned padding embedding, pre-LN transformer blocks with no attention mask, a final
 // LayerNorm, and a projection of the LAST position into the UNet's embedding. Names follow the official module tree.
 import { type Tensor2D, type Tensor3D, type Tensor4D, tf, type Variable } from "../core/engine.ts";
-import { attention, Embedding, gelu, type Init, LayerNorm, Linear, Module } from "../core/layers.ts";
+import {
+  attention,
+  Embedding,
+  gelu,
+  type Init,
+  LayerNorm,
+  Linear,
+  Module,
+  splitHeads,
+} from "../core/layers.ts";
 import { Container } from "./container.ts";
 
 export interface TextTransformerConfig {
@@ -43,13 +52,9 @@ class ResidualAttentionBlock extends Module {
 
   forward(x: Tensor3D): Tensor3D {
     const [b, t, w] = x.shape;
-    const c = w / this.heads;
     // The fused qkv output is viewed [B, T, heads, 3c] and split per head into q|k|v.
-    const qkv = tf.transpose(
-      tf.reshape(this.cQkv.forward(this.ln1.forward(x)), [b, t, this.heads, 3, c]),
-      [3, 0, 2, 1, 4],
-    );
-    const [q, k, v] = tf.unstack(qkv) as [Tensor4D, Tensor4D, Tensor4D];
+    const qkv = this.cQkv.forward(this.ln1.forward(x));
+    const [q, k, v] = splitHeads(qkv, this.heads, 3, true) as [Tensor4D, Tensor4D, Tensor4D];
     const a = tf.reshape(tf.transpose(attention(q, k, v), [0, 2, 1, 3]), [b, t, w]);
     x = tf.add(x, this.attnProj.forward(a));
     const m = this.mlpProj.forward(gelu(this.cFc.forward(this.ln2.forward(x))));

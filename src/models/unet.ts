@@ -12,6 +12,7 @@ import {
   Linear,
   Module,
   silu,
+  splitHeads,
   timestepEmbedding,
   upsampleNearest2x,
 } from "../core/layers.ts";
@@ -185,21 +186,15 @@ export class AttentionBlock extends Block {
 
   forward(x: Tensor4D, ctx: Ctx): Tensor4D {
     const [b, hgt, wid, c] = x.shape;
-    const t = hgt * wid;
-    const ch = c / this.heads;
     const qkv = this.qkv.forward(this.norm.forward(x));
     // Legacy layout: per head, q|k|v consecutive blocks of `ch`; new layout: q|k|v over all channels, then heads.
-    const split = this.newOrder
-      ? tf.transpose(tf.reshape(qkv, [b, t, 3, this.heads, ch]), [2, 0, 3, 1, 4])
-      : tf.transpose(tf.reshape(qkv, [b, t, this.heads, 3, ch]), [3, 0, 2, 1, 4]);
-    const [q, k0, v0] = tf.unstack(split) as [Tensor4D, Tensor4D, Tensor4D]; // [B, heads, T, ch]
+    const [q, k0, v0] = splitHeads(qkv, this.heads, 3, !this.newOrder) as [Tensor4D, Tensor4D, Tensor4D];
     let k = k0;
     let v = v0;
     if (this.encoderKv && ctx.encoderOut) {
       const l = ctx.encoderOut.shape[1];
       const e = this.encoderKv.forward(tf.reshape(ctx.encoderOut, [b, 1, l, ctx.encoderOut.shape[2]]));
-      const ekv = tf.transpose(tf.reshape(e, [b, l, this.heads, 2, ch]), [3, 0, 2, 1, 4]);
-      const [ek, ev] = tf.unstack(ekv) as [Tensor4D, Tensor4D];
+      const [ek, ev] = splitHeads(e, this.heads, 2, true) as [Tensor4D, Tensor4D];
       // Text tokens come FIRST among the keys, as in GLIDE.
       k = tf.concat([ek, k], 2);
       v = tf.concat([ev, v], 2);
