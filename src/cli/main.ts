@@ -145,6 +145,48 @@ async function main(): Promise<void> {
       },
     )
     .command(
+      "sweep <config>",
+      "Run a sweep of strategy × scale × steps on paired seeds; resumable and shardable",
+      (y) =>
+        y
+          .positional("config", {
+            type: "string",
+            demandOption: true,
+            describe: "sweep config (configs/*.yaml)",
+          })
+          .option("out", { type: "string", describe: "run folder (default: the config's out)" })
+          .option("resume", { type: "boolean", default: false, describe: "skip cells already finished" })
+          .option("shard", {
+            type: "string",
+            describe: "i/n: run the i-th of n deterministic parts (1-based)",
+          }),
+      async (argv) => {
+        await initEngine(argv.backend);
+        await import("../core/ops.ts");
+        const { runSweep } = await import("../sweep/runner.ts");
+        const r = await runSweep(argv.config, {
+          out: argv.out,
+          resume: argv.resume,
+          shard: argv.shard,
+          backend: argv.backend,
+        });
+        process.stdout.write(`${r.htmlPath}\n`);
+      },
+    )
+    .command(
+      "merge <out> <shards..>",
+      "Join shard run folders of one sweep into one run folder and rebuild its report",
+      (y) =>
+        y
+          .positional("out", { type: "string", demandOption: true })
+          .positional("shards", { type: "string", array: true, demandOption: true }),
+      async (argv) => {
+        const { mergeRuns } = await import("../sweep/merge.ts");
+        const r = await mergeRuns(argv.out, argv.shards);
+        process.stdout.write(`${JSON.stringify(r)}\n`);
+      },
+    )
+    .command(
       "report <dir>",
       "Rebuild results.csv and index.html of a finished or merged run folder",
       (y) => y.positional("dir", { type: "string", demandOption: true }),

@@ -1,0 +1,444 @@
+// `guidance-lab sweep CONFIG`: sample every cell of a config and write the run folder the report reads
+// (src/report/README.md). Comparisons are paired: image j of prompt p starts from the same x_T and sees the same
+// per-step noise in every cell, derived from (seed, p, j) alone, so neither batching, sharding nor resuming changes
+// a single pixel. A cell exists once its record.json does, and that file is written last by rename, so a crash or
+// a signal never leaves a half-written record: the cell is simply redone by --resume.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { cpus } from "node:os";
+import { join } from "node:path";
+import type { GaussianDiffusion } from "../core/diffusion.ts";
+import { type BackendChoice, initEngine, type Tensor4D, tf } from "../core/engine.ts";
+import { REPO_ROOT } from "../core/paths.ts";
+import { sampleDdim, sampleDdpm } from "../core/samplers.ts";
+import type { NoiseSource, StepInfo } from "../core/types.ts";
+import { encodePng, gridImage } from "../data/png.ts";
+import { hashSeed, Rng } from "../data/rng.ts";
+import { render, sceneForSpec } from "../data/world.ts";
+import {
+  type CostSample,
+  checkMetrics,
+  classifierProbabilities,
+  computeMetrics,
+  evalClipEmbedder,
+  guidanceClipEmbedder,
+  type MetricContext,
+  type MetricPrompt,
+} from "../metrics/index.ts";
+import type { ClipModel } from "../models/clip.ts";
+import type { EncoderUNet } from "../models/encoder-unet.ts";
+import type { EvalClip } from "../models/eval-clip.ts";
+import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
+import { loadZoo, type Zoo } from "../models/zoo.ts";
+import { buildReport } from "../report/index.ts";
+import { buildStrategy } from "../strategies/registry.ts";
+import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
+import { formatDuration, Progress } from "../train/progress.ts";
+import { defaultOut, loadSweepConfig, type SweepConfig } from "./config.ts";
+import { type Cell, canonicalJson, parseShard, planCells, type Shard, shardCells } from "./plan.ts";
+
+export interface SweepOptions {
+  out?: string;
+  resume?: boolean;
+  /** "i/n" (1-based) or a parsed shard. */
+  shard?: string | Shard;
+  backend?: BackendChoice;
+  /** Stop after this many cells (the rest stay pending for --resume). */
+  limit?: number;
+  /** Called after each finished cell (tests use it to pace a child process they kill). */
+  afterCell?: (cellId: string) => void | Promise<void>;
+  /** Progress and summary lines; default stderr/stdout. */
+  quiet?: boolean;
+}
+
+export interface SweepResult {
+  out: string;
+  cells: string[];
+  finished: string[];
+  skipped: string[];
+  /** Cells of this shard left unfinished (limit or signal). */
+  remaining: string[];
+  htmlPath: string;
+  csvPath: string;
+}
+
+/** What the run folder's config.json holds: the resolved config (no output path or shard, so shards agree). */
+export function resolvedConfigJson(config: SweepConfig): string {
+  return `${JSON.stringify(config, null, 2)}\n`;
+}
+
+/** Write via a temporary file and rename, so readers see the old file or the whole new one, nothing between. */
+export function writeAtomic(path: string, data: string | Buffer): void {
+  const tmp = `${path}.tmp-${process.pid}`;
+  writeFileSync(tmp, data);
+  renameSync(tmp, path);
+}
+
+function gitInfo(): { gitCommit?: string; gitDirty?: boolean } {
+  try {
+    const opts = { cwd: REPO_ROOT, encoding: "utf8" as const, stdio: ["ignore", "pipe", "ignore"] as const };
+    const gitCommit = execFileSync("git", ["rev-parse", "HEAD"], { ...opts, stdio: [...opts.stdio] }).trim();
+    const dirty = execFileSync("git", ["status", "--porcelain"], { ...opts, stdio: [...opts.stdio] }).trim();
+    return { gitCommit, gitDirty: dirty.length > 0 };
+  } catch {
+    return {};
+  }
+}
+
+interface Sample {
+  prompt: MetricPrompt;
+  promptIndex: number;
+  index: number;
+  seed: number;
+}
+
+function samplesOf(config: SweepConfig): Sample[] {
+  return config.prompts.flatMap((prompt, promptIndex) =>
+    Array.from({ length: config.samplesPerPrompt }, (_, index) => ({
+      prompt,
+      promptIndex,
+      index,
+      seed: hashSeed(config.seed, "x_T", promptIndex, index),
+    })),
+  );
+}
+
+function normals(seed: number, n: number, out: Float32Array, offset: number): void {
+  const rng = new Rng(seed);
+  for (let i = 0; i < n; i++) out[offset + i] = rng.normal();
+}
+
+/** x_T of a batch: each row from its own sample's seed. */
+function initialNoise(batch: readonly Sample[], size: number): Tensor4D {
+  const per = size * size * 3;
+  const data = new Float32Array(batch.length * per);
+  batch.forEach((s, i) => {
+    normals(s.seed, per, data, i * per);
+  });
+  return tf.tensor4d(data, [batch.length, size, size, 3]);
+}
+
+/** Per-step noise with one stream per (sample, step), so a sample's trajectory ignores its batch-mates. */
+function pairedNoise(config: SweepConfig, batch: readonly Sample[]): NoiseSource {
+  return (k, shape) => {
+    const per = shape.slice(1).reduce((a, b) => a * b, 1);
+    const data = new Float32Array(batch.length * per);
+    batch.forEach((s, i) => {
+      normals(hashSeed(config.seed, "step", s.promptIndex, s.index, k), per, data, i * per);
+    });
+    return tf.tensor4d(data, shape as [number, number, number, number]);
+  };
+}
+
+class Abandoned extends Error {}
+
+interface Loaded {
+  zoo: Zoo;
+  ctx: MetricContext;
+  dispose(): void;
+}
+
+function loadModels(config: SweepConfig, source: string): Loaded {
+  const dir = modelsDir();
+  for (const key of config.modelsGiven) {
+    const name = config.models[key as keyof SweepConfig["models"]];
+    try {
+      modelInfo(name, dir);
+    } catch (e) {
+      throw new Error(`${source}: models.${key}: ${(e as Error).message}`);
+    }
+  }
+  let zoo: Zoo;
+  try {
+    zoo = loadZoo(config.models, dir);
+  } catch (e) {
+    throw new Error(`${source}: models.denoiser: ${(e as Error).message}`);
+  }
+  const owned: { dispose(): void }[] = [];
+  const ctx: MetricContext = {};
+  if (existsSync(join(dir, config.models.evalClip, "model.json"))) {
+    const { info, model } = loadZooModel(config.models.evalClip, dir);
+    owned.push(model);
+    const textCtx = typeof info.config.model.textCtx === "number" ? info.config.model.textCtx : 16;
+    ctx.evalEmbedder = evalClipEmbedder(model as EvalClip, textCtx);
+  }
+  if (zoo.models.clip && zoo.models.clipText) {
+    ctx.guidanceEmbedder = guidanceClipEmbedder(zoo.models.clip as ClipModel, zoo.models.clipText);
+  }
+  if (zoo.models.classifier)
+    ctx.classProbabilities = classifierProbabilities(zoo.models.classifier as EncoderUNet);
+  return {
+    zoo,
+    ctx,
+    dispose: () => {
+      for (const m of owned) m.dispose();
+      zoo.dispose();
+    },
+  };
+}
+
+/**
+ * Real images for FD and precision/recall: one rendered scene per sample, meeting that sample's prompt, so the
+ * reference has the prompt mix of the samples. Free-text prompts (no world spec) have no real counterpart.
+ */
+function referenceImages(config: SweepConfig, size: number, ctx: MetricContext): Float32Array[] | undefined {
+  if (!config.metrics.some((m) => m === "fid" || m === "precision_recall")) return undefined;
+  if (!ctx.evalEmbedder) return undefined; // checkMetrics names what is missing
+  const images: Float32Array[] = [];
+  for (const s of samplesOf(config)) {
+    if (!s.prompt.spec) continue;
+    const scene = sceneForSpec(s.prompt.spec, new Rng(hashSeed(config.seed, "real", s.promptIndex, s.index)));
+    images.push(render(scene, size));
+  }
+  if (images.length < 2)
+    throw new Error("sweep: fid/precision_recall need prompts from the world (suites or captions)");
+  ctx.reference = { features: ctx.evalEmbedder.images(images, size) };
+  return images;
+}
+
+function writeReference(config: SweepConfig, size: number, images: Float32Array[], out: string): void {
+  const realDir = join(out, "real");
+  mkdirSync(realDir, { recursive: true });
+  const g = gridImage(images.slice(0, 64), size, Math.min(config.samplesPerPrompt, 8));
+  writeFileSync(join(realDir, "grid.png"), encodePng(g.data, g.width, g.height));
+  writeFileSync(
+    join(realDir, "info.json"),
+    `${JSON.stringify({ source: "world renderer, one scene per sample meeting its prompt", n: images.length, seed: config.seed, features: "evaluation CLIP image embeddings" }, null, 2)}\n`,
+  );
+}
+
+interface CellOutput {
+  images: Float32Array[];
+  cost: CostSample[];
+  nfe: number;
+  seconds: number;
+}
+
+async function sampleCell(
+  config: SweepConfig,
+  cell: Cell,
+  strategy: Strategy,
+  diffusion: GaussianDiffusion,
+  size: number,
+  stopping: () => boolean,
+): Promise<CellOutput> {
+  const samples = samplesOf(config);
+  const images: Float32Array[] = [];
+  const cost: CostSample[] = [];
+  const per = size * size * 3;
+  for (let from = 0; from < samples.length; from += config.batchSize) {
+    if (stopping()) throw new Abandoned();
+    const batch = samples.slice(from, from + config.batchSize);
+    const g = strategy.bind(batch.map((s) => s.prompt.text));
+    const xT = initialNoise(batch, size);
+    let calls = 0;
+    const t0 = performance.now();
+    try {
+      const opts = {
+        ...hooksOf(g),
+        noise: pairedNoise(config, batch),
+        onStep: (info: StepInfo) => {
+          calls += nfe(g.calls(info));
+        },
+      };
+      const x0 =
+        cell.sampler === "ddim"
+          ? sampleDdim(diffusion, g.denoise, xT, { ...opts, eta: config.eta })
+          : sampleDdpm(diffusion, g.denoise, xT, opts);
+      const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(x0, 1), 2), 0, 1));
+      x0.dispose();
+      // Awaiting here also lets a pending SIGINT/SIGTERM handler run between batches.
+      const data = (await pixels.data()) as Float32Array;
+      pixels.dispose();
+      for (let i = 0; i < batch.length; i++) images.push(data.slice(i * per, (i + 1) * per));
+    } finally {
+      xT.dispose();
+      g.dispose();
+    }
+    cost.push({ images: batch.length, nfe: calls, seconds: (performance.now() - t0) / 1000 });
+  }
+  const seconds = cost.reduce((a, c) => a + c.seconds, 0);
+  const n = cost.reduce((a, c) => a + c.images, 0);
+  return { images, cost, nfe: cost.reduce((a, c) => a + c.nfe * c.images, 0) / n, seconds };
+}
+
+function isNonEmptyDir(dir: string): boolean {
+  return existsSync(dir) && readdirSync(dir).length > 0;
+}
+
+const finishedIn = (out: string, id: string) => existsSync(join(out, "cells", id, "record.json"));
+
+export async function runSweep(configPath: string, opts: SweepOptions = {}): Promise<SweepResult> {
+  const started = new Date();
+  const t0 = performance.now();
+  const log = (s: string) => {
+    if (!opts.quiet) process.stderr.write(s);
+  };
+
+  // Everything checkable without sampling comes first: config, grid, shard, run folder, models, metrics.
+  const loaded = loadSweepConfig(configPath);
+  const { config, source } = loaded;
+  const cells = planCells(config, source);
+  const shard = typeof opts.shard === "string" ? parseShard(opts.shard) : opts.shard;
+  const mine = shardCells(cells, shard);
+  const out = opts.out ?? loaded.out ?? defaultOut(configPath);
+  const configJson = resolvedConfigJson(config);
+  if (opts.resume) {
+    const prev = join(out, "config.json");
+    if (existsSync(prev) && canonicalJson(JSON.parse(readFileSync(prev, "utf8"))) !== canonicalJson(config)) {
+      throw new Error(`--resume: ${out} was made with a different config than ${configPath}`);
+    }
+  } else if (isNonEmptyDir(out)) {
+    throw new Error(`${out} is not empty: pass --resume to continue that run, or choose another --out`);
+  }
+
+  const engine = await initEngine(opts.backend, { quiet: opts.quiet ?? false });
+  const tLoad = performance.now();
+  const models = loadModels(config, source);
+  const loadSeconds = (performance.now() - tLoad) / 1000;
+  const stop = { requested: false };
+  const onSignal = (sig: NodeJS.Signals) => {
+    if (stop.requested) process.exit(130);
+    stop.requested = true;
+    log(`\n[sweep] ${sig}: abandoning the current cell (its record is not written); again to quit at once\n`);
+  };
+  try {
+    const size = models.zoo.imageSize;
+    const diffusions = new Map<string, GaussianDiffusion>();
+    const diffusionFor = (c: Cell) => {
+      const key = c.sampler === "ddim" ? `ddim${c.steps}` : String(c.steps);
+      let d = diffusions.get(key);
+      if (!d) {
+        d = models.zoo.diffusion(key);
+        diffusions.set(key, d);
+      }
+      return d;
+    };
+    const strategies = new Map<string, Strategy>();
+    for (const c of mine) {
+      const bag = { ...models.zoo.models, diffusion: diffusionFor(c) };
+      strategies.set(c.id, buildStrategy(c.strategy, bag, `${source}: strategies.${c.entry}`));
+    }
+    const real = referenceImages(config, size, models.ctx);
+    try {
+      checkMetrics(config.metrics, models.ctx);
+    } catch (e) {
+      throw new Error(`${source}: metrics: ${(e as Error).message}`);
+    }
+
+    mkdirSync(join(out, "cells"), { recursive: true });
+    writeAtomic(join(out, "config.json"), configJson);
+    if (real) writeReference(config, size, real, out);
+    const env: Record<string, unknown> = {
+      ...gitInfo(),
+      backend: engine.backend,
+      backendReason: engine.reason,
+      node: process.version,
+      platform: `${process.platform}-${process.arch}`,
+      cpus: cpus().length,
+      startedAt: started.toISOString(),
+      out,
+      ...(shard ? { shard: `${shard.index}/${shard.count}` } : {}),
+      models: config.models,
+    };
+    writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
+
+    const skipped = mine.filter((c) => finishedIn(out, c.id)).map((c) => c.id);
+    let todo = mine.filter((c) => !finishedIn(out, c.id));
+    if (opts.limit !== undefined) todo = todo.slice(0, opts.limit);
+    if (skipped.length) log(`[sweep] resuming: ${skipped.length} cell(s) already finished\n`);
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
+    const progress = new Progress("[sweep]", todo.length, 0, 10, process.stderr);
+    const finished: string[] = [];
+    let sampling = 0;
+    let metricsTime = 0;
+    for (const cell of todo) {
+      if (stop.requested) break;
+      let result: CellOutput;
+      try {
+        result = await sampleCell(
+          config,
+          cell,
+          strategies.get(cell.id)!,
+          diffusionFor(cell),
+          size,
+          () => stop.requested,
+        );
+      } catch (e) {
+        if (e instanceof Abandoned) break;
+        throw new Error(`cell ${cell.id}: ${(e as Error).message}`);
+      }
+      sampling += result.seconds;
+      const tm = performance.now();
+      const samples = samplesOf(config);
+      const m = computeMetrics(
+        config.metrics,
+        { images: result.images, size, prompts: samples.map((s) => s.prompt), cost: result.cost },
+        models.ctx,
+      );
+      const metricSeconds = (performance.now() - tm) / 1000;
+      metricsTime += metricSeconds;
+      const cellDir = join(out, "cells", cell.id);
+      mkdirSync(cellDir, { recursive: true });
+      const cols = config.samplesPerPrompt;
+      const grid = gridImage(result.images, size, cols);
+      writeAtomic(join(cellDir, "grid.png"), encodePng(grid.data, grid.width, grid.height));
+      const record = {
+        cellId: cell.id,
+        strategy: cell.strategy.kind,
+        strategyParams: cell.params,
+        scale: cell.scale,
+        steps: cell.steps,
+        sampler: cell.sampler,
+        ...(cell.sampler === "ddim" ? { eta: config.eta } : {}),
+        metrics: m.metrics,
+        perPrompt: m.perPrompt,
+        nfe: result.nfe,
+        secondsPerImage: result.seconds / result.images.length,
+        grid: {
+          cols,
+          n: result.images.length,
+          size,
+          seeds: samples.map((s) => s.seed),
+          prompts: samples.map((s) => s.prompt.text),
+        },
+        timings: { samplingSeconds: result.seconds, metricsSeconds: metricSeconds },
+      };
+      // JSON.stringify writes NaN as null, which is the record format's "no value".
+      writeAtomic(join(cellDir, "record.json"), `${JSON.stringify(record, null, 2)}\n`);
+      finished.push(cell.id);
+      if (!opts.quiet) progress.update(finished.length, { cell: cell.id });
+      await opts.afterCell?.(cell.id);
+    }
+    if (!opts.quiet) progress.done();
+
+    const totalSeconds = (performance.now() - t0) / 1000;
+    env.finishedAt = new Date().toISOString();
+    env.timings = { totalSeconds, loadSeconds, samplingSeconds: sampling, metricsSeconds: metricsTime };
+    env.interrupted = stop.requested;
+    writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
+    const report = buildReport(out);
+    const remaining = mine.filter((c) => !finishedIn(out, c.id)).map((c) => c.id);
+    if (!opts.quiet) {
+      process.stdout.write(
+        `[sweep] ${finished.length} cell(s) sampled, ${skipped.length} already done, ${remaining.length} left` +
+          `${shard ? ` (shard ${shard.index}/${shard.count} of ${cells.length} cells)` : ""} in ${formatDuration(totalSeconds)}` +
+          `${remaining.length ? " (continue with --resume)" : ""}\n[sweep] report: ${report.htmlPath}\n`,
+      );
+    }
+    return {
+      out,
+      cells: mine.map((c) => c.id),
+      finished,
+      skipped,
+      remaining,
+      htmlPath: report.htmlPath,
+      csvPath: report.csvPath,
+    };
+  } finally {
+    process.off("SIGINT", onSignal);
+    process.off("SIGTERM", onSignal);
+    models.dispose();
+  }
+}
