@@ -1,0 +1,278 @@
+// GLIDE's pipelines (Nichol et al. 2021, arXiv 2112.10741) on user-supplied models, through the strategies registry
+// and the core samplers like every zoo run:
+//   text2im      base model + any strategy (default classifier-free, s = 3), then optionally the upsampler with
+//                "fast27" respacing and x_T·0.997, conditioned on the quantised base samples (text2im notebook);
+//   clip-guided  the conditional base model + the noised CLIP's gradient (clip_guided notebook);
+//   inpaint      the mask-conditioned model and known-region replacement (inpaint notebook), optionally upsampled
+//                by the inpainting upsampler.
+// Text comes from the GPT-2 tokenizer or from a function giving pre-tokenized ids.
+import "../core/ops.ts";
+import type { GaussianDiffusion } from "../core/diffusion.ts";
+import type { Tensor2D, Tensor4D } from "../core/engine.ts";
+import { tf } from "../core/engine.ts";
+import type { StepInfo } from "../core/types.ts";
+import type { ClipModel } from "../models/clip.ts";
+import { GLIDE_DIFFUSION } from "../models/configs.ts";
+import { ClipTokenizer, Gpt2Tokenizer } from "../models/tokenizers.ts";
+import type { Conditioning, UNet } from "../models/unet.ts";
+import type { GuidanceModels } from "../strategies/strategy.ts";
+import { diffusionFor, type KnownRegion, runStage, spatialModel } from "./sampling.ts";
+
+/** The GPT-2 tokenizer, or prompt → BPE ids (no padding; "" always means no tokens, GLIDE's unconditional input). */
+export type GlideText = Gpt2Tokenizer | ((prompt: string) => readonly number[]);
+/** CLIP's tokenizer, or prompt → BPE ids without start/end tokens. */
+export type ClipText = ClipTokenizer | ((prompt: string) => readonly number[]);
+
+/** GLIDE's model inputs: ids truncated to the text context, padded with the last vocabulary id, mask on real tokens. */
+export function glideEncoder(unet: UNet, text: GlideText): (prompts: readonly string[]) => Conditioning {
+  const cfg = unet.config.text;
+  if (!cfg) throw new Error("GLIDE pipeline: the model has no text encoder (config.text)");
+  const ctx = cfg.ctx;
+  const pad = cfg.vocabSize - 1;
+  const ids = (p: string) => (p === "" ? [] : text instanceof Gpt2Tokenizer ? text.encode(p) : text(p));
+  return (prompts) => {
+    const tokens = new Int32Array(prompts.length * ctx).fill(pad);
+    const mask = new Float32Array(prompts.length * ctx);
+    for (const [i, p] of prompts.entries()) {
+      const row = ids(p).slice(0, ctx);
+      for (const [j, id] of row.entries()) {
+        if (!Number.isInteger(id) || id < 0 || id >= cfg.vocabSize) {
+          throw new Error(`GLIDE pipeline: prompt '${p}' has token id ${id} outside 0..${cfg.vocabSize - 1}`);
+        }
+        tokens[i * ctx + j] = id;
+        mask[i * ctx + j] = 1;
+      }
+    }
+    return {
+      tokens: tf.tensor2d(tokens, [prompts.length, ctx], "int32"),
+      mask: tf.tensor2d(mask, [prompts.length, ctx]),
+    };
+  };
+}
+
+/** Prompts → unit-norm noised-CLIP text embeddings ([SOT] + ids[:ctx−2] + [EOT], padded with 0). */
+export function clipTextEmbedder(clip: ClipModel, text: ClipText): (prompts: readonly string[]) => Tensor2D {
+  const ctx = clip.config.maxTextLen;
+  const sot = clip.config.nVocab - 2;
+  const eot = clip.config.nVocab - 1;
+  const ids = (p: string) => (text instanceof ClipTokenizer ? text.encode(p) : text(p));
+  return (prompts) =>
+    tf.tidy(() => {
+      const flat = new Int32Array(prompts.length * ctx);
+      const lens = prompts.map((p, i) => {
+        const row = [sot, ...ids(p).slice(0, ctx - 2), eot];
+        flat.set(row, i * ctx);
+        return row.length;
+      });
+      return clip.embedText(tf.tensor2d(flat, [prompts.length, ctx], "int32") as Tensor2D, lens);
+    });
+}
+
+/** GLIDE's low_res input: samples quantised to 8 bits, ((x+1)·127.5).round()/127.5 − 1 (round half to even). */
+export function quantize8(x: Tensor4D): Tensor4D {
+  return tf.tidy(() => tf.sub(tf.div(tf.round(tf.mul(tf.add(x, 1), 127.5)), 127.5), 1) as Tensor4D);
+}
+
+type Stage = "base" | "upsampler";
+export type GlideStepCallback = (stage: Stage, info: StepInfo & { total: number }) => void;
+
+interface CommonOptions {
+  prompts: readonly string[];
+  text: GlideText;
+  /** Default "100" (the notebooks' base respacing); ignored when `diffusion` is given. */
+  respacing?: string;
+  /** Overrides the base diffusion (default: GLIDE's squaredcos_cap_v2, 1000 steps, learned range). */
+  diffusion?: GaussianDiffusion;
+  sampler?: "ddpm" | "ddim";
+  eta?: number;
+  seed?: number | string;
+  onStep?: GlideStepCallback;
+  /** The upsampling stage; omitted: base samples only. */
+  upsample?: UpsampleOptions;
+}
+
+export interface UpsampleOptions {
+  model: UNet;
+  /** Default: the base stage's text. */
+  text?: GlideText;
+  /** Default { kind: "none" }: the notebooks run the upsampler without guidance. */
+  strategy?: unknown;
+  /** Default "fast27". */
+  respacing?: string;
+  /** Default GLIDE's upsampler diffusion (linear, 1000 steps). */
+  diffusion?: GaussianDiffusion;
+  /** Initial noise scale, default 0.997 (upsample_temp). */
+  temperature?: number;
+  /** Inpainting upsampler: the known image and mask at the upsampler's resolution. */
+  known?: KnownRegion;
+}
+
+export interface GlideText2ImOptions extends CommonOptions {
+  base: UNet;
+  /** Raw strategy config; default { kind: "cfg", scale: 3 }. */
+  strategy?: unknown;
+  /** Models some strategies need besides the base: the noised CLIP (clip), a weak model (autoguidance). */
+  clip?: { model: ClipModel; text: ClipText };
+  weak?: UNet;
+}
+
+export interface GlideResult {
+  /** [B, s, s, 3] in [-1, 1]. */
+  base: Tensor4D;
+  upsampled?: Tensor4D;
+  /** Network evaluations per sample of each stage. */
+  nfe: { base: number; upsampler: number };
+  dispose(): void;
+}
+
+function baseDiffusion(o: CommonOptions, base: UNet): GaussianDiffusion {
+  return o.diffusion ?? diffusionFor(base, GLIDE_DIFFUSION.base.schedule, o.respacing ?? "100");
+}
+
+function shapeOf(unet: UNet): [number, number, number] {
+  const s = unet.config.imageSize;
+  return [s, s, unet.config.inChannels];
+}
+
+function runUpsample(o: CommonOptions, baseSamples: Tensor4D): { sample: Tensor4D; nfe: number } {
+  const up = o.upsample!;
+  if (!up.model.config.superRes)
+    throw new Error("GLIDE pipeline: upsample.model is not a super-resolution model");
+  const lowRes = quantize8(baseSamples);
+  const known = up.known;
+  const masked = known ? (tf.mul(known.image, known.mask) as Tensor4D) : undefined;
+  try {
+    const models: GuidanceModels = {
+      model: spatialModel(up.model, {
+        lowRes,
+        ...(known && masked ? { inpaintImage: masked, inpaintMask: known.mask } : {}),
+      }),
+      encode: glideEncoder(up.model, up.text ?? o.text),
+    };
+    const r = runStage({
+      models,
+      strategy: up.strategy ?? { kind: "none" },
+      prompts: o.prompts,
+      diffusion:
+        up.diffusion ?? diffusionFor(up.model, GLIDE_DIFFUSION.upsampler.schedule, up.respacing ?? "fast27"),
+      shape: shapeOf(up.model),
+      seed: o.seed ?? 0,
+      temperature: up.temperature ?? 0.997,
+      stage: "upsampler",
+      ...(known ? { known } : {}),
+      ...(o.sampler ? { sampler: o.sampler } : {}),
+      ...(o.eta !== undefined ? { eta: o.eta } : {}),
+      ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("upsampler", i) } : {}),
+    });
+    return r;
+  } finally {
+    tf.dispose([lowRes, ...(masked ? [masked] : [])]);
+  }
+}
+
+function finish(o: CommonOptions, base: { sample: Tensor4D; nfe: number }): GlideResult {
+  let up: { sample: Tensor4D; nfe: number } | undefined;
+  try {
+    if (o.upsample) up = runUpsample(o, base.sample);
+  } catch (e) {
+    base.sample.dispose();
+    throw e;
+  }
+  return {
+    base: base.sample,
+    ...(up ? { upsampled: up.sample } : {}),
+    nfe: { base: base.nfe, upsampler: up?.nfe ?? 0 },
+    dispose: () => tf.dispose([base.sample, ...(up ? [up.sample] : [])]),
+  };
+}
+
+const stageHooks = (o: CommonOptions) => ({
+  ...(o.sampler ? { sampler: o.sampler } : {}),
+  ...(o.eta !== undefined ? { eta: o.eta } : {}),
+  ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("base", i) } : {}),
+});
+
+/** Text to image: the base model under any registry strategy, then (optionally) the upsampler. */
+export function glideText2Im(o: GlideText2ImOptions): GlideResult {
+  const models: GuidanceModels = {
+    model: spatialModel(o.base),
+    encode: glideEncoder(o.base, o.text),
+    unconditionalPrompt: "",
+  };
+  if (o.clip) {
+    models.clip = o.clip.model;
+    models.clipText = clipTextEmbedder(o.clip.model, o.clip.text);
+  }
+  if (o.weak) models.weak = spatialModel(o.weak);
+  const base = runStage({
+    models,
+    strategy: o.strategy ?? { kind: "cfg", scale: 3 },
+    prompts: o.prompts,
+    diffusion: baseDiffusion(o, o.base),
+    shape: shapeOf(o.base),
+    seed: o.seed ?? 0,
+    stage: "base",
+    ...stageHooks(o),
+  });
+  return finish(o, base);
+}
+
+/**
+ * CLIP-guided GLIDE: the conditional base model plus s·∇ of the noised CLIP's similarity (the clip_guided notebook:
+ * no classifier-free guidance, scale 3). `base` wraps another strategy, e.g. { kind: "cfg" }, to compose both.
+ */
+export function glideClipGuided(
+  o: Omit<GlideText2ImOptions, "strategy" | "clip"> & {
+    clip: { model: ClipModel; text: ClipText };
+    scale?: number;
+    baseStrategy?: { kind: string } & Record<string, unknown>;
+  },
+): GlideResult {
+  const { scale, baseStrategy, ...rest } = o;
+  return glideText2Im({
+    ...rest,
+    strategy: { kind: "clip", scale: scale ?? 3, base: baseStrategy ?? { kind: "none" } },
+  });
+}
+
+export interface GlideInpaintOptions extends CommonOptions {
+  /** An inpainting model (config.inpaint), or any GLIDE model for known-region replacement alone. */
+  model: UNet;
+  /** The image to edit [B or 1, s, s, 3] in [-1, 1] and its mask [B or 1, s, s, 1], 1 = keep. */
+  image: Tensor4D;
+  mask: Tensor4D;
+  /** Default "x0" (the official notebook's denoised_fn). */
+  mode?: KnownRegion["mode"];
+  /** Raw strategy config; default { kind: "cfg", scale: 5 } (the inpaint notebook's guidance_scale). */
+  strategy?: unknown;
+}
+
+/**
+ * GLIDE inpainting: the model sees image·mask and mask as extra inputs (when it has them) and the known pixels are
+ * forced at every step. Also iterative editing: pass a previous output as `image` with a new prompt and mask.
+ */
+export function glideInpaint(o: GlideInpaintOptions): GlideResult {
+  const known: KnownRegion = { image: o.image, mask: o.mask, mode: o.mode ?? "x0" };
+  const masked = tf.mul(o.image, o.mask) as Tensor4D;
+  try {
+    const models: GuidanceModels = {
+      model: spatialModel(o.model, { inpaintImage: masked, inpaintMask: o.mask }),
+      encode: glideEncoder(o.model, o.text),
+      unconditionalPrompt: "",
+    };
+    const base = runStage({
+      models,
+      strategy: o.strategy ?? { kind: "cfg", scale: 5 },
+      prompts: o.prompts,
+      diffusion: baseDiffusion(o, o.model),
+      shape: shapeOf(o.model),
+      seed: o.seed ?? 0,
+      stage: "base",
+      known,
+      ...stageHooks(o),
+    });
+    return finish(o, base);
+  } finally {
+    masked.dispose();
+  }
+}
