@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runSample } from "../src/cli/sample.ts";
 import { initEngine, tf } from "../src/core/engine.ts";
+import { readPng, writePng } from "../src/data/png.ts";
 import { listModels } from "../src/models/registry.ts";
 import { loadZoo } from "../src/models/zoo.ts";
 import { train } from "../src/train/trainer.ts";
@@ -72,5 +73,41 @@ describe("zoo", () => {
     );
     await assert.rejects(runSample({ ...args, strategy: "classifier" }), /needs models\.classifier/);
     await assert.rejects(runSample({ ...args, strategy: "cfgg" }), /unknown strategy 'cfgg'/);
+  });
+
+  it("inpaints: keeps the init image where the mask is white, rejects a mask of the wrong size", {
+    timeout: 120_000,
+  }, async () => {
+    process.env.GUIDANCE_LAB_MODELS = models;
+    const init = new Float32Array(16 * 16 * 3).fill(0.2);
+    const mask = new Float32Array(16 * 16 * 3);
+    for (let i = 0; i < 16 * 8 * 3; i++) mask[i] = 1; // top half kept
+    writePng(join(dir, "init.png"), init, 16);
+    writePng(join(dir, "mask.png"), mask, 16);
+    writePng(join(dir, "mask8.png"), new Float32Array(8 * 8 * 3), 8);
+    const out = join(dir, "inpaint");
+    const args = {
+      model: "denoiser",
+      prompt: "a red circle",
+      strategy: "cfg",
+      scale: 3,
+      steps: 3,
+      sampler: "ddpm" as const,
+      eta: 0,
+      n: 1,
+      seed: 2,
+      out,
+      initImage: join(dir, "init.png"),
+      mask: join(dir, "mask.png"),
+    };
+    await runSample(args);
+    const img = readPng(join(out, "sample-000.png")).data;
+    for (let i = 0; i < 16 * 8 * 3; i++)
+      assert.ok(Math.abs(img[i]! - 0.2) < 2 / 255, `kept pixel ${i}: ${img[i]}`);
+    await assert.rejects(
+      runSample({ ...args, mask: join(dir, "mask8.png") }),
+      /--mask .*8×8, the model makes 16×16/,
+    );
+    await assert.rejects(runSample({ ...args, mask: undefined }), /--init-image and --mask go together/);
   });
 });

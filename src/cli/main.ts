@@ -124,7 +124,20 @@ async function main(): Promise<void> {
           .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
           .option("n", { type: "number", default: 8, describe: "number of images" })
           .option("seed", { type: "number", default: 0 })
-          .option("out", { type: "string", default: join("reports", "samples") }),
+          .option("out", { type: "string", default: join("reports", "samples") })
+          .option("init-image", {
+            type: "string",
+            describe: "inpainting/editing: PNG kept where --mask is white",
+          })
+          .option("mask", {
+            type: "string",
+            describe: "PNG of the model's size: white = keep, black = generate",
+          })
+          .option("replace", {
+            choices: ["x0", "xt"] as const,
+            default: "x0" as const,
+            describe: "known-region replacement on the predicted x0 (GLIDE) or on x_t each step",
+          }),
       async (argv) => {
         await initEngine(argv.backend);
         await import("../core/ops.ts");
@@ -141,6 +154,9 @@ async function main(): Promise<void> {
           n: argv.n,
           seed: argv.seed,
           out: argv.out,
+          initImage: argv["init-image"],
+          mask: argv.mask,
+          replace: argv.replace,
         });
       },
     )

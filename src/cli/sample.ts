@@ -3,12 +3,11 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { type Tensor4D, tf } from "../core/engine.ts";
-import { sampleDdim, sampleDdpm, seededNoise } from "../core/samplers.ts";
-import type { StepInfo } from "../core/types.ts";
-import { writeGrid, writePng } from "../data/png.ts";
+import { seededNoise } from "../core/samplers.ts";
+import { readPng, writeGrid, writePng } from "../data/png.ts";
 import { loadZoo } from "../models/zoo.ts";
+import { sampleGuided } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
-import { hooksOf, nfe } from "../strategies/strategy.ts";
 
 export interface SampleArgs {
   model: string;
@@ -22,6 +21,33 @@ export interface SampleArgs {
   n: number;
   seed: number;
   out: string;
+  /** Inpainting / iterative editing: the image to keep where the mask is white (PNG of the model's size). */
+  initImage?: string;
+  /** PNG of the model's size: white = keep the init image, black = generate. */
+  mask?: string;
+  /** Known-region replacement on the predicted x0 (GLIDE's inpaint notebook) or on x_t after each step. */
+  replace?: "x0" | "xt";
+}
+
+function readImageTensor(path: string, flag: string, size: number, channels: 1 | 3): Tensor4D {
+  let img: ReturnType<typeof readPng>;
+  try {
+    img = readPng(path);
+  } catch (e) {
+    throw new Error(`${flag} ${path}: cannot read PNG (${(e as Error).message.split("\n")[0]})`);
+  }
+  if (img.width !== size || img.height !== size) {
+    throw new Error(
+      `${flag} ${path}: image is ${img.width}×${img.height}, the model makes ${size}×${size} images`,
+    );
+  }
+  const n = size * size;
+  if (channels === 1) {
+    const m = new Float32Array(n);
+    for (let i = 0; i < n; i++) m[i] = img.data[i * 3]! > 0.5 ? 1 : 0;
+    return tf.tensor4d(m, [1, size, size, 1]);
+  }
+  return tf.tidy(() => tf.sub(tf.mul(tf.tensor4d(img.data, [1, size, size, 3]), 2), 1) as Tensor4D);
 }
 
 function strategyFromArgs(a: SampleArgs): { raw: unknown; source: string } {
@@ -55,20 +81,28 @@ export async function runSample(a: SampleArgs): Promise<void> {
     const g = strategy.bind(Array.from({ length: a.n }, () => a.prompt));
     const s = zoo.imageSize;
     const xT = seededNoise(`${a.seed}:x_T`)(0, [a.n, s, s, 3]);
-    let calls = 0;
+    if ((a.initImage === undefined) !== (a.mask === undefined)) {
+      throw new Error(
+        "--init-image and --mask go together (inpainting keeps the init image where the mask is white)",
+      );
+    }
+    const known =
+      a.initImage && a.mask
+        ? {
+            image: readImageTensor(a.initImage, "--init-image", s, 3),
+            mask: readImageTensor(a.mask, "--mask", s, 1),
+            mode: a.replace ?? "x0",
+          }
+        : undefined;
     const t0 = performance.now();
-    const opts = {
-      ...hooksOf(g),
+    const { sample: x0, nfe: calls } = sampleGuided(diffusion, g, xT, {
+      sampler: a.sampler,
+      eta: a.eta,
       noise: seededNoise(a.seed),
-      onStep: (info: StepInfo & { total: number }) => {
-        calls += nfe(g.calls(info));
-        process.stderr.write(`\r[sample] step ${info.k + 1}/${info.total}`);
-      },
-    };
-    const x0: Tensor4D =
-      a.sampler === "ddim"
-        ? sampleDdim(diffusion, g.denoise, xT, { ...opts, eta: a.eta })
-        : sampleDdpm(diffusion, g.denoise, xT, opts);
+      ...(known ? { known } : {}),
+      onStep: (info) => process.stderr.write(`\r[sample] step ${info.k + 1}/${info.total}`),
+    });
+    if (known) tf.dispose([known.image, known.mask]);
     const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(x0, 1), 2), 0, 1));
     const data = (await pixels.data()) as Float32Array;
     const seconds = (performance.now() - t0) / 1000;
