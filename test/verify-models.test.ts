@@ -210,7 +210,7 @@ describe("damaged weights give a failing row naming the file", { skip }, () => {
         writeEntries(f, entries);
       }),
     );
-    assert.match(row.note ?? "", /not stored as F32\/F16\/BF16, e\.g\. 'out\.2\.bias' is I32/);
+    assert.match(row.note ?? "", /wrong dtype for 'out\.2\.bias': I32, expected a float/);
   });
 
   test("a missing tensor", async () => {

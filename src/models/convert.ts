@@ -129,6 +129,11 @@ export function loadOfficial(module: Module, file: string, family: ModelFamily):
         continue;
       }
       covered.add(ourName);
+      const dtype = st.info(official).dtype;
+      if (dtype !== "F32" && dtype !== "F16" && dtype !== "BF16") {
+        misshaped.push(`wrong dtype for '${official}': ${dtype}, expected a float (F32, F16 or BF16)`);
+        continue;
+      }
       const layout = rules.layout(official, ourShape.length);
       const expected = officialShape(ourShape, layout);
       if (!sameShape(found, expected)) {

@@ -94,6 +94,18 @@ export function concatCond(parts: readonly Conditioning[]): Conditioning {
   const first = parts[0];
   if (!first) throw new Error("concatCond: no conditionings");
   const out: Conditioning = {};
+  // Spatial inputs (super-res low-res image, inpainting image and mask) are per-run, not per-prompt: the pipelines
+  // bind them to the model. Dropping one silently would sample the wrong model, so refuse it here.
+  for (const p of parts) {
+    const extra = Object.keys(p).filter(
+      (k) => !["tokens", "mask", "y"].includes(k) && p[k as keyof Conditioning],
+    );
+    if (extra.length) {
+      throw new Error(
+        `concatCond: conditioning keys ${extra.join(", ")} are not per-prompt; bind them to the model`,
+      );
+    }
+  }
   for (const key of ["tokens", "mask", "y"] as const) {
     const present = parts.map((p) => p[key]);
     if (present.every((t) => t === undefined)) continue;

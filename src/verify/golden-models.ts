@@ -11,7 +11,6 @@ import { ClipModel, clipConfigFromOfficial } from "../models/clip.ts";
 import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/configs.ts";
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
-import { readSafetensors } from "../models/safetensors.ts";
 import { UNet } from "../models/unet.ts";
 import { compare, GoldenError, type Row, SectionContext } from "./common.ts";
 
@@ -38,7 +37,6 @@ function loadWeights<M extends Module>(ctx: SectionContext, module: M, key: Key)
     throw new GoldenError(`${rel}: file not found`);
   }
   try {
-    checkFloatDtypes(file);
     loadOfficial(module, file, spec.family);
   } catch (err) {
     module.dispose();
@@ -52,27 +50,6 @@ function loadWeights<M extends Module>(ctx: SectionContext, module: M, key: Key)
   }
   return module;
 }
-
-/**
- * The loader converts every stored dtype to float32, so an integer tensor (a foreign or mislabelled entry) would
- * otherwise load as weights without a word.
- */
-function checkFloatDtypes(file: string): void {
-  const st = readSafetensors(file);
-  try {
-    const bad = st.names().filter((n) => !FLOAT_DTYPES.has(st.info(n).dtype));
-    if (bad.length > 0) {
-      const first = st.info(bad[0]!);
-      throw new Error(
-        `${bad.length} tensor(s) not stored as F32/F16/BF16, e.g. '${first.name}' is ${first.dtype}; weights must be floats`,
-      );
-    }
-  } finally {
-    st.close();
-  }
-}
-
-const FLOAT_DTYPES = new Set(["F32", "F16", "BF16"]);
 
 function build<M extends Module>(make: () => M): M {
   try {

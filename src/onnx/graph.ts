@@ -1,0 +1,276 @@
+// A tiny ONNX graph builder: float initializers (from tf tensors or arrays), nodes, typed inputs/outputs, opset 17,
+// serialised to ModelProto bytes by a hand-written protobuf encoder (the handful of ONNX messages needed here), so
+// no protobuf dependency is required.
+import type { Tensor } from "../core/engine.ts";
+
+export const OPSET = 17;
+const IR_VERSION = 8;
+
+/** ONNX TensorProto.DataType values used here. */
+export const DType = { float: 1, int32: 6, int64: 7, bool: 9 } as const;
+export type DTypeName = keyof typeof DType;
+
+export type AttrValue = number | number[] | string | { floats: number[] } | { float: number };
+
+// ---------------------------------------------------------------------------------------------------------------
+// Protobuf writer.
+
+class Writer {
+  private chunks: Uint8Array[] = [];
+  private len = 0;
+
+  private push(b: Uint8Array): void {
+    this.chunks.push(b);
+    this.len += b.length;
+  }
+
+  varint(v: number | bigint): void {
+    let x = BigInt.asUintN(64, BigInt(v));
+    const out: number[] = [];
+    while (x >= 0x80n) {
+      out.push(Number(x & 0x7fn) | 0x80);
+      x >>= 7n;
+    }
+    out.push(Number(x));
+    this.push(Uint8Array.from(out));
+  }
+
+  private tag(field: number, wire: number): void {
+    this.varint((field << 3) | wire);
+  }
+
+  int(field: number, v: number): void {
+    this.tag(field, 0);
+    this.varint(v);
+  }
+
+  float(field: number, v: number): void {
+    this.tag(field, 5);
+    const b = new Uint8Array(4);
+    new DataView(b.buffer).setFloat32(0, v, true);
+    this.push(b);
+  }
+
+  bytes(field: number, b: Uint8Array): void {
+    this.tag(field, 2);
+    this.varint(b.length);
+    this.push(b);
+  }
+
+  string(field: number, s: string): void {
+    this.bytes(field, new TextEncoder().encode(s));
+  }
+
+  message(field: number, build: (w: Writer) => void): void {
+    const w = new Writer();
+    build(w);
+    this.bytes(field, w.finish());
+  }
+
+  finish(): Uint8Array {
+    const out = new Uint8Array(this.len);
+    let o = 0;
+    for (const c of this.chunks) {
+      out.set(c, o);
+      o += c.length;
+    }
+    return out;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Graph.
+
+interface Initializer {
+  name: string;
+  dims: number[];
+  dtype: DTypeName;
+  raw: Uint8Array;
+}
+
+interface NodeDef {
+  op: string;
+  inputs: string[];
+  outputs: string[];
+  attrs: Record<string, AttrValue>;
+}
+
+interface ValueInfo {
+  name: string;
+  dtype: DTypeName;
+  dims: (number | string)[];
+}
+
+export class Graph {
+  private readonly inits: Initializer[] = [];
+  private readonly nodes: NodeDef[] = [];
+  private readonly inputs: ValueInfo[] = [];
+  private readonly outputs: ValueInfo[] = [];
+  private readonly used = new Set<string>();
+  private counter = 0;
+
+  /** A fresh value name with the given prefix. */
+  fresh(prefix: string): string {
+    let n = `${prefix}_${this.counter++}`;
+    while (this.used.has(n)) n = `${prefix}_${this.counter++}`;
+    this.used.add(n);
+    return n;
+  }
+
+  input(name: string, dtype: DTypeName, dims: (number | string)[]): string {
+    this.used.add(name);
+    this.inputs.push({ name, dtype, dims });
+    return name;
+  }
+
+  output(name: string, dtype: DTypeName, dims: (number | string)[]): void {
+    this.outputs.push({ name, dtype, dims });
+  }
+
+  /** Float initializer from a typed array. */
+  floats(prefix: string, data: Float32Array | number[], dims: number[]): string {
+    const f = data instanceof Float32Array ? data : Float32Array.from(data);
+    const name = this.fresh(prefix);
+    this.inits.push({
+      name,
+      dims,
+      dtype: "float",
+      raw: new Uint8Array(f.buffer.slice(f.byteOffset, f.byteOffset + f.byteLength)),
+    });
+    return name;
+  }
+
+  int64s(prefix: string, data: number[], dims: number[] = [data.length]): string {
+    const b = new BigInt64Array(data.map((v) => BigInt(v)));
+    const name = this.fresh(prefix);
+    this.inits.push({ name, dims, dtype: "int64", raw: new Uint8Array(b.buffer) });
+    return name;
+  }
+
+  scalar(prefix: string, v: number): string {
+    return this.floats(prefix, [v], []);
+  }
+
+  /** Initializer holding a tf tensor's current (float32) values, optionally reshaped/permuted on the JS side. */
+  tensor(prefix: string, t: Tensor, perm?: number[]): string {
+    const data = t.dataSync() as Float32Array;
+    if (!perm) return this.floats(prefix, Float32Array.from(data), [...t.shape]);
+    const [out, dims] = permute(data, t.shape, perm);
+    return this.floats(prefix, out, dims);
+  }
+
+  /** Adds a node; returns its single output name (or use `nodeN` for several outputs). */
+  node(op: string, inputs: string[], attrs: Record<string, AttrValue> = {}, prefix = op): string {
+    const out = this.fresh(prefix);
+    this.nodes.push({ op, inputs, outputs: [out], attrs });
+    return out;
+  }
+
+  nodeN(op: string, inputs: string[], n: number, attrs: Record<string, AttrValue> = {}): string[] {
+    const outs = Array.from({ length: n }, () => this.fresh(op));
+    this.nodes.push({ op, inputs, outputs: outs, attrs });
+    return outs;
+  }
+
+  /** Renames the final value by an Identity node so graph outputs have stable names. */
+  identity(input: string, name: string): string {
+    this.used.add(name);
+    this.nodes.push({ op: "Identity", inputs: [input], outputs: [name], attrs: {} });
+    return name;
+  }
+
+  serialize(): Uint8Array {
+    const w = new Writer();
+    w.int(1, IR_VERSION);
+    w.string(2, "guidance-lab");
+    w.message(7, (g) => {
+      for (const n of this.nodes) g.message(1, (m) => writeNode(m, n));
+      g.string(2, "guidance-lab");
+      for (const i of this.inits) g.message(5, (m) => writeInit(m, i));
+      for (const v of this.inputs) g.message(11, (m) => writeValueInfo(m, v));
+      for (const v of this.outputs) g.message(12, (m) => writeValueInfo(m, v));
+    });
+    w.message(8, (o) => {
+      o.string(1, "");
+      o.int(2, OPSET);
+    });
+    return w.finish();
+  }
+}
+
+function writeNode(w: Writer, n: NodeDef): void {
+  for (const i of n.inputs) w.string(1, i);
+  for (const o of n.outputs) w.string(2, o);
+  w.string(4, n.op);
+  for (const [name, v] of Object.entries(n.attrs)) {
+    w.message(5, (a) => {
+      a.string(1, name);
+      if (typeof v === "string") {
+        a.bytes(4, new TextEncoder().encode(v));
+        a.int(20, 3);
+      } else if (typeof v === "number") {
+        if (Number.isInteger(v)) {
+          a.int(3, v);
+          a.int(20, 2);
+        } else {
+          a.float(2, v);
+          a.int(20, 1);
+        }
+      } else if (Array.isArray(v)) {
+        for (const x of v) a.int(8, x);
+        a.int(20, 7);
+      } else if ("floats" in v) {
+        for (const x of v.floats) a.float(7, x);
+        a.int(20, 6);
+      } else {
+        a.float(2, v.float);
+        a.int(20, 1);
+      }
+    });
+  }
+}
+
+function writeInit(w: Writer, i: Initializer): void {
+  for (const d of i.dims) w.int(1, d);
+  w.int(2, DType[i.dtype]);
+  w.string(8, i.name);
+  w.bytes(9, i.raw);
+}
+
+function writeValueInfo(w: Writer, v: ValueInfo): void {
+  w.string(1, v.name);
+  w.message(2, (t) =>
+    t.message(1, (tt) => {
+      tt.int(1, DType[v.dtype]);
+      tt.message(2, (s) => {
+        for (const d of v.dims)
+          s.message(1, (dm) => (typeof d === "number" ? dm.int(1, d) : dm.string(2, d)));
+      });
+    }),
+  );
+}
+
+/** Generic permutation of a row-major array (used to lay conv filters out as OIHW). */
+export function permute(
+  data: Float32Array,
+  shape: readonly number[],
+  perm: number[],
+): [Float32Array, number[]] {
+  const r = shape.length;
+  const dims = perm.map((p) => shape[p]!);
+  const inStrides = new Array<number>(r).fill(1);
+  for (let i = r - 2; i >= 0; i--) inStrides[i] = inStrides[i + 1]! * shape[i + 1]!;
+  const out = new Float32Array(data.length);
+  const idx = new Array<number>(r).fill(0);
+  for (let o = 0; o < data.length; o++) {
+    let src = 0;
+    for (let a = 0; a < r; a++) src += idx[a]! * inStrides[perm[a]!]!;
+    out[o] = data[src]!;
+    for (let a = r - 1; a >= 0; a--) {
+      idx[a] = idx[a]! + 1;
+      if (idx[a]! < dims[a]!) break;
+      idx[a] = 0;
+    }
+  }
+  return [out, dims];
+}
