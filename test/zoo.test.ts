@@ -8,6 +8,7 @@ import { initEngine, tf } from "../src/core/engine.ts";
 import { readPng, writePng } from "../src/data/png.ts";
 import { listModels } from "../src/models/registry.ts";
 import { loadZoo } from "../src/models/zoo.ts";
+import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { train } from "../src/train/trainer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-zoo-"));
@@ -73,6 +74,32 @@ describe("zoo", () => {
     );
     await assert.rejects(runSample({ ...args, strategy: "classifier" }), /needs models\.classifier/);
     await assert.rejects(runSample({ ...args, strategy: "cfgg" }), /unknown strategy 'cfgg'/);
+  });
+
+  it("samples the same images with the denoiser on ONNX Runtime as on TensorFlow.js", {
+    timeout: 120_000,
+  }, async (t) => {
+    const why = await onnxAvailable();
+    if (why) return t.skip(`onnxruntime-node does not load: ${why}`);
+    process.env.GUIDANCE_LAB_MODELS = models;
+    const args = {
+      model: "denoiser",
+      prompt: "a blue square",
+      strategy: "cfg",
+      scale: 3,
+      steps: 3,
+      sampler: "ddpm" as const,
+      eta: 0,
+      n: 2,
+      seed: 5,
+    };
+    await runSample({ ...args, out: join(dir, "rt-tfjs"), runtime: "tfjs" });
+    await runSample({ ...args, out: join(dir, "rt-onnx"), runtime: "onnx" });
+    const a = readPng(join(dir, "rt-tfjs", "grid.png")).data;
+    const b = readPng(join(dir, "rt-onnx", "grid.png")).data;
+    let worst = 0;
+    for (let i = 0; i < a.length; i++) worst = Math.max(worst, Math.abs(a[i]! - b[i]!));
+    assert.ok(worst <= 1 / 255 + 1e-6, `max pixel difference ${worst * 255}/255`);
   });
 
   it("inpaints: keeps the init image where the mask is white, rejects a mask of the wrong size", {

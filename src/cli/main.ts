@@ -17,6 +17,12 @@ async function main(): Promise<void> {
     .strict()
     .demandCommand(1)
     .option("backend", backendOption)
+    .option("runtime", {
+      choices: ["auto", "onnx", "tfjs"] as const,
+      default: (process.env.GUIDANCE_LAB_RUNTIME ?? "tfjs") as "auto" | "onnx" | "tfjs",
+      describe:
+        "runtime of denoiser forwards: ONNX Runtime (fast, forward-only) or TensorFlow.js (env GUIDANCE_LAB_RUNTIME)",
+    })
     .command(
       "verify-reference <dir>",
       "Compare this port against reference outputs of the official PyTorch code",
@@ -142,7 +148,10 @@ async function main(): Promise<void> {
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runSample } = await import("./sample.ts");
+        const { resolveRuntime } = await import("../onnx/choice.ts");
+        const runtime = await resolveRuntime(argv.runtime);
         await runSample({
+          runtime,
           model: argv.model,
           prompt: argv.prompt,
           strategy: argv.strategy,
@@ -180,7 +189,9 @@ async function main(): Promise<void> {
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runSweep } = await import("../sweep/runner.ts");
+        const { resolveRuntime } = await import("../onnx/choice.ts");
         const r = await runSweep(argv.config, {
+          runtime: await resolveRuntime(argv.runtime),
           out: argv.out,
           resume: argv.resume,
           shard: argv.shard,

@@ -5,9 +5,10 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
 import { type Tensor2D, tf } from "../core/engine.ts";
-import type { Module } from "../core/layers.ts";
 import { labelForPrompt, PAD_ID, tokenize } from "../data/world.ts";
-import type { Conditioning, GuidanceModels } from "../strategies/strategy.ts";
+import type { Runtime } from "../onnx/choice.ts";
+import { onnxModelFn } from "../onnx/runtime.ts";
+import type { Conditioning, GuidanceModels, ModelFn } from "../strategies/strategy.ts";
 import { unetModel } from "../strategies/strategy.ts";
 import { textLengths } from "../train/tasks.ts";
 import type { ClipModel } from "./clip.ts";
@@ -50,15 +51,22 @@ function encodeWorld(prompts: readonly string[], ctx: number): Conditioning {
 
 const present = (name: string, dir: string) => existsSync(join(dir, name, "model.json"));
 
-export function loadZoo(names: Partial<ZooNames> = {}, dir = modelsDir()): Zoo {
+export function loadZoo(names: Partial<ZooNames> = {}, dir = modelsDir(), runtime: Runtime = "tfjs"): Zoo {
   const n = { ...DEFAULT_ZOO, ...names };
-  const owned: Module[] = [];
+  const owned: { dispose(): void }[] = [];
+  // Forward-only denoisers may run on ONNX Runtime; gradient guides (classifier, CLIP) stay on TensorFlow.js.
+  const forward = (unet: UNet): ModelFn => {
+    if (runtime === "tfjs") return unetModel(unet);
+    const fn = onnxModelFn(unet);
+    owned.push(fn.runner);
+    return fn;
+  };
   const { info, model } = loadZooModel(n.denoiser, dir);
   owned.push(model);
   const unet = model as UNet;
   const ctx = unet.config.text?.ctx ?? 16;
   const models: GuidanceModels = {
-    model: unetModel(unet),
+    model: forward(unet),
     encode: (prompts) => encodeWorld(prompts, ctx),
     unconditionalPrompt: "",
     classifierLabel: (prompt) => {
@@ -71,7 +79,7 @@ export function loadZoo(names: Partial<ZooNames> = {}, dir = modelsDir()): Zoo {
   if (present(n.weak, dir)) {
     const weak = loadZooModel(n.weak, dir).model as UNet;
     owned.push(weak);
-    models.weak = unetModel(weak);
+    models.weak = forward(weak);
   }
   if (present(n.classifier, dir)) {
     const c = loadZooModel(n.classifier, dir).model as EncoderUNet;

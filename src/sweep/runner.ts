@@ -30,6 +30,7 @@ import type { EncoderUNet } from "../models/encoder-unet.ts";
 import type { EvalClip } from "../models/eval-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
 import { loadZoo, type Zoo } from "../models/zoo.ts";
+import type { Runtime } from "../onnx/choice.ts";
 import { buildReport } from "../report/index.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
@@ -43,6 +44,8 @@ export interface SweepOptions {
   /** "i/n" (1-based) or a parsed shard. */
   shard?: string | Shard;
   backend?: BackendChoice;
+  /** Runtime of the denoisers' forwards (resolved by the caller; default TensorFlow.js). */
+  runtime?: Runtime;
   /** Stop after this many cells (the rest stay pending for --resume). */
   limit?: number;
   /** Called after each finished cell (tests use it to pace a child process they kill). */
@@ -138,7 +141,7 @@ interface Loaded {
   dispose(): void;
 }
 
-function loadModels(config: SweepConfig, source: string): Loaded {
+function loadModels(config: SweepConfig, source: string, runtime: Runtime): Loaded {
   const dir = modelsDir();
   for (const key of config.modelsGiven) {
     const name = config.models[key as keyof SweepConfig["models"]];
@@ -150,7 +153,7 @@ function loadModels(config: SweepConfig, source: string): Loaded {
   }
   let zoo: Zoo;
   try {
-    zoo = loadZoo(config.models, dir);
+    zoo = loadZoo(config.models, dir, runtime);
   } catch (e) {
     throw new Error(`${source}: models.denoiser: ${(e as Error).message}`);
   }
@@ -294,7 +297,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
 
   const engine = await initEngine(opts.backend, { quiet: opts.quiet ?? false });
   const tLoad = performance.now();
-  const models = loadModels(config, source);
+  const models = loadModels(config, source, opts.runtime ?? "tfjs");
   const loadSeconds = (performance.now() - tLoad) / 1000;
   const stop = { requested: false };
   const onSignal = (sig: NodeJS.Signals) => {
