@@ -12,7 +12,7 @@ import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/con
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
 import { UNet } from "../models/unet.ts";
-import { compare, GoldenError, type Row, SectionContext } from "./common.ts";
+import { compare, GoldenError, guard, type Row, SectionContext } from "./common.ts";
 
 /** The golden set's weight files and the manifest blocks that configure them. */
 export const GOLDEN_MODELS = {
@@ -151,4 +151,26 @@ export function scoped<T>(fn: () => T): T {
   } finally {
     tf.engine().endScope();
   }
+}
+
+/** Loads a golden model (reported as a "weights" row), runs `checks` with it, and frees it whatever happens. */
+export function withGoldenModel<M extends Module>(
+  ctx: SectionContext,
+  key: Key,
+  load: (ctx: SectionContext) => M,
+  checks: (model: M) => Row[],
+): Row[] {
+  let model: M | undefined;
+  const rows = guard(ctx.section, "weights", () => {
+    model = load(ctx);
+    return paramsRow(ctx, key, model);
+  });
+  if (!model) return rows;
+  const m: M = model;
+  try {
+    rows.push(...checks(m));
+  } finally {
+    m.dispose();
+  }
+  return rows;
 }

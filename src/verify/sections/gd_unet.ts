@@ -1,7 +1,6 @@
 // One forward of guided-diffusion's class-conditional UNet (learned sigma) with the golden weights.
 import type { Tensor1D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
-import type { UNet } from "../../models/unet.ts";
 import {
   compare,
   floats,
@@ -13,18 +12,12 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenGdUnet, intTensor, paramsRow, timed } from "../golden-models.ts";
+import { goldenGdUnet, intTensor, timed, withGoldenModel } from "../golden-models.ts";
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
-  let model: UNet | undefined;
-  const rows = guard(s, "weights", () => {
-    model = goldenGdUnet(ctx);
-    return paramsRow(ctx, "gdUnet", model);
-  });
-  if (!model) return rows;
-  const unet = model;
-  try {
+  return withGoldenModel(ctx, "gdUnet", goldenGdUnet, (unet) => {
+    const rows: Row[] = [];
     rows.push(
       ...guard(s, "fwd_out", () => {
         const xIn = ctx.load("fwd_in_x.npy");
@@ -40,10 +33,8 @@ function run(ctx: SectionContext): Row[] {
         return compare(s, "fwd_out", ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s`);
       }),
     );
-  } finally {
-    unet.dispose();
-  }
-  return rows;
+    return rows;
+  });
 }
 
 export const gdUnet: SectionChecker = { name: "gd_unet", run };

@@ -3,7 +3,6 @@
 import type { Tensor1D, Tensor2D, Tensor4D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
 import { silu, timestepEmbedding } from "../../core/layers.ts";
-import type { UNet } from "../../models/unet.ts";
 import {
   compare,
   failRow,
@@ -16,18 +15,12 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenGlide, intTensor, maskTensor, paramsRow, timed } from "../golden-models.ts";
+import { goldenGlide, intTensor, maskTensor, timed, withGoldenModel } from "../golden-models.ts";
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
-  let model: UNet | undefined;
-  const rows = guard(s, "weights", () => {
-    model = goldenGlide(ctx);
-    return paramsRow(ctx, "glide", model);
-  });
-  if (!model) return rows;
-  const unet = model;
-  try {
+  return withGoldenModel(ctx, "glide", goldenGlide, (unet) => {
+    const rows: Row[] = [];
     rows.push(
       ...guard(s, "forward", () => {
         const out: Row[] = [];
@@ -98,10 +91,8 @@ function run(ctx: SectionContext): Row[] {
         return out;
       }),
     );
-  } finally {
-    unet.dispose();
-  }
-  return rows;
+    return rows;
+  });
 }
 
 export const glideFwd: SectionChecker = { name: "glide_fwd", run };
