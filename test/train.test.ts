@@ -89,6 +89,17 @@ describe("trainer", () => {
     await assert.rejects(train(r, { out: split, workers: 2, backend: "wasm" }), /--resume/);
     await train(r, { out: split, workers: 2, backend: "wasm", resume: true });
     assert.deepEqual(losses(split), l);
+
+    // A worker failing mid-run: the trainer restarts every replica from the last checkpoint, same result.
+    const crashed = join(dir, "crashed");
+    process.env.GUIDANCE_LAB_FAIL_ONCE = `3:${join(dir, "failed-once")}`;
+    try {
+      await train(r, { out: crashed, workers: 2, backend: "wasm" });
+    } finally {
+      delete process.env.GUIDANCE_LAB_FAIL_ONCE;
+    }
+    assert.ok(readFileSync(join(dir, "failed-once"), "utf8") === "3", "the fault was injected");
+    assert.deepEqual(losses(crashed), l);
     const a = readSafetensors(join(straight, "model.safetensors"));
     const b = readSafetensors(join(split, "model.safetensors"));
     for (const name of a.names()) assert.deepEqual(a.get(name).data, b.get(name).data, name);

@@ -108,13 +108,7 @@ export async function train(
     }
     startStep = meta.step;
     elapsedBefore = meta.elapsed;
-    const file = readSafetensors(join(ckptDir, "state.safetensors"));
-    state = {};
-    for (const name of file.names()) {
-      const t = file.get(name);
-      state[name] = { data: t.data, shape: t.shape };
-    }
-    file.close();
+    state = readCheckpointState(ckptDir);
   } else if (existsSync(out) && readdirSync(out).length > 0) {
     throw new Error(`${out} exists and holds no checkpoint to resume: choose an empty or new --out`);
   }
@@ -125,12 +119,17 @@ export async function train(
   else truncateCsv(lossCsv, startStep);
 
   const nWorkers = Math.max(1, Math.min(opts.workers ?? availableParallelism(), recipe.batchSize));
-  const workers = await Promise.all(Array.from({ length: nWorkers }, () => WorkerHandle.start()));
   const backend = opts.backend ?? "auto";
-  const ready = await Promise.all(
-    workers.map((w) => w.request({ type: "init", recipe, backend, state, step: startStep })),
-  );
-  const info = ready[0] as Extract<WorkerReply, { type: "ready" }>;
+  const startWorkers = async (st: NamedArrays | undefined, at: number) => {
+    const ws = await Promise.all(Array.from({ length: nWorkers }, () => WorkerHandle.start()));
+    const ready = await Promise.all(
+      ws.map((w) => w.request({ type: "init", recipe, backend, state: st, step: at })),
+    );
+    return { ws, info: ready[0] as Extract<WorkerReply, { type: "ready" }> };
+  };
+  const started = await startWorkers(state, startStep);
+  let workers = started.ws;
+  const info = started.info;
   process.stderr.write(
     `[train] ${recipe.name}: ${recipe.task}, ${info.numParams.toLocaleString()} parameters, ${nWorkers} worker(s) on ${info.backend}, step ${startStep}/${recipe.steps}\n`,
   );
@@ -162,12 +161,31 @@ export async function train(
     recipe.steps,
     opts.maxSteps !== undefined ? startStep + opts.maxSteps : recipe.steps,
   );
+  let restarts = 0;
   try {
     while (step < stopAt && !stopRequested) {
       const bounds = splitBatch(recipe.batchSize, nWorkers);
-      const replies = (await Promise.all(
-        workers.map((w, i) => w.request({ type: "grad", step, from: bounds[i]!, to: bounds[i + 1]! })),
-      )) as Extract<WorkerReply, { type: "grad" }>[];
+      let replies: Extract<WorkerReply, { type: "grad" }>[];
+      try {
+        replies = (await Promise.all(
+          workers.map((w, i) => w.request({ type: "grad", step, from: bounds[i]!, to: bounds[i + 1]! })),
+        )) as Extract<WorkerReply, { type: "grad" }>[];
+      } catch (e) {
+        // A worker that dies (e.g. the wasm heap failing an allocation after hours) costs at most the steps since
+        // the last checkpoint: restart every replica from it. Examples depend on the step only, so the run stays
+        // the run it would have been.
+        if (restarts >= MAX_RESTARTS || !existsSync(statePath)) throw e;
+        restarts += 1;
+        const meta = JSON.parse(readFileSync(statePath, "utf8")) as { step: number };
+        process.stderr.write(
+          `\n[train] a worker failed at step ${step} (${(e as Error).message.split("\n")[0]}); restarting from the checkpoint at step ${meta.step} (restart ${restarts}/${MAX_RESTARTS})\n`,
+        );
+        await Promise.all(workers.map((w) => w.close()));
+        step = meta.step;
+        truncateCsv(lossCsv, step);
+        workers = (await startWorkers(readCheckpointState(ckptDir), step)).ws;
+        continue;
+      }
       const grad = new Float32Array(replies[0]!.grad.length);
       let loss = 0;
       replies.forEach((r, i) => {
@@ -230,6 +248,22 @@ async function exportModel(
       `${JSON.stringify({ name: recipe.name, task: recipe.task, model: recipe.model, diffusion: recipe.diffusion, world: recipe.world, step, wallSeconds: Math.round(wall) }, null, 2)}\n`,
     ),
   );
+}
+
+const MAX_RESTARTS = 3;
+
+function readCheckpointState(ckptDir: string): NamedArrays {
+  const file = readSafetensors(join(ckptDir, "state.safetensors"));
+  try {
+    const state: NamedArrays = {};
+    for (const name of file.names()) {
+      const t = file.get(name);
+      state[name] = { data: t.data, shape: t.shape };
+    }
+    return state;
+  } finally {
+    file.close();
+  }
 }
 
 export function splitBatch(batch: number, parts: number): number[] {

@@ -1,6 +1,7 @@
 // A data-parallel training worker: one model replica with its own TensorFlow.js backend (wasm runs one thread per
 // process, so one worker per core). It returns gradients for its slice of the batch and applies the averaged
 // gradient with the same optimizer as every other replica, so replicas stay identical without sending weights.
+import { writeFileSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 import { type BackendChoice, initEngine, type Tensor, tf } from "../core/engine.ts";
 import { Adam } from "./adam.ts";
@@ -26,6 +27,23 @@ export type WorkerReply =
   | { type: "error"; message: string };
 
 let task: TaskInstance | undefined;
+
+/**
+ * Fault injection for the trainer's restart test: GUIDANCE_LAB_FAIL_ONCE="<step>:<marker file>" fails the first
+ * worker that reaches that step, once (the marker records that it happened).
+ */
+function injectFault(step: number): void {
+  const spec = process.env.GUIDANCE_LAB_FAIL_ONCE;
+  if (!spec) return;
+  const [at, marker] = spec.split(":");
+  if (Number(at) !== step || !marker) return;
+  try {
+    writeFileSync(marker, String(step), { flag: "wx" });
+  } catch {
+    return; // already failed once
+  }
+  throw new Error(`injected failure at step ${step}`);
+}
 let adam: Adam | undefined;
 
 function flatGrad(grads: Tensor[]): Float32Array {
@@ -44,6 +62,7 @@ function handle(msg: WorkerRequest): WorkerReply | undefined {
     }
     case "grad": {
       if (!task || !adam) throw new Error("worker not initialised");
+      injectFault(msg.step);
       const vars = adam.params.map(([, p]) => p);
       const t = task;
       const { value, grads } = tf.variableGrads(() => t.loss(msg.step, msg.from, msg.to), vars);
