@@ -1,15 +1,6 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import {
-  cpSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  rmSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -18,7 +9,7 @@ import { loadSweepConfig, SCHEMA_PATH, sweepJsonSchemaText } from "../src/sweep/
 import { mergeRuns } from "../src/sweep/merge.ts";
 import { parseShard, planCells, shardCells } from "../src/sweep/plan.ts";
 import { runSweep } from "../src/sweep/runner.ts";
-import { train } from "../src/train/trainer.ts";
+import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-sweep-"));
 const models = join(dir, "models");
@@ -60,21 +51,7 @@ function csvWithoutTiming(runDir: string): string {
 before(async () => {
   await initEngine("wasm", { quiet: true });
   process.env.GUIDANCE_LAB_QUIET = "1";
-  const recipe = join(dir, "tiny.yaml");
-  writeFileSync(
-    recipe,
-    `name: tiny
-task: denoiser
-steps: 1
-batchSize: 2
-model: { modelChannels: 32, channelMult: [1, 2], numResBlocks: 1, attentionResolutions: [8], xfWidth: 32, xfLayers: 1, xfHeads: 2 }
-world: { size: 16 }
-`,
-  );
-  const run = join(dir, "run");
-  await train(recipe, { out: run, workers: 1, backend: "wasm" });
-  mkdirSync(join(models, "denoiser"), { recursive: true });
-  for (const f of ["model.safetensors", "model.json"]) cpSync(join(run, f), join(models, "denoiser", f));
+  await makeTinyZoo(dir);
   process.env.GUIDANCE_LAB_MODELS = models;
 });
 

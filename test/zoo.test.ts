@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -9,7 +9,7 @@ import { readPng, writePng } from "../src/data/png.ts";
 import { listModels } from "../src/models/registry.ts";
 import { loadZoo } from "../src/models/zoo.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
-import { train } from "../src/train/trainer.ts";
+import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-zoo-"));
 const models = join(dir, "models");
@@ -17,21 +17,7 @@ after(() => rmSync(dir, { recursive: true, force: true }));
 
 before(async () => {
   await initEngine("wasm", { quiet: true });
-  const recipe = join(dir, "tiny.yaml");
-  writeFileSync(
-    recipe,
-    `name: tiny
-task: denoiser
-steps: 1
-batchSize: 2
-model: { modelChannels: 32, channelMult: [1, 2], numResBlocks: 1, attentionResolutions: [8], xfWidth: 32, xfLayers: 1, xfHeads: 2 }
-world: { size: 16 }
-`,
-  );
-  const run = join(dir, "run");
-  await train(recipe, { out: run, workers: 1, backend: "wasm" });
-  mkdirSync(join(models, "denoiser"), { recursive: true });
-  for (const f of ["model.safetensors", "model.json"]) cpSync(join(run, f), join(models, "denoiser", f));
+  await makeTinyZoo(dir);
 });
 
 describe("zoo", () => {
