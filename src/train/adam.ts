@@ -11,7 +11,7 @@ export interface AdamOptions {
   weightDecay: number;
   /** Clip the global gradient norm to this value (0: off). */
   clipNorm: number;
-  /** EMA decay of the weights (0: no EMA). */
+  /** EMA decay of the weights (0: no EMA); warmed up as min(ema, (1 + step) / (10 + step)). */
   ema: number;
 }
 
@@ -40,6 +40,10 @@ export class Adam {
     const scale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1;
     const bc1 = 1 - beta1 ** this.step;
     const bc2 = 1 - beta2 ** this.step;
+    // Without a warm-up a 0.999 EMA still holds 0.999^n of the random init after n steps (45% at step 800),
+    // which ruins short runs and early checkpoints; this is the warm-up of TensorFlow's
+    // ExponentialMovingAverage(num_updates) used by guided-diffusion-era code.
+    const decay = Math.min(ema, (1 + this.step) / (10 + this.step));
     tf.tidy(() => {
       this.params.forEach(([name, p], i) => {
         const g = tf.mul(grads[i]!, scale);
@@ -51,7 +55,7 @@ export class Adam {
         const decayed = weightDecay > 0 && p.rank > 1 ? tf.mul(p, 1 - lr * weightDecay) : p;
         p.assign(tf.sub(decayed, tf.mul(update, lr)));
         const e = this.emaWeights.get(name);
-        if (e) e.assign(tf.add(tf.mul(e, ema), tf.mul(p, 1 - ema)));
+        if (e) e.assign(tf.add(tf.mul(e, decay), tf.mul(p, 1 - decay)));
       });
     });
     return norm;
