@@ -78,6 +78,36 @@ export function evalClipEmbedder(
 }
 
 /**
+ * An OpenAI CLIP ViT (src/models/openai-clip.ts) with CLIP's tokenizer, GLIDE's evaluation CLIP (§5.1). Images go
+ * in at any size (the model applies CLIP's resize and normalisation), so the default batch is smaller: ViT-B/16
+ * sees 197 tokens of width 768 per image.
+ */
+export function openaiClipEmbedder(
+  model: {
+    readonly config: { contextLength: number };
+    embedImage(x: Tensor4D): Tensor2D;
+    embedText(tokens: readonly (readonly number[])[]): Tensor2D;
+  },
+  tokenizer: { tokenize(prompts: readonly string[], ctx?: number): { tokens: number[][] } },
+  batchSize = 16,
+): Embedder {
+  return {
+    images: (images, size) => mapImageBatches(images, size, (x) => model.embedImage(x), batchSize),
+    texts: (texts) => {
+      const rows: Float32Array[] = [];
+      for (let from = 0; from < texts.length; from += DEFAULT_BATCH) {
+        const { tokens } = tokenizer.tokenize(
+          texts.slice(from, from + DEFAULT_BATCH),
+          model.config.contextLength,
+        );
+        rows.push(...textRows(model.embedText(tokens)));
+      }
+      return rows;
+    },
+  };
+}
+
+/**
  * The guidance (noised) CLIP read at t = 0, i.e. as a judge of clean images. `clipText` is the same prompt
  * encoder the CLIP strategy uses (`GuidanceModels.clipText`), so the judged text embeddings are the guided ones.
  */

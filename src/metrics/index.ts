@@ -23,6 +23,7 @@ export {
   type Embedder,
   evalClipEmbedder,
   guidanceClipEmbedder,
+  openaiClipEmbedder,
 } from "./embedders.ts";
 export { frechetDistance, frechetFromStats, gaussianStats } from "./frechet.ts";
 export { inceptionScore, softmaxRows } from "./inception-score.ts";

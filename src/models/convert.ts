@@ -8,7 +8,7 @@ import type { Module } from "../core/layers.ts";
 import { glideClipNameMap } from "./clip.ts";
 import { readSafetensors } from "./safetensors.ts";
 
-export type ModelFamily = "glide-unet" | "glide-clip" | "gd-unet" | "gd-classifier";
+export type ModelFamily = "glide-unet" | "glide-clip" | "gd-unet" | "gd-classifier" | "openai-clip";
 
 type Layout = "conv" | "conv1d" | "linear" | "asis";
 
@@ -17,6 +17,8 @@ interface FamilyRules {
   toOfficial(ours: string): string;
   /** How the official tensor maps onto ours, from the official name and OUR parameter's rank. */
   layout(official: string, ourRank: number): Layout;
+  /** Official entries that are not parameters (read past, never reported as unexpected). */
+  ignore?(official: string): boolean;
 }
 
 // GLIDE keeps its text encoder at the top level of Text2ImUNet; the lead's UNet holds it under a child `text`.
@@ -29,6 +31,11 @@ const FIRST_CONV_OURS = /^input_blocks\.0\.0\.0\.(weight|bias)$/;
 // guided-diffusion's conv_nd(1, ...) layers: attention qkv/proj, GLIDE's encoder_kv, AttentionPool2d's projections.
 const CONV1D = /(^|\.)(qkv|proj_out|encoder_kv|qkv_proj|c_proj)\.weight$/;
 const EMBEDDING = /(^|\.)(label_emb|token_embedding)\.weight$/;
+// OpenAI CLIP: nn.Linear and MultiheadAttention's fused in_proj are [out, in]; visual.proj and text_projection are
+// already [in, out] (applied as x @ proj) and the embedding tables keep their layout.
+const OPENAI_CLIP_LINEAR = /(^|\.)(in_proj_weight|out_proj\.weight|c_fc\.weight|c_proj\.weight)$/;
+// Scalars the released JIT archives keep in their state dict; openai/CLIP's build_model deletes them.
+const OPENAI_CLIP_META = new Set(["input_resolution", "context_length", "vocab_size"]);
 
 function unetLayout(official: string, ourRank: number): Layout {
   if (ourRank === 4) return CONV1D.test(official) ? "conv1d" : "conv";
@@ -57,6 +64,16 @@ export const FAMILIES: Record<ModelFamily, FamilyRules> = {
       if (ourRank === 2 && official.endsWith(".w")) return "linear";
       return "asis";
     },
+  },
+  // OpenAIClip carries the official names (src/models/openai-clip.ts).
+  "openai-clip": {
+    toOurs: (n) => n,
+    toOfficial: (n) => n,
+    layout: (official, ourRank) => {
+      if (ourRank === 4) return "conv";
+      return ourRank === 2 && OPENAI_CLIP_LINEAR.test(official) ? "linear" : "asis";
+    },
+    ignore: (official) => OPENAI_CLIP_META.has(official),
   },
 };
 
@@ -118,6 +135,7 @@ export function loadOfficial(module: Module, file: string, family: ModelFamily):
     const plan: { official: string; ours: string; layout: Layout }[] = [];
     const covered = new Set<string>();
     for (const official of st.names()) {
+      if (rules.ignore?.(official)) continue;
       // A module that already uses the official name (e.g. a UNet whose first block is no longer wrapped) wins.
       const mapped = rules.toOurs(official);
       const ourName = !ours.has(mapped) && ours.has(official) ? official : mapped;

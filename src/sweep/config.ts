@@ -72,6 +72,15 @@ export const sweepSchema = z
     batchSize: z.number().int().positive().default(16),
     /** Run folder; default runs/<config file name>. The CLI's --out wins. */
     out: z.string().min(1).optional(),
+    /**
+     * An OpenAI CLIP ViT as the evaluation CLIP instead of the zoo's (GLIDE §5.1 used a public ViT-B/16):
+     * `weights` is the official state dict as safetensors, `vocab` CLIP's bpe_simple_vocab_16e6.txt.gz (default:
+     * $GUIDANCE_LAB_CLIP_BPE). Relative paths are relative to the config file.
+     */
+    evalClipOpenai: z
+      .object({ weights: z.string().min(1), vocab: z.string().min(1).optional() })
+      .strict()
+      .optional(),
   })
   .strict();
 
@@ -98,6 +107,8 @@ export interface SweepConfig {
   seed: number;
   metrics: string[];
   batchSize: number;
+  /** Present when an OpenAI CLIP replaces the zoo's evaluation CLIP (absolute paths). */
+  evalClipOpenai?: { weights: string; vocab?: string };
 }
 
 export interface LoadedSweep {
@@ -163,6 +174,10 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
     raw && typeof raw === "object" && "models" in raw && raw.models && typeof raw.models === "object"
       ? Object.keys(raw.models)
       : [];
+  if (c.evalClipOpenai && modelsGiven.includes("evalClip")) {
+    throw new Error(`${source}: evalClipOpenai: replaces models.evalClip; give one of the two`);
+  }
+  const fromConfig = (p: string) => (isAbsolute(p) ? p : join(configDir, p));
   const config: SweepConfig = {
     models: c.models,
     modelsGiven,
@@ -175,6 +190,14 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
     seed: c.seed,
     metrics: c.metrics,
     batchSize: c.batchSize,
+    ...(c.evalClipOpenai
+      ? {
+          evalClipOpenai: {
+            weights: fromConfig(c.evalClipOpenai.weights),
+            ...(c.evalClipOpenai.vocab ? { vocab: fromConfig(c.evalClipOpenai.vocab) } : {}),
+          },
+        }
+      : {}),
   };
   return { config, ...(c.out !== undefined ? { out: c.out } : {}), source };
 }

@@ -24,10 +24,12 @@ import {
   guidanceClipEmbedder,
   type MetricContext,
   type MetricPrompt,
+  openaiClipEmbedder,
 } from "../metrics/index.ts";
 import type { ClipModel } from "../models/clip.ts";
 import type { EncoderUNet } from "../models/encoder-unet.ts";
 import type { EvalClip } from "../models/eval-clip.ts";
+import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
 import { loadZoo, type Zoo } from "../models/zoo.ts";
 import type { Runtime } from "../onnx/choice.ts";
@@ -159,7 +161,16 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
   }
   const owned: { dispose(): void }[] = [];
   const ctx: MetricContext = {};
-  if (existsSync(join(dir, config.models.evalClip, "model.json"))) {
+  if (config.evalClipOpenai) {
+    let clip: ReturnType<typeof loadOpenAIEvalClip>;
+    try {
+      clip = loadOpenAIEvalClip(config.evalClipOpenai);
+    } catch (e) {
+      throw new Error(`${source}: evalClipOpenai: ${(e as Error).message}`);
+    }
+    owned.push(clip.model);
+    ctx.evalEmbedder = openaiClipEmbedder(clip.model, clip.tokenizer);
+  } else if (existsSync(join(dir, config.models.evalClip, "model.json"))) {
     const { info, model } = loadZooModel(config.models.evalClip, dir);
     owned.push(model);
     const textCtx = typeof info.config.model.textCtx === "number" ? info.config.model.textCtx : 16;
