@@ -335,8 +335,8 @@ describe("benchGlide", { skip: skipGolden }, () => {
     const rows = await benchGlide({ batch: 2, steps: 1, minMs: 0 });
     assert.deepEqual(
       rows.map((r) => r.unit),
-      ["eval/s", "step/s"],
-      "one forward row and one sampling row",
+      ["GFLOP/s", "step/s"],
+      "one forward row and one sampling row (one runtime: TensorFlow.js)",
     );
     for (const r of rows) assert.ok(r.value > 0 && r.ms > 0, `${r.name}: positive timing`);
     assert.match(rows[0]!.detail, /PyTorch b4 \d+ ms/, "the forward row quotes the PyTorch figure");

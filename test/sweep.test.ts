@@ -102,6 +102,7 @@ describe("sweep config", () => {
       "metric",
     );
     await fails(CONFIG.replace("pixel_diversity,", "pixel_diversty,"), /metrics\.0/, "unknown metric");
+    await fails(`${CONFIG}runtime: fast\n`, /runtime/, "unknown runtime");
   });
 
   it("expands the grid into stable, unique, safe ids and shards them exactly", () => {
@@ -151,11 +152,36 @@ describe("sweep runs", () => {
     }
     const env = JSON.parse(readFileSync(join(full, "env.json"), "utf8"));
     assert.equal(env.backend, "wasm", "env.json names the backend");
+    assert.ok(["onnx", "tfjs"].includes(env.runtime), `env.json names the runtime (${env.runtime})`);
     assert.ok(existsSync(join(full, "index.html")), "report built");
     await assert.rejects(
       runSweep(config(), { out: full, quiet: true }),
       /not empty.*--resume/,
       "no overwrite",
+    );
+  });
+
+  it("takes the runtime from the config key; the caller's choice wins", { timeout: 300_000 }, async () => {
+    const one = CONFIG.replace("steps: [2, 3]", "steps: 2").replace("scales: [1, 3]", "scales: [3]");
+    const path = writeConfig("rt.yaml", `${one}runtime: tfjs\n`);
+    const a = join(dir, "rt-config");
+    await runSweep(path, { out: a, quiet: true });
+    assert.equal(JSON.parse(readFileSync(join(a, "env.json"), "utf8")).runtime, "tfjs", "config key used");
+    const b = join(dir, "rt-caller");
+    await runSweep(writeConfig("rt2.yaml", `${one}runtime: onnx\n`), {
+      out: b,
+      quiet: true,
+      runtime: "tfjs",
+    });
+    assert.equal(
+      JSON.parse(readFileSync(join(b, "env.json"), "utf8")).runtime,
+      "tfjs",
+      "caller's choice used",
+    );
+    assert.equal(
+      readFileSync(join(a, "config.json"), "utf8"),
+      readFileSync(join(b, "config.json"), "utf8"),
+      "the runtime is not part of the resolved config (runs on either runtime merge)",
     );
   });
 

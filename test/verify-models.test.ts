@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { backendFromEnv, initEngine } from "../src/core/engine.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
+import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { formatRows, type Row, verifyReference } from "../src/verify/index.ts";
 
 const GOLDEN = defaultGoldenDir();
@@ -99,6 +100,20 @@ describe("model sections on the golden reference", { skip }, () => {
     const rows = await runSections(["clip_guided"]);
     tc.diagnostic(formatRows(rows));
     assertAllPass(rows, ["clip_guided"], [/clip_guided trajectory samples \(CLIP scale/]);
+  });
+  test("with the ONNX runtime selected: glide_fwd's whole forward, gd_unet, the glide_ddim trajectory", async (tc) => {
+    const why = await onnxAvailable();
+    if (why) return tc.skip(`onnxruntime-node does not load: ${why}`);
+    const sections = ["glide_fwd", "gd_unet", "glide_ddim"];
+    const { rows } = await verifyReference(GOLDEN, sections, { runtime: "onnx" });
+    tc.diagnostic(formatRows(rows));
+    assertAllPass(rows, sections, [
+      /glide_fwd out \(onnx\)/,
+      /gd_unet fwd_out/,
+      /glide_ddim trajectory samples/,
+    ]);
+    for (const r of rows.filter((x) => /fwd_out|trajectory/.test(x.case)))
+      assert.match(r.note ?? "", /onnx/, `${r.section} ${r.case}: the note names the runtime`);
   });
 });
 

@@ -1,27 +1,41 @@
-// GLIDE's small golden config (batch 4, 64×64) on the active backend: one Text2ImUNet forward, and whole
-// classifier-free-guided sampling (2 prompts → [cond; uncond] = 4 rows per forward) through the glide pipeline, so
-// the figures compare with the official PyTorch timings in the golden manifest (meta.timings.glide_small_forward_b4,
-// glide_small_cfg_sampling_20steps_b4.per_step_s). The golden weights are loaded when present; timing does not
-// depend on them, so random weights stand in otherwise.
+// GLIDE's configurations on each runtime: the small golden config (batch 4, 64×64, the golden weights when present)
+// or the full base model (batch 2, random weights; opt-in, ~1.5 GB of weights per copy), one Text2ImUNet forward and
+// classifier-free-guided sampling (batch/2 prompts → [cond; uncond] rows per forward) through runStage, so the
+// figures compare with the official PyTorch timings in the golden manifest (meta.timings.glide_small_forward_b4,
+// glide_small_cfg_sampling_20steps_b4.per_step_s) and, with `torch`, with the official code run side by side on
+// the same config, inputs and weights (./torch.ts).
 import "../core/ops.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
+import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { Init } from "../core/layers.ts";
 import { defaultGoldenDir } from "../core/paths.ts";
-import { glideConfigFromOfficial } from "../models/configs.ts";
+import { GLIDE_BASE_FLAGS, GLIDE_DIFFUSION, glideConfigFromOfficial } from "../models/configs.ts";
 import { loadOfficial } from "../models/convert.ts";
 import { UNet } from "../models/unet.ts";
-import { glideText2Im } from "../pipelines/glide.ts";
+import { glideEncoder } from "../pipelines/glide.ts";
+import { diffusionFor } from "../pipelines/sampling.ts";
 import type { Row } from "./engine.ts";
+import { unetFlops } from "./flops.ts";
+import { benchForward, benchSampling, modelOn, type RuntimeSpec } from "./runtimes.ts";
+import { runTorchGlide, type TorchOptions } from "./torch.ts";
 
 export interface BenchGlideOptions {
   golden?: string;
-  /** Respaced sampling steps (default 20, as the manifest's figure). */
+  /** "small" (the golden config, default) or "base" (GLIDE's full 64×64 base model). */
+  model?: "small" | "base";
+  /** Respaced sampling steps on ONNX Runtime and torch (default 20, as the manifest's figure). */
   steps?: number;
-  /** Minimum wall time of the forward timing loop, ms (default 3000). */
+  /** Sampling steps on TensorFlow.js, whose steps are ~10× slower (default min(steps, 3)); the figure is per step. */
+  tfjsSteps?: number;
+  /** Minimum wall time of each forward timing loop, ms (default 3000). */
   minMs?: number;
+  /** Default 4 (small), 2 (base). */
   batch?: number;
+  /** Runtimes to measure (default: TensorFlow.js on the active backend). */
+  specs?: readonly RuntimeSpec[];
+  /** Also time the official code (python3 + torch + a glide-text2im checkout; the caller checked they exist). */
+  torch?: TorchOptions;
 }
 
 export interface GlideReference {
@@ -48,80 +62,176 @@ export function glideReference(golden = defaultGoldenDir()): GlideReference {
   };
 }
 
+/** The issue's figure for the full base model's forward at batch 2 (official code, this 2-core CPU). */
+export const TORCH_BASE_FORWARD_B2_S = 1.97;
+
+/** Deterministic inputs: seeded x, spread timesteps, and prompts of 5 + 3i real tokens (the rest padding). */
+function glideInputs(
+  unet: UNet,
+  batch: number,
+): { x: Tensor4D; t: Tensor1D; tokens: Tensor2D; mask: Tensor2D } {
+  const s = unet.config.imageSize;
+  const ctx = unet.config.text?.ctx ?? 1;
+  const vocab = unet.config.text?.vocabSize ?? 2;
+  const ids = new Int32Array(batch * ctx).fill(vocab - 1);
+  const mask = new Float32Array(batch * ctx);
+  for (let i = 0; i < batch; i++) {
+    for (let j = 0; j < Math.min(ctx, 5 + 3 * i); j++) {
+      ids[i * ctx + j] = (i * 7919 + j * 104729) % (vocab - 1);
+      mask[i * ctx + j] = 1;
+    }
+  }
+  return {
+    x: tf.randomNormal([batch, s, s, 3], 0, 1, "float32", 0) as Tensor4D,
+    t: tf.tensor1d(
+      Array.from({ length: batch }, (_, i) => (i * 997) % 1000),
+      "float32",
+    ) as Tensor1D,
+    tokens: tf.tensor2d(ids, [batch, ctx], "int32") as Tensor2D,
+    mask: tf.tensor2d(mask, [batch, ctx]) as Tensor2D,
+  };
+}
+
 export async function benchGlide(opts: BenchGlideOptions = {}): Promise<Row[]> {
   const golden = opts.golden ?? defaultGoldenDir();
-  const meta = readManifestMeta(golden);
-  const flags = meta?.small_glide as Record<string, unknown> | undefined;
-  if (!flags) throw new Error(`bench glide: ${join(golden, "manifest.json")} has no meta.small_glide`);
+  const which = opts.model ?? "small";
+  let flags: Record<string, unknown>;
+  if (which === "small") {
+    const small = readManifestMeta(golden)?.small_glide as Record<string, unknown> | undefined;
+    if (!small) throw new Error(`bench glide: ${join(golden, "manifest.json")} has no meta.small_glide`);
+    flags = small;
+  } else {
+    flags = { ...GLIDE_BASE_FLAGS };
+  }
   const config = glideConfigFromOfficial(flags);
   const unet = new UNet(new Init(1), config);
-  const weights = join(golden, "weights", "glide_small.safetensors");
-  const loaded = existsSync(weights);
+  const weights = which === "small" ? join(golden, "weights", "glide_small.safetensors") : undefined;
+  const loaded = weights !== undefined && existsSync(weights);
   if (loaded) loadOfficial(unet, weights, "glide-unet");
-  const backend = tf.getBackend();
-  const batch = opts.batch ?? 4;
+  const specs = opts.specs ?? [{ label: `tfjs-${tf.getBackend()}`, runtime: "tfjs" as const }];
+  const batch = opts.batch ?? (which === "small" ? 4 : 2);
   const steps = opts.steps ?? 20;
+  const tfjsSteps = opts.tfjsSteps ?? Math.min(steps, 3);
   const minMs = opts.minMs ?? 3000;
-  const s = config.imageSize;
-  const ctx = config.text?.ctx ?? 1;
+  const name = which === "small" ? "GLIDE small" : "GLIDE base";
   const ref = glideReference(golden);
   const rows: Row[] = [];
+  const inputs = glideInputs(unet, batch);
   try {
-    const x = tf.randomNormal([batch, s, s, 3], 0, 1, "float32", 0) as Tensor4D;
-    const t = tf.tensor1d(
-      Array.from({ length: batch }, (_, i) => (i * 997) % 1000),
-      "int32",
-    ) as Tensor1D;
-    const tokens = tf.fill([batch, ctx], (config.text?.vocabSize ?? 1) - 1, "int32") as Tensor2D;
-    const mask = tf.zeros([batch, ctx]) as Tensor2D;
-    // tidy: a bare forward would leave every intermediate activation behind on each repetition.
-    const forward = (): Tensor => tf.tidy(() => unet.forward(x, t, { tokens, mask }));
-    const first = forward(); // warm-up: kernel selection, wasm memory growth
-    await first.data();
-    first.dispose();
-    let reps = 0;
-    const t0 = performance.now();
-    while (reps < 2 || performance.now() - t0 < minMs) {
-      const out = forward();
-      await out.data();
-      out.dispose();
-      reps++;
+    const what = `${(unet.numParams() / 1e6).toFixed(1)}M params, ${loaded ? "golden" : "random"} weights`;
+    const fwd = benchForward(
+      {
+        name,
+        unet,
+        batch,
+        x: inputs.x,
+        t: inputs.t,
+        cond: { tokens: inputs.tokens, mask: inputs.mask },
+        detail: what,
+      },
+      specs,
+      minMs,
+    );
+    // The official code's figure for this config (batch 4 small, batch 2 base); the speed ratio only at that batch.
+    const refS = which === "small" ? ref.forwardS : TORCH_BASE_FORWARD_B2_S;
+    const refB = which === "small" ? 4 : 2;
+    for (const r of fwd.rows) {
+      if (refS === undefined) continue;
+      r.detail += `; PyTorch b${refB} ${(refS * 1000).toFixed(0)} ms (${which === "small" ? "golden manifest" : "issue 7"})`;
+      if (batch === refB) r.detail += `, speed ${((refS * 1000) / r.ms).toFixed(2)}x of it`;
     }
-    const fwdMs = (performance.now() - t0) / reps;
-    tf.dispose([x, t, tokens, mask]);
-    const what = `small golden config, ${(unet.numParams() / 1e6).toFixed(2)}M params, ${loaded ? "golden" : "random"} weights`;
-    rows.push({
-      name: "GLIDE small forward",
-      backend,
-      value: (batch * 1000) / fwdMs,
-      unit: "eval/s",
-      ms: fwdMs,
-      detail: `batch ${batch}, ${s}x${s}, ${what}${ref.forwardS ? `; PyTorch b4 ${(ref.forwardS * 1000).toFixed(0)} ms, speed ${((ref.forwardS * 1000) / fwdMs).toFixed(2)}x of it` : ""}`,
-    });
+    rows.push(...fwd.rows);
     // Prompts as already-tokenized ids: BPE files are the user's, and timing does not depend on the ids.
-    const prompts = Array.from({ length: batch / 2 }, (_, i) => `prompt ${i}`);
-    const t1 = performance.now();
-    const r = glideText2Im({
-      base: unet,
-      text: (p) => [...p].map((c) => c.charCodeAt(0)),
-      prompts,
-      strategy: { kind: "cfg", scale: 3 },
-      respacing: String(steps),
-      seed: 0,
-    });
-    await r.base.data();
-    const stepMs = (performance.now() - t1) / steps;
-    r.dispose();
-    rows.push({
-      name: `GLIDE small cfg sampling (${steps} steps)`,
-      backend,
-      value: 1000 / stepMs,
-      unit: "step/s",
-      ms: stepMs,
-      detail: `${prompts.length} prompts → ${batch} rows per forward, DDPM${ref.cfgPerStepS ? `; PyTorch b4 ${(ref.cfgPerStepS * 1000).toFixed(0)} ms/step, speed ${((ref.cfgPerStepS * 1000) / stepMs).toFixed(2)}x of it` : ""}`,
-    });
+    const prompts = Array.from({ length: Math.max(1, batch / 2) }, (_, i) => `prompt ${i}`);
+    const text = (p: string) => [...p].map((c) => c.charCodeAt(0));
+    const sampling = benchSampling(
+      {
+        name,
+        unet,
+        models: { encode: glideEncoder(unet, text), unconditionalPrompt: "" },
+        strategies: [{ label: "cfg", config: { kind: "cfg", scale: 3 } }],
+        prompts,
+        steps: (spec) => (spec.runtime === "tfjs" ? tfjsSteps : steps),
+        respacing: (n) => diffusionFor(unet, GLIDE_DIFFUSION.base.schedule, String(n)),
+      },
+      specs,
+    );
+    for (const r of sampling) {
+      if (which !== "small" || !ref.cfgPerStepS) continue;
+      r.detail += `; PyTorch b4 ${(ref.cfgPerStepS * 1000).toFixed(0)} ms/step (golden manifest)`;
+      if (batch === 4) r.detail += `, speed ${((ref.cfgPerStepS * 1000) / r.ms).toFixed(2)}x of it`;
+    }
+    rows.push(...sampling);
+    if (opts.torch)
+      rows.push(
+        ...torchRows(opts.torch, flags, unet, inputs, weights && loaded ? weights : undefined, {
+          name,
+          batch,
+          steps,
+          specs,
+        }),
+      );
   } finally {
+    tf.dispose(Object.values(inputs));
     unet.dispose();
   }
   return rows;
+}
+
+/**
+ * The official code on the same flags, inputs and (when loaded) weights: forward and cfg-sampling rows labelled
+ * "torch xN", and, with shared weights, the largest difference between its forward output and ONNX Runtime's.
+ */
+function torchRows(
+  torch: TorchOptions,
+  flags: Record<string, unknown>,
+  unet: UNet,
+  inputs: { x: Tensor4D; t: Tensor1D; tokens: Tensor2D; mask: Tensor2D },
+  weights: string | undefined,
+  c: { name: string; batch: number; steps: number; specs: readonly RuntimeSpec[] },
+): Row[] {
+  const [b, h, w] = inputs.x.shape;
+  const r = runTorchGlide(torch, flags, inputs, weights, c.steps);
+  const label = `torch-${r.torch} x${r.threads}`;
+  let agree = "random weights on both sides: outputs not compared";
+  if (weights && r.out) {
+    const spec = c.specs.find((s) => s.runtime === "onnx") ?? c.specs[0]!;
+    const m = modelOn(unet, spec);
+    try {
+      const ours = tf.tidy(() => {
+        const p = m.fn(inputs.x, inputs.t, { tokens: inputs.tokens, mask: inputs.mask });
+        const full = p.varValues ? tf.concat([p.out, p.varValues], 3) : p.out;
+        return tf.transpose(full, [0, 3, 1, 2]).dataSync() as Float32Array;
+      });
+      let d = 0;
+      let mx = 0;
+      for (let i = 0; i < ours.length; i++) {
+        d = Math.max(d, Math.abs(ours[i]! - r.out[i]!));
+        mx = Math.max(mx, Math.abs(r.out[i]!));
+      }
+      agree = `output vs ${spec.label}: max rel diff ${(d / mx).toExponential(1)}`;
+    } finally {
+      m.dispose();
+    }
+  }
+  const flops = unetFlops(unet, b, h, w).total;
+  const fwdMs = r.forwardS.median * 1000;
+  return [
+    {
+      name: `${c.name} forward`,
+      backend: label,
+      value: flops / fwdMs / 1e6,
+      unit: "GFLOP/s",
+      ms: fwdMs,
+      detail: `batch ${c.batch}, ${h}x${w}, official glide-text2im; min ${(r.forwardS.min * 1000).toFixed(1)} ms of ${r.forwardS.reps}; ${agree}`,
+    },
+    {
+      name: `${c.name} cfg sampling`,
+      backend: label,
+      value: 1 / r.cfgStepS,
+      unit: "step/s",
+      ms: r.cfgStepS * 1000,
+      detail: `${c.batch / 2} prompts → ${c.batch} rows per forward, ${r.cfgSteps} DDPM steps (text2im notebook's model_fn)`,
+    },
+  ];
 }

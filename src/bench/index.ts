@@ -1,16 +1,41 @@
-// `npm run bench`: engine micro-benchmarks plus the project's real denoisers (the zoo's denoiser, and GLIDE's
-// small golden config at batch 4, 64×64, whose PyTorch timing the golden manifest records), on the active backend.
+// `npm run bench`: engine micro-benchmarks, then the project's real denoisers on each runtime (ONNX Runtime with 1
+// and 2 threads, TensorFlow.js on the active backend): forward ms and GFLOP/s per model and batch size (the zoo's
+// denoiser; GLIDE's small golden config at batch 4, 64×64; the full GLIDE base at batch 2 with --full-glide), and
+// sampling steps per second per strategy (none, cfg, classifier on the zoo-sized models; cfg on GLIDE small). With
+// --compare-torch PATH the official glide-text2im code runs side by side on the same GLIDE config and inputs.
 import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
+import { createDiffusion } from "../core/diffusion.ts";
 import { type Scalar, type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { Init } from "../core/layers.ts";
 import { defaultGoldenDir } from "../core/paths.ts";
-import { VOCAB_SIZE } from "../data/world.ts";
+import { labelForPrompt, NUM_CLASSES, PAD_ID, tokenize, VOCAB_SIZE } from "../data/world.ts";
+import { EncoderUNet } from "../models/encoder-unet.ts";
 import { UNet, type UNetConfig } from "../models/unet.ts";
+import type { Conditioning } from "../strategies/strategy.ts";
 import { loadRecipe, resolveRecipe } from "../train/recipe.ts";
-import { denoiserModelSchema, denoiserUNetConfig } from "../train/tasks.ts";
+import {
+  classifierConfig,
+  classifierModelSchema,
+  denoiserModelSchema,
+  denoiserUNetConfig,
+} from "../train/tasks.ts";
 import { benchEngine, formatTable, type Row } from "./engine.ts";
-import { benchGlide, glideReference } from "./glide.ts";
+import { benchGlide, glideReference, TORCH_BASE_FORWARD_B2_S } from "./glide.ts";
+import { benchForward, benchSampling, load, runtimeSpecs } from "./runtimes.ts";
+import { type TorchOptions, torchMissing } from "./torch.ts";
+
+export interface BenchOptions {
+  /** Tiny sizes and no GLIDE (a smoke test). */
+  quick?: boolean;
+  /** Also the full GLIDE base model (batch 2): ~1.5 GB of weights per copy and minutes on TensorFlow.js. */
+  fullGlide?: boolean;
+  /** A glide-text2im checkout: run the official code side by side (needs python3 with torch and numpy). */
+  compareTorch?: string;
+  /** Interpreter for --compare-torch (default python3). */
+  python?: string;
+}
 
 async function timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<number> {
   const run = async () => {
@@ -28,18 +53,11 @@ async function timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<n
   return (performance.now() - t0) / reps;
 }
 
-async function benchDenoiser(
-  name: string,
-  cfg: UNetConfig,
-  batch: number,
-  train: boolean,
-  minMs: number,
-): Promise<Row[]> {
-  const backend = tf.getBackend();
-  const init = new Init(1);
-  const model = new UNet(init, cfg);
-  const s = cfg.imageSize;
-  const ctx = cfg.text?.ctx ?? 1;
+/** The zoo's training step (TensorFlow.js only: ONNX Runtime never trains here). */
+async function benchTrainStep(name: string, model: UNet, batch: number, minMs: number): Promise<Row> {
+  const s = model.config.imageSize;
+  const ctx = model.config.text?.ctx ?? 1;
+  const init = new Init(2);
   const x = init.normal([batch, s, s, 3], 1) as Tensor4D;
   const t = tf.tensor1d(
     Array.from({ length: batch }, (_, i) => (i * 997) % 1000),
@@ -47,52 +65,201 @@ async function benchDenoiser(
   ) as Tensor1D;
   const tokens = tf.zeros([batch, ctx], "int32") as Tensor2D;
   const mask = tf.ones([batch, ctx]) as Tensor2D;
-  const rows: Row[] = [];
-  const fwdMs = await timeMs(() => [tf.tidy(() => model.forward(x, t, { tokens, mask }))], minMs);
-  const detail = `batch ${batch}, ${s}x${s}, ${(model.numParams() / 1e6).toFixed(2)}M params`;
-  rows.push({
-    name: `${name} forward`,
-    backend,
-    value: (batch * 1000) / fwdMs,
-    unit: "eval/s",
-    ms: fwdMs,
-    detail,
-  });
-  if (train) {
-    const params = model.parameters();
-    const ms = await timeMs(() => {
-      const { value, grads } = tf.variableGrads(
-        () => tf.mean(tf.square(model.forward(x, t, { tokens, mask }))) as Scalar,
-        params,
-      );
-      return [value, ...Object.values(grads)];
-    }, minMs);
-    rows.push({ name: `${name} train step`, backend, value: (batch * 1000) / ms, unit: "img/s", ms, detail });
-  }
+  const params = model.parameters();
+  const ms = await timeMs(() => {
+    const { value, grads } = tf.variableGrads(
+      () => tf.mean(tf.square(model.forward(x, t, { tokens, mask }))) as Scalar,
+      params,
+    );
+    return [value, ...Object.values(grads)];
+  }, minMs);
   tf.dispose([x, t, tokens, mask]);
-  model.dispose();
-  return rows;
+  return {
+    name: `${name} train step`,
+    backend: `tfjs-${tf.getBackend()}`,
+    value: (batch * 1000) / ms,
+    unit: "img/s",
+    ms,
+    detail: `batch ${batch}, ${s}x${s}, ${(model.numParams() / 1e6).toFixed(2)}M params`,
+  };
 }
 
-export async function runBench(opts: { quick?: boolean } = {}): Promise<Row[]> {
+/** World prompts → the zoo denoiser's conditioning (as src/models/zoo.ts encodes them). */
+function worldEncoder(ctx: number): (prompts: readonly string[]) => Conditioning {
+  return (prompts) => {
+    const ids = new Int32Array(prompts.length * ctx);
+    for (const [i, p] of prompts.entries()) ids.set(tokenize(p, ctx), i * ctx);
+    return {
+      tokens: tf.tensor2d(ids, [prompts.length, ctx], "int32") as Tensor2D,
+      mask: tf.tensor2d(
+        Float32Array.from(ids, (id) => (id === PAD_ID ? 0 : 1)),
+        [prompts.length, ctx],
+      ) as Tensor2D,
+    };
+  };
+}
+
+export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
   const quick = opts.quick ?? false;
   const minMs = quick ? 50 : 3000;
+  const out = (s: string) => process.stdout.write(s);
+  out(`machine: ${availableParallelism()} cores, ${load()} at the start\n\n`);
   const rows = await benchEngine({ quick });
-  process.stdout.write(`${formatTable(rows)}\n`);
-  const more: Row[] = [];
-  const recipe = loadRecipe(resolveRecipe("denoiser"));
-  const zoo = denoiserUNetConfig(denoiserModelSchema.parse(recipe.model), quick ? 16 : recipe.world.size);
-  if (zoo.text) zoo.text.vocabSize = VOCAB_SIZE;
-  more.push(...(await benchDenoiser("zoo denoiser", zoo, quick ? 2 : 16, true, minMs)));
-  if (!quick && existsSync(join(defaultGoldenDir(), "manifest.json"))) {
-    more.push(...(await benchGlide({ steps: 5 })));
-    const ref = glideReference();
-    process.stdout.write(`\n${formatTable(more)}\n`);
-    process.stdout.write(
-      `\nofficial PyTorch code on this 2-core CPU (golden manifest): GLIDE small forward at batch 4 ${ref.forwardS?.toFixed(3) ?? "?"} s, cfg sampling ${ref.cfgPerStepS?.toFixed(3) ?? "?"} s per step\n`,
-    );
-  } else {
-    process.stdout.write(`\n${formatTable(more)}\n`);
+  out(`${formatTable(rows)}\n`);
+  const { specs, onnxMissing } = await runtimeSpecs();
+  if (onnxMissing) out(`\nonnxruntime-node does not load (${onnxMissing}): TensorFlow.js rows only\n`);
+  let torch: TorchOptions | undefined;
+  if (opts.compareTorch) {
+    const t: TorchOptions = { checkout: opts.compareTorch, ...(opts.python ? { python: opts.python } : {}) };
+    const missing = torchMissing(t);
+    if (missing.length)
+      out(`\n--compare-torch: skipped, missing:\n${missing.map((m) => `  - ${m}`).join("\n")}\n`);
+    else torch = t;
   }
-  return [...rows, ...more];
+
+  // Forwards per model and batch size on each runtime.
+  const fwd: Row[] = [];
+  const recipe = loadRecipe(resolveRecipe("denoiser"));
+  const size = quick ? 16 : recipe.world.size;
+  const zooCfg: UNetConfig = denoiserUNetConfig(denoiserModelSchema.parse(recipe.model), size);
+  if (zooCfg.text) zooCfg.text.vocabSize = VOCAB_SIZE;
+  const init = new Init(1);
+  const zoo = new UNet(init, zooCfg);
+  const ctx = zooCfg.text?.ctx ?? 16;
+  const encode = worldEncoder(ctx);
+  const zooDetail = `${(zoo.numParams() / 1e6).toFixed(2)}M params, zoo recipe config`;
+  for (const batch of quick ? [2] : [1, 8, 32]) {
+    const x = init.normal([batch, size, size, 3], 1) as Tensor4D;
+    const t = tf.tensor1d(Array.from({ length: batch }, (_, i) => (i * 997) % 1000)) as Tensor1D;
+    const cond = encode(Array.from({ length: batch }, (_, i) => (i % 2 ? "a red circle" : "a blue square")));
+    try {
+      fwd.push(
+        ...benchForward(
+          { name: "zoo denoiser", unet: zoo, batch, x, t, cond, detail: zooDetail },
+          specs,
+          minMs,
+        ).rows,
+      );
+    } finally {
+      tf.dispose([x, t, cond.tokens!, cond.mask!]);
+    }
+  }
+  fwd.push(await benchTrainStep("zoo denoiser", zoo, quick ? 2 : 16, minMs));
+  out(`\n${formatTable(fwd)}\n`);
+
+  // Sampling steps per second per strategy on the zoo-sized models (random weights: speed does not depend on them).
+  const clfRecipe = loadRecipe(resolveRecipe("classifier"));
+  const classifier = new EncoderUNet(
+    new Init(3),
+    classifierConfig(classifierModelSchema.parse(clfRecipe.model), size, NUM_CLASSES),
+  );
+  const base = recipe.diffusion;
+  const sampling = benchSampling(
+    {
+      name: "zoo",
+      unet: zoo,
+      models: {
+        encode,
+        unconditionalPrompt: "",
+        classifier,
+        classifierLabel: (p) => labelForPrompt(p) ?? 0,
+      },
+      strategies: [
+        { label: "none", config: { kind: "none" } },
+        { label: "cfg", config: { kind: "cfg", scale: 3 } },
+        { label: "classifier", config: { kind: "classifier", scale: 1, base: { kind: "none" } } },
+      ],
+      prompts: Array.from({ length: quick ? 2 : 16 }, (_, i) => (i % 2 ? "a red circle" : "a blue square")),
+      steps: (spec) => (quick ? 1 : spec.runtime === "tfjs" ? 3 : 10),
+      respacing: (n) =>
+        createDiffusion({
+          schedule: base.schedule,
+          steps: base.steps,
+          respacing: String(n),
+          modelVarType: "learned_range",
+        }),
+    },
+    specs,
+  );
+  classifier.dispose();
+  zoo.dispose();
+  out(`\n${formatTable(sampling)}\n`);
+
+  const glide: Row[] = [];
+  const golden = defaultGoldenDir();
+  if (!quick && existsSync(join(golden, "manifest.json"))) {
+    glide.push(...(await benchGlide({ specs, golden, ...(torch ? { torch } : {}) })));
+    out(`\n${formatTable(glide)}\n`);
+  } else if (!quick) {
+    out(`\n(no golden manifest at ${golden}: GLIDE small rows skipped)\n`);
+  }
+  if (opts.fullGlide) {
+    const full = await benchGlide({
+      model: "base",
+      specs,
+      golden,
+      minMs: 0,
+      steps: 3,
+      tfjsSteps: 1,
+      ...(torch ? { torch: { ...torch, minSeconds: 0 } } : {}),
+    });
+    glide.push(...full);
+    out(`\n${formatTable(full)}\n`);
+  }
+  out(`\n${summary(glide, golden)}`);
+  out(`machine: ${load()} at the end\n`);
+  return [...rows, ...fwd, ...sampling, ...glide];
+}
+
+/** The issue's headline figures: GLIDE forwards and cfg steps per runtime against the official code's. */
+function summary(glide: Row[], golden: string): string {
+  const ref = glideReference(golden);
+  const lines: string[] = [];
+  const line = (
+    what: string,
+    rowsOf: Row[],
+    refS: number | undefined,
+    refWhat: string,
+    unitS: (r: Row) => number,
+  ) => {
+    if (!rowsOf.length) return;
+    const torchRow = rowsOf.find((r) => r.backend.startsWith("torch"));
+    const base = torchRow ? unitS(torchRow) : refS;
+    const parts = rowsOf.map((r) => {
+      const s = unitS(r);
+      return `${r.backend} ${s.toFixed(3)} s${base !== undefined && r !== torchRow ? ` (${(base / s).toFixed(2)}x torch's speed)` : ""}`;
+    });
+    const refNote = refS !== undefined ? `; ${refWhat}: ${refS.toFixed(3)} s` : "";
+    lines.push(`${what}: ${parts.join(", ")}${refNote}`);
+  };
+  const ms = (r: Row) => r.ms / 1000;
+  line(
+    "GLIDE small forward b4",
+    glide.filter((r) => r.name === "GLIDE small forward"),
+    ref.forwardS,
+    "official code per golden manifest",
+    ms,
+  );
+  line(
+    "GLIDE small cfg sampling, per step",
+    glide.filter((r) => r.name === "GLIDE small cfg sampling"),
+    ref.cfgPerStepS,
+    "official code per golden manifest",
+    ms,
+  );
+  line(
+    "GLIDE base forward b2",
+    glide.filter((r) => r.name === "GLIDE base forward"),
+    TORCH_BASE_FORWARD_B2_S,
+    "official code per issue 7",
+    ms,
+  );
+  line(
+    "GLIDE base cfg sampling, per step",
+    glide.filter((r) => r.name === "GLIDE base cfg sampling"),
+    undefined,
+    "",
+    ms,
+  );
+  return lines.length ? `${lines.join("\n")}\n` : "";
 }

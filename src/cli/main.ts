@@ -19,9 +19,11 @@ async function main(): Promise<void> {
     .option("backend", backendOption)
     .option("runtime", {
       choices: ["auto", "onnx", "tfjs"] as const,
-      default: (process.env.GUIDANCE_LAB_RUNTIME ?? "tfjs") as "auto" | "onnx" | "tfjs",
+      // Only the environment's default here: sample and sweep default to auto (after a sweep config's runtime key),
+      // verify-reference to tfjs.
+      default: process.env.GUIDANCE_LAB_RUNTIME as "auto" | "onnx" | "tfjs" | undefined,
       describe:
-        "runtime of denoiser forwards: ONNX Runtime (fast, forward-only) or TensorFlow.js (env GUIDANCE_LAB_RUNTIME)",
+        "runtime of denoiser forwards: ONNX Runtime (fast, forward-only) or TensorFlow.js (env GUIDANCE_LAB_RUNTIME; default auto, verify-reference tfjs)",
     })
     .command(
       "verify-reference <dir>",
@@ -41,19 +43,41 @@ async function main(): Promise<void> {
       async (argv) => {
         await initEngine(argv.backend);
         const { verifyReference, formatRows } = await import("../verify/index.ts");
-        const result = await verifyReference(argv.dir, argv.section);
+        const { resolveRuntime } = await import("../onnx/choice.ts");
+        const runtime = await resolveRuntime(argv.runtime ?? "tfjs");
+        const result = await verifyReference(argv.dir, argv.section, { runtime });
         process.stdout.write(formatRows(result.rows));
         process.exitCode = result.failed > 0 ? 1 : 0;
       },
     )
     .command(
       "bench",
-      "Measure denoiser throughput and GFLOP/s on the active backend",
-      (y) => y.option("quick", { type: "boolean", default: false, describe: "tiny sizes (smoke test)" }),
+      "Measure denoiser forwards (ms, GFLOP/s) and sampling steps/s on ONNX Runtime and TensorFlow.js",
+      (y) =>
+        y
+          .option("quick", { type: "boolean", default: false, describe: "tiny sizes (smoke test)" })
+          .option("full-glide", {
+            type: "boolean",
+            default: false,
+            describe: "also GLIDE's full base model at batch 2 (~1.5 GB of weights per copy; minutes)",
+          })
+          .option("compare-torch", {
+            type: "string",
+            describe: "a glide-text2im checkout (outside this project): time the official code side by side",
+          })
+          .option("python", {
+            type: "string",
+            describe: "interpreter with torch for --compare-torch (default python3)",
+          }),
       async (argv) => {
         await initEngine(argv.backend);
         const { runBench } = await import("../bench/index.ts");
-        await runBench({ quick: argv.quick });
+        await runBench({
+          quick: argv.quick,
+          fullGlide: argv["full-glide"],
+          ...(argv["compare-torch"] ? { compareTorch: argv["compare-torch"] } : {}),
+          ...(argv.python ? { python: argv.python } : {}),
+        });
       },
     )
     .command(
@@ -148,10 +172,8 @@ async function main(): Promise<void> {
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runSample } = await import("./sample.ts");
-        const { resolveRuntime } = await import("../onnx/choice.ts");
-        const runtime = await resolveRuntime(argv.runtime);
         await runSample({
-          runtime,
+          runtime: argv.runtime,
           model: argv.model,
           prompt: argv.prompt,
           strategy: argv.strategy,
@@ -189,9 +211,8 @@ async function main(): Promise<void> {
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runSweep } = await import("../sweep/runner.ts");
-        const { resolveRuntime } = await import("../onnx/choice.ts");
         const r = await runSweep(argv.config, {
-          runtime: await resolveRuntime(argv.runtime),
+          runtime: argv.runtime,
           out: argv.out,
           resume: argv.resume,
           shard: argv.shard,

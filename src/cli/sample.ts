@@ -6,7 +6,7 @@ import { type Tensor4D, tf } from "../core/engine.ts";
 import { seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
 import { loadZoo } from "../models/zoo.ts";
-import type { Runtime } from "../onnx/choice.ts";
+import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { sampleGuided } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 
@@ -28,7 +28,8 @@ export interface SampleArgs {
   mask?: string;
   /** Known-region replacement on the predicted x0 (GLIDE's inpaint notebook) or on x_t after each step. */
   replace?: "x0" | "xt";
-  runtime?: Runtime;
+  /** Runtime of the denoisers' forwards; default auto (ONNX Runtime when it loads). */
+  runtime?: RuntimeChoice;
 }
 
 function readImageTensor(path: string, flag: string, size: number, channels: 1 | 3): Tensor4D {
@@ -74,7 +75,7 @@ function strategyFromArgs(a: SampleArgs): { raw: unknown; source: string } {
 }
 
 export async function runSample(a: SampleArgs): Promise<void> {
-  const zoo = loadZoo({ denoiser: a.model }, undefined, a.runtime ?? "tfjs");
+  const zoo = loadZoo({ denoiser: a.model }, undefined, await resolveRuntime(a.runtime));
   try {
     const respacing = a.sampler === "ddim" ? `ddim${a.steps}` : String(a.steps);
     const diffusion = zoo.diffusion(respacing);

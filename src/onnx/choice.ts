@@ -1,25 +1,36 @@
 // Which runtime runs the denoisers' forwards: ONNX Runtime (fast, forward-only) or TensorFlow.js (everything,
-// gradients included). Gradient guidance always differentiates its guidance model in TensorFlow.js.
-import { onnxAvailable } from "./runtime.ts";
+// gradients included). Gradient guidance always differentiates its guidance model in TensorFlow.js. `auto` (the
+// default of sample and sweep) takes ONNX Runtime whenever onnxruntime-node loads: every UNet kind exports, and its
+// forward agrees with TensorFlow.js's to ~2e-6 relative.
 
 export const RUNTIMES = ["auto", "onnx", "tfjs"] as const;
 export type RuntimeChoice = (typeof RUNTIMES)[number];
 export type Runtime = "onnx" | "tfjs";
 
-export async function resolveRuntime(choice: RuntimeChoice, quiet = false): Promise<Runtime> {
+/**
+ * Resolves a choice (default `auto`) and says on stderr what it picked and why, unless quiet. The choice may come
+ * from the environment (GUIDANCE_LAB_RUNTIME) unchecked by the CLI parser, so unknown values are errors here.
+ */
+export async function resolveRuntime(choice: RuntimeChoice = "auto", quiet = false): Promise<Runtime> {
+  if (!(RUNTIMES as readonly string[]).includes(choice))
+    throw new Error(
+      `unknown runtime '${choice}' (--runtime or GUIDANCE_LAB_RUNTIME): one of ${RUNTIMES.join(", ")}`,
+    );
   if (choice === "tfjs") return "tfjs";
+  // Imported here so that the CLI's argument parsing does not load the tensor engine.
+  const { onnxAvailable } = await import("./runtime.ts");
   const why = await onnxAvailable();
   if (why === undefined) {
     if (!quiet)
       process.stderr.write(
-        `[runtime] denoiser forwards on ONNX Runtime (${choice === "auto" ? "auto: it loads" : "requested"})\n`,
+        `[runtime] denoiser forwards on ONNX Runtime (${choice === "auto" ? "auto: onnxruntime-node loads; --runtime tfjs to opt out" : "requested"})\n`,
       );
     return "onnx";
   }
   if (choice === "onnx") throw new Error(`--runtime onnx: onnxruntime-node does not load here (${why})`);
   if (!quiet)
     process.stderr.write(
-      `[runtime] denoiser forwards on TensorFlow.js (onnxruntime-node does not load: ${why})\n`,
+      `[runtime] denoiser forwards on TensorFlow.js (auto: onnxruntime-node does not load: ${why})\n`,
     );
   return "tfjs";
 }

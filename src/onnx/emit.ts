@@ -104,6 +104,17 @@ export function upsample2x(g: Graph, x: string): string {
   });
 }
 
+/**
+ * Bilinear resize of NCHW to `sizes` with half-pixel centres (PyTorch's align_corners=False, TF's
+ * halfPixelCenters): both clamp source coordinates below 0 to the first pixel, as ONNX Runtime's linear mode does.
+ */
+export function resizeBilinear(g: Graph, x: string, sizes: number[]): string {
+  return g.node("Resize", [x, "", "", g.int64s("sizes", sizes)], {
+    mode: "linear",
+    coordinate_transformation_mode: "half_pixel",
+  });
+}
+
 /** 2×2 average pooling, stride 2 (floor on odd sizes), NCHW. */
 export function avgPool2x(g: Graph, x: string): string {
   return g.node("AveragePool", [x], { kernel_shape: [2, 2], strides: [2, 2] });

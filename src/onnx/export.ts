@@ -1,6 +1,8 @@
 // Exports the repository's UNet (src/models/unet.ts) to ONNX by walking its modules (no kernel tracing): inputs
-// x NHWC [B, H, W, C] float, t [B] float, and for text-conditional models tokens [B, ctx] int32 and mask [B, ctx]
-// float (1 = real token); output NHWC [B, H, W, outChannels]. Activations are NCHW inside the graph.
+// x NHWC [B, H, W, C] float, t [B] float, and by model kind: text-conditional tokens [B, ctx] int32 and mask
+// [B, ctx] float (1 = real token); class-conditional y [B] int32; inpainting inpaint_image [B, H, W, C] and
+// inpaint_mask [B, H, W, 1]; super-resolution low_res [B, h, w, C]. Output NHWC [B, H, W, outChannels].
+// Activations are NCHW inside the graph.
 import { expf32 } from "../core/expf32.ts";
 import type { TextTransformer } from "../models/text-transformer.ts";
 import {
@@ -10,6 +12,8 @@ import {
   ResBlock,
   type Sequential,
   type UNet,
+  type UNetConfig,
+  unetInputChannels,
 } from "../models/unet.ts";
 import * as E from "./emit.ts";
 import { Graph } from "./graph.ts";
@@ -19,6 +23,12 @@ export interface ExportShapes {
   /** Defaults to the model's imageSize. */
   height?: number;
   width?: number;
+  /**
+   * Super-resolution models: the low-res input's size. Required there, because the bilinear upsampling to the
+   * model's size is part of the graph and ONNX shapes are fixed per session.
+   */
+  lowResHeight?: number;
+  lowResWidth?: number;
 }
 
 interface Img {
@@ -158,23 +168,55 @@ export function textEncoder(
   return { xfProj: E.linear(g, m.proj, last), xfOut: x };
 }
 
+/**
+ * The first conv's input, NCHW: x, then [image·mask, mask] for inpainting, then the low-res image upsampled
+ * bilinearly (half-pixel centres, PyTorch's align_corners=False), the order of UNet.modelInput.
+ */
+function modelInput(
+  g: Graph,
+  cfg: UNetConfig,
+  b: number,
+  hgt: number,
+  wid: number,
+  shapes: ExportShapes,
+): string {
+  const c = cfg.inChannels;
+  const x = g.input("x", "float", [b, hgt, wid, c]);
+  if (!cfg.inpaint && !cfg.superRes) return E.toNCHW(g, x);
+  const parts = [E.toNCHW(g, x)];
+  if (cfg.inpaint) {
+    const image = g.input("inpaint_image", "float", [b, hgt, wid, c]);
+    const mask = g.input("inpaint_mask", "float", [b, hgt, wid, 1]);
+    parts.push(E.toNCHW(g, E.mul(g, image, mask)), E.toNCHW(g, mask));
+  }
+  if (cfg.superRes) {
+    const { lowResHeight: lh, lowResWidth: lw } = shapes;
+    if (lh === undefined || lw === undefined)
+      throw new Error("onnx export: a super-resolution UNet needs lowResHeight and lowResWidth");
+    const low = E.toNCHW(g, g.input("low_res", "float", [b, lh, lw, c]));
+    parts.push(E.resizeBilinear(g, low, [b, c, hgt, wid]));
+  }
+  return E.concat(g, parts, 1);
+}
+
 /** The whole UNet as ONNX ModelProto bytes, for a fixed batch size and image size. */
 export function exportUNet(unet: UNet, shapes: ExportShapes): Uint8Array {
   const cfg = unet.config;
-  if (cfg.superRes || cfg.inpaint || cfg.numClasses !== undefined)
-    throw new Error(
-      "onnx export: super-resolution, inpainting and class-conditional UNets are not supported",
-    );
   const b = shapes.batch;
   const hgt = shapes.height ?? cfg.imageSize;
   const wid = shapes.width ?? cfg.imageSize;
   const g = new Graph();
-  const xIn = g.input("x", "float", [b, hgt, wid, cfg.inChannels]);
+  const xNCHW = modelInput(g, cfg, b, hgt, wid, shapes);
   const tIn = g.input("t", "float", [b]);
   const mc = cfg.modelChannels;
   if (mc % 2) throw new Error("onnx export: odd modelChannels are not supported");
   let emb = E.timestepEmbedding(g, tIn, timestepFreqs(mc));
   emb = E.linear(g, unet.timeEmbed2, E.silu(g, E.linear(g, unet.timeEmbed0, emb)));
+  // Same addition order as UNet.embed (time, then label, then text), so float32 rounding matches.
+  if (unet.labelEmb) {
+    const y = g.input("y", "int32", [b]);
+    emb = E.add(g, emb, E.embedding(g, g.tensor("label_emb", unet.labelEmb.weight), y));
+  }
   const ctx: Ctx = { b, emb };
   if (unet.text) {
     const tc = unet.text.config;
@@ -184,7 +226,7 @@ export function exportUNet(unet: UNet, shapes: ExportShapes): Uint8Array {
     ctx.emb = E.add(g, emb, xfProj);
     ctx.enc = { v: xfOut, l: tc.ctx, width: tc.width };
   }
-  let h: Img = { v: E.toNCHW(g, xIn), c: cfg.inChannels, h: hgt, w: wid };
+  let h: Img = { v: xNCHW, c: unetInputChannels(cfg), h: hgt, w: wid };
   const hs: Img[] = [];
   for (const s of unet.inputBlocks) {
     h = sequential(g, s, h, ctx);

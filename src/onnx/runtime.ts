@@ -1,15 +1,15 @@
 // The UNet on onnxruntime-node (CPU) as a synchronous ModelFn. onnxruntime-node only runs sessions asynchronously,
 // while ModelFn is synchronous, so sessions live in a worker thread (worker.mjs) and each call blocks on
-// Atomics.wait until the worker has written the output into a SharedArrayBuffer. One session per batch size is
-// created on first use and reused; the output is copied once, from the shared buffer into the result tensor.
+// Atomics.wait until the worker has written the output into a SharedArrayBuffer. One session per input shape
+// (batch, image size, low-res size) is created on first use and reused; the output is copied once, from the shared buffer into the result tensor.
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import type { Tensor1D, Tensor4D } from "../core/engine.ts";
+import type { Tensor, Tensor1D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { Prediction } from "../core/types.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 import type { ModelFn } from "../strategies/strategy.ts";
-import { exportUNet } from "./export.ts";
+import { type ExportShapes, exportUNet } from "./export.ts";
 
 export interface OnnxOptions {
   /** intraOpNumThreads; default all cores. */
@@ -29,6 +29,15 @@ interface Session {
   data: SharedArrayBuffer;
 }
 
+/**
+ * A tensor's values as a Float32Array: onnxruntime-node rejects any other array type for float32 feeds, and a
+ * tfjs backend may hand back another one (e.g. int32 timesteps, or a cast's output on the cpu backend).
+ */
+function f32(t: Tensor): Float32Array {
+  const d = t.dataSync();
+  return d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number>);
+}
+
 /** Whether onnxruntime-node can be loaded here (tests skip otherwise). */
 export async function onnxAvailable(): Promise<string | undefined> {
   try {
@@ -43,7 +52,7 @@ export class OnnxUNetRunner {
   private readonly worker: Worker;
   private readonly signal = new SharedArrayBuffer(8);
   private readonly flag = new Int32Array(this.signal);
-  private readonly sessions = new Map<number, Session>();
+  private readonly sessions = new Map<string, Session>();
   private nextId = 0;
   private readonly threads: number;
   private readonly timeoutMs: number;
@@ -61,9 +70,13 @@ export class OnnxUNetRunner {
   }
 
   /** Posts a message and blocks until the worker answers; returns the bytes it wrote. */
-  private call(msg: Record<string, unknown>, data: SharedArrayBuffer): Uint8Array {
+  private call(
+    msg: Record<string, unknown>,
+    data: SharedArrayBuffer,
+    transfer: ArrayBuffer[] = [],
+  ): Uint8Array {
     Atomics.store(this.flag, 0, 0);
-    this.worker.postMessage({ ...msg, data });
+    this.worker.postMessage({ ...msg, data }, transfer);
     // The worker cannot be observed while this thread blocks, so a crashed one is caught by a time limit.
     if (Atomics.wait(this.flag, 0, 0, this.timeoutMs) === "timed-out")
       throw new Error(`onnxruntime worker gave no answer within ${this.timeoutMs} ms`);
@@ -74,14 +87,18 @@ export class OnnxUNetRunner {
     return bytes;
   }
 
-  private session(b: number, h: number, w: number): Session {
-    const key = b * 1e8 + h * 1e4 + w;
+  private session(shapes: ExportShapes): Session {
+    const { batch: b, height: h = 0, width: w = 0 } = shapes;
+    const key = `${b}x${h}x${w}/${shapes.lowResHeight ?? 0}x${shapes.lowResWidth ?? 0}`;
     let s = this.sessions.get(key);
     if (!s) {
-      const bytes = exportUNet(this.unet, { batch: b, height: h, width: w });
+      const bytes = exportUNet(this.unet, shapes);
       const outBytes = 4 * b * h * w * this.unet.config.outChannels;
       s = { id: this.nextId++, data: new SharedArrayBuffer(Math.max(outBytes, 4096)) };
-      this.call({ kind: "create", id: s.id, bytes, threads: this.threads }, s.data);
+      // Transferred, not cloned: the model bytes hold every weight.
+      this.call({ kind: "create", id: s.id, bytes, threads: this.threads }, s.data, [
+        bytes.buffer as ArrayBuffer,
+      ]);
       this.sessions.set(key, s);
     }
     return s;
@@ -89,19 +106,50 @@ export class OnnxUNetRunner {
 
   forward(x: Tensor4D, t: Tensor1D, cond: Conditioning = {}): Tensor4D {
     const [b, h, w, c] = x.shape;
-    const s = this.session(b, h, w);
+    const cfg = this.unet.config;
+    const shapes: ExportShapes = { batch: b, height: h, width: w };
     const feeds: Record<string, Feed> = {
-      x: { type: "float32", data: x.dataSync() as Float32Array, dims: [b, h, w, c] },
-      t: { type: "float32", data: Float32Array.from(t.dataSync()), dims: [b] },
+      x: { type: "float32", data: f32(x), dims: [b, h, w, c] },
+      t: { type: "float32", data: f32(t), dims: [b] },
     };
+    if (cfg.numClasses !== undefined) {
+      if (!cond.y) throw new Error("this UNet is class-conditional: pass class labels `y`");
+      feeds.y = { type: "int32", data: Int32Array.from(cond.y.dataSync()), dims: [b] };
+    }
     if (this.unet.text) {
       if (!cond.tokens || !cond.mask)
         throw new Error("this UNet is text-conditional: pass `tokens` and `mask`");
       const ctx = cond.tokens.shape[1];
       feeds.tokens = { type: "int32", data: Int32Array.from(cond.tokens.dataSync()), dims: [b, ctx] };
-      feeds.mask = { type: "float32", data: Float32Array.from(cond.mask.dataSync()), dims: [b, ctx] };
+      feeds.mask = { type: "float32", data: f32(cond.mask), dims: [b, ctx] };
     }
-    const oc = this.unet.config.outChannels;
+    if (cfg.inpaint) {
+      // Absent inputs are zeros, as in the official forward (and UNet.modelInput).
+      const image = cond.inpaintImage;
+      const mask = cond.inpaintMask;
+      if (mask && (mask.shape[1] !== h || mask.shape[2] !== w || mask.shape[3] !== 1))
+        throw new Error(`inpainting: mask must be [B, ${h}, ${w}, 1], got [${mask.shape.join(", ")}]`);
+      feeds.inpaint_image = {
+        type: "float32",
+        data: image ? f32(image) : new Float32Array(b * h * w * c),
+        dims: [b, h, w, c],
+      };
+      feeds.inpaint_mask = {
+        type: "float32",
+        data: mask ? f32(mask) : new Float32Array(b * h * w),
+        dims: [b, h, w, 1],
+      };
+    }
+    if (cfg.superRes) {
+      if (!cond.lowRes)
+        throw new Error("this UNet is a super-resolution model: pass the low-res image `lowRes`");
+      const [, lh, lw, lc] = cond.lowRes.shape;
+      shapes.lowResHeight = lh;
+      shapes.lowResWidth = lw;
+      feeds.low_res = { type: "float32", data: f32(cond.lowRes), dims: [b, lh, lw, lc] };
+    }
+    const s = this.session(shapes);
+    const oc = cfg.outChannels;
     const bytes = this.call({ kind: "run", id: s.id, feeds }, s.data);
     const out = new Float32Array(b * h * w * oc);
     new Uint8Array(out.buffer).set(bytes);

@@ -8,6 +8,7 @@ import { z } from "zod";
 import { SUITE_NAMES, suite } from "../data/suites.ts";
 import { parseCaption, type SceneSpec } from "../data/world.ts";
 import { METRIC_NAMES } from "../metrics/index.ts";
+import { RUNTIMES, type RuntimeChoice } from "../onnx/choice.ts";
 import { formatIssues } from "../strategies/shared.ts";
 
 const oneOrMany = <T extends z.ZodType>(s: T) => z.union([s, z.array(s).min(1)]);
@@ -73,6 +74,12 @@ export const sweepSchema = z
     /** Run folder; default runs/<config file name>. The CLI's --out wins. */
     out: z.string().min(1).optional(),
     /**
+     * Runtime of the denoisers' forwards (auto: ONNX Runtime when onnxruntime-node loads); the CLI's --runtime
+     * wins. Not part of the resolved config: like the backend, it is recorded in env.json, and shards or resumed
+     * runs on another runtime still merge.
+     */
+    runtime: z.enum(RUNTIMES).optional(),
+    /**
      * An OpenAI CLIP ViT as the evaluation CLIP instead of the zoo's (GLIDE §5.1 used a public ViT-B/16):
      * `weights` is the official state dict as safetensors, `vocab` CLIP's bpe_simple_vocab_16e6.txt.gz (default:
      * $GUIDANCE_LAB_CLIP_BPE). Relative paths are relative to the config file.
@@ -114,6 +121,7 @@ export interface SweepConfig {
 export interface LoadedSweep {
   config: SweepConfig;
   out?: string;
+  runtime?: RuntimeChoice;
   /** The config file (for error messages and the default run folder). */
   source: string;
 }
@@ -199,7 +207,12 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
         }
       : {}),
   };
-  return { config, ...(c.out !== undefined ? { out: c.out } : {}), source };
+  return {
+    config,
+    ...(c.out !== undefined ? { out: c.out } : {}),
+    ...(c.runtime !== undefined ? { runtime: c.runtime } : {}),
+    source,
+  };
 }
 
 export function loadSweepConfig(path: string): LoadedSweep {

@@ -32,7 +32,7 @@ import type { EvalClip } from "../models/eval-clip.ts";
 import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
 import { loadZoo, type Zoo } from "../models/zoo.ts";
-import type { Runtime } from "../onnx/choice.ts";
+import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { buildReport } from "../report/index.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
@@ -46,8 +46,8 @@ export interface SweepOptions {
   /** "i/n" (1-based) or a parsed shard. */
   shard?: string | Shard;
   backend?: BackendChoice;
-  /** Runtime of the denoisers' forwards (resolved by the caller; default TensorFlow.js). */
-  runtime?: Runtime;
+  /** Runtime of the denoisers' forwards; default the config's `runtime` key, else auto. */
+  runtime?: RuntimeChoice;
   /** Stop after this many cells (the rest stay pending for --resume). */
   limit?: number;
   /** Called after each finished cell (tests use it to pace a child process they kill). */
@@ -307,8 +307,9 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   }
 
   const engine = await initEngine(opts.backend, { quiet: opts.quiet ?? false });
+  const runtime = await resolveRuntime(opts.runtime ?? loaded.runtime ?? "auto", opts.quiet ?? false);
   const tLoad = performance.now();
-  const models = loadModels(config, source, opts.runtime ?? "tfjs");
+  const models = loadModels(config, source, runtime);
   const loadSeconds = (performance.now() - tLoad) / 1000;
   const stop = { requested: false };
   const onSignal = (sig: NodeJS.Signals) => {
@@ -347,6 +348,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
       ...gitInfo(),
       backend: engine.backend,
       backendReason: engine.reason,
+      runtime,
       node: process.version,
       platform: `${process.platform}-${process.arch}`,
       cpus: cpus().length,

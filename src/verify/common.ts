@@ -5,6 +5,7 @@ import { join } from "node:path";
 import type { Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import { type NpyArray, npyToFloat32, npyToNumbers, parseNpy } from "../core/npy.ts";
+import type { Runtime } from "../onnx/choice.ts";
 
 export interface Row {
   section: string;
@@ -35,12 +36,24 @@ export class SectionContext {
   readonly section: string;
   readonly manifest: Manifest | undefined;
   private readonly manifestError: string | undefined;
+  /**
+   * Runtime of the denoisers' forwards in the model-driven sections (ONNX Runtime or TensorFlow.js); gradient
+   * guidance models always run on TensorFlow.js, as in sampling.
+   */
+  readonly runtime: Runtime;
 
-  constructor(dir: string, section: string, manifest: Manifest | undefined, manifestError?: string) {
+  constructor(
+    dir: string,
+    section: string,
+    manifest: Manifest | undefined,
+    manifestError?: string,
+    runtime: Runtime = "tfjs",
+  ) {
     this.dir = dir;
     this.section = section;
     this.manifest = manifest;
     this.manifestError = manifestError;
+    this.runtime = runtime;
   }
 
   /** Path relative to the golden directory, as notes show it. */

@@ -12,6 +12,8 @@ import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/con
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
 import { UNet } from "../models/unet.ts";
+import { onnxModelFn } from "../onnx/runtime.ts";
+import { type ModelFn, unetModel } from "../strategies/strategy.ts";
 import { compare, GoldenError, guard, type Row, SectionContext } from "./common.ts";
 
 /** The golden set's weight files and the manifest blocks that configure them. */
@@ -107,7 +109,7 @@ export function paramsRow(ctx: SectionContext, key: Key, model: Module): Row[] {
 
 /** The same golden directory seen from another section (inputs some sections share). */
 export function sibling(ctx: SectionContext, section: string): SectionContext {
-  return new SectionContext(ctx.dir, section, ctx.manifest);
+  return new SectionContext(ctx.dir, section, ctx.manifest, undefined, ctx.runtime);
 }
 
 /** An int32 tensor from an integer array file (token ids, timesteps, labels). */
@@ -134,6 +136,23 @@ export function predictionOf(unet: UNet, out: Tensor4D): Prediction {
     kind: "eps",
     varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
   };
+}
+
+export interface GoldenDenoiser {
+  model: ModelFn;
+  /** "onnx" or "tfjs", for row notes: which runtime produced a model-driven row. */
+  runtime: string;
+  dispose(): void;
+}
+
+/**
+ * A golden UNet's forward on the section's runtime: ONNX Runtime (all cores; one session per input shape, freed by
+ * dispose) or TensorFlow.js. Gradient guides are not denoisers and never come through here.
+ */
+export function goldenDenoiser(ctx: SectionContext, unet: UNet): GoldenDenoiser {
+  if (ctx.runtime === "tfjs") return { model: unetModel(unet), runtime: "tfjs", dispose: () => {} };
+  const fn = onnxModelFn(unet);
+  return { model: fn, runtime: "onnx", dispose: () => fn.runner.dispose() };
 }
 
 /** Wall time of a section's heavy part, for the row notes (the verifier's runtime is part of its contract). */

@@ -4,11 +4,17 @@
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { tf } from "../core/engine.ts";
+import type { Runtime } from "../onnx/choice.ts";
 import { failRow, type Manifest, type Row, SectionContext } from "./common.ts";
 import { SECTIONS } from "./registry.ts";
 
 export type { Row } from "./common.ts";
 export { SECTIONS } from "./registry.ts";
+
+export interface VerifyOptions {
+  /** Runtime of the denoisers' forwards (default TensorFlow.js); notes of the rows it affects name it. */
+  runtime?: Runtime;
+}
 
 export interface VerifyResult {
   rows: Row[];
@@ -30,7 +36,11 @@ function loadManifest(dir: string): { manifest?: Manifest; error?: string } {
  * Runs the requested sections (default: every known section whose folder exists) against the golden directory.
  * Unknown or missing sections give failing rows.
  */
-export async function verifyReference(dir: string, sections?: string[]): Promise<VerifyResult> {
+export async function verifyReference(
+  dir: string,
+  sections?: string[],
+  opts: VerifyOptions = {},
+): Promise<VerifyResult> {
   await tf.ready();
   const rows: Row[] = [];
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
@@ -54,7 +64,7 @@ export async function verifyReference(dir: string, sections?: string[]): Promise
       rows.push(failRow(name, "section", `${name}/: directory not found in ${dir}`));
       continue;
     }
-    const ctx = new SectionContext(dir, name, manifest, error);
+    const ctx = new SectionContext(dir, name, manifest, error, opts.runtime ?? "tfjs");
     try {
       const got = await checker.run(ctx);
       if (got.length === 0) rows.push(failRow(name, "section", "no cases found"));

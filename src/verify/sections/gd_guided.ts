@@ -7,7 +7,6 @@ import "../../core/ops.ts";
 import { tf } from "../../core/engine.ts";
 import type { EncoderUNet } from "../../models/encoder-unet.ts";
 import type { UNet } from "../../models/unet.ts";
-import { unetModel } from "../../strategies/strategy.ts";
 import {
   compare,
   floats,
@@ -18,7 +17,7 @@ import {
   type SectionContext,
   TOL_TRAJECTORY,
 } from "../common.ts";
-import { goldenClassifier, goldenGdUnet, sibling, timed } from "../golden-models.ts";
+import { goldenClassifier, goldenDenoiser, goldenGdUnet, sibling, timed } from "../golden-models.ts";
 import { guidedDdpm } from "../guided.ts";
 import { checkTables, diffusionFromMeta } from "../tables.ts";
 
@@ -54,27 +53,33 @@ function trajectory(ctx: SectionContext): Row[] {
         const diffusion = diffusionFromMeta(ctx, "small_gd_model");
         // Prompts are the labels themselves: the bag's encoder and classifierLabel read them back.
         const prompts = y.map(String);
-        const { value, seconds } = timed(() =>
-          guidedDdpm(
-            ctx,
-            diffusion,
-            {
-              model: unetModel(model),
-              encode: (ps) => ({ y: tf.tensor1d(ps.map(Number), "int32") }),
-              classifier: clf,
-              classifierLabel: Number,
-            },
-            { kind: "classifier", scale, base: { kind: "none" } },
-            prompts,
-          ),
-        );
+        // The classifier's gradient stays on TensorFlow.js whatever the denoiser's runtime.
+        const denoiser = goldenDenoiser(ctx, model);
+        const { value, seconds } = timed(() => {
+          try {
+            return guidedDdpm(
+              ctx,
+              diffusion,
+              {
+                model: denoiser.model,
+                encode: (ps) => ({ y: tf.tensor1d(ps.map(Number), "int32") }),
+                classifier: clf,
+                classifierLabel: Number,
+              },
+              { kind: "classifier", scale, base: { kind: "none" } },
+              prompts,
+            );
+          } finally {
+            denoiser.dispose();
+          }
+        });
         return compare(
           s,
           `trajectory samples (classifier scale ${scale}, ${diffusion.numTimesteps} steps)`,
           floats(ctx.load("samples.npy"), "samples.npy"),
           value,
           TOL_TRAJECTORY,
-          `${seconds.toFixed(1)} s; y = [${y}] from ${from}`,
+          `${seconds.toFixed(1)} s, ${denoiser.runtime}; y = [${y}] from ${from}`,
         );
       }),
     );

@@ -11,7 +11,6 @@ import { ddpmStep, type RecordedStep, sampleDdpm } from "../../core/samplers.ts"
 import type { Denoiser, NoiseSource, Prediction } from "../../core/types.ts";
 import type { UNet } from "../../models/unet.ts";
 import { buildStrategy } from "../../strategies/registry.ts";
-import { unetModel } from "../../strategies/strategy.ts";
 import {
   compare,
   ErrorAcc,
@@ -27,7 +26,7 @@ import {
   TOL_SINGLE,
   TOL_TRAJECTORY,
 } from "../common.ts";
-import { goldenGlide, intTensor, maskTensor, scoped, timed } from "../golden-models.ts";
+import { goldenDenoiser, goldenGlide, intTensor, maskTensor, scoped, timed } from "../golden-models.ts";
 import { checkTables, diffusionFromMeta } from "../tables.ts";
 
 /**
@@ -301,36 +300,41 @@ function modelRows(
               mask: tf.gather(maskTensor(ctx, "in_mask.npy"), idx) as Tensor2D,
             };
           });
-        const binding = buildStrategy(
-          { kind: "cfg", scale },
-          { model: unetModel(unet), encode },
-          `${s} strategy`,
-        ).bind(prompts);
+        const denoiser = goldenDenoiser(ctx, unet);
         const acc = new ErrorAcc();
         const steps = modelSteps(S);
         const ref = floats(guided, "step_model_guided.npy");
         const perStep = B * guided.shape[2]! * H * W;
         const { seconds } = timed(() => {
           try {
-            for (const k of steps) {
-              scoped(() => {
-                const x = tf.slice(stepSlice(xIn, "step_x_in.npy", k), [0, 0, 0, 0], [half, H, W, C]);
-                const step = d.stepInfo(S - 1 - k);
-                const pred = binding.denoise(x, step);
-                const out = pred.varValues ? tf.concat([pred.out, pred.varValues], 3) : pred.out;
-                const start = k * perStep;
-                acc.add(ref.subarray(start, start + perStep / 2), nhwcToNchw(out), k);
-              });
+            const binding = buildStrategy(
+              { kind: "cfg", scale },
+              { model: denoiser.model, encode },
+              `${s} strategy`,
+            ).bind(prompts);
+            try {
+              for (const k of steps) {
+                scoped(() => {
+                  const x = tf.slice(stepSlice(xIn, "step_x_in.npy", k), [0, 0, 0, 0], [half, H, W, C]);
+                  const step = d.stepInfo(S - 1 - k);
+                  const pred = binding.denoise(x, step);
+                  const out = pred.varValues ? tf.concat([pred.out, pred.varValues], 3) : pred.out;
+                  const start = k * perStep;
+                  acc.add(ref.subarray(start, start + perStep / 2), nhwcToNchw(out), k);
+                });
+              }
+            } finally {
+              binding.dispose();
             }
           } finally {
-            binding.dispose();
+            denoiser.dispose();
           }
         });
         return acc.row(
           s,
           `model → cfg strategy output at steps ${steps.join(", ")} (scale ${scale})`,
           TOL_SINGLE,
-          `${acc.worstNote() ?? ""}${acc.worstNote() ? "; " : ""}${seconds.toFixed(1)} s`,
+          `${acc.worstNote() ?? ""}${acc.worstNote() ? "; " : ""}${seconds.toFixed(1)} s, ${denoiser.runtime}`,
         );
       }),
     );

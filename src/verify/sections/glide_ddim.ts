@@ -19,7 +19,7 @@ import {
   type SectionContext,
   TOL_TRAJECTORY,
 } from "../common.ts";
-import { goldenGlide, intTensor, maskTensor, predictionOf, scoped, timed } from "../golden-models.ts";
+import { goldenDenoiser, goldenGlide, intTensor, maskTensor, scoped, timed } from "../golden-models.ts";
 import { scheduleAlias } from "../tables.ts";
 
 function timestepRows(ctx: SectionContext): Row[] {
@@ -62,25 +62,30 @@ function trajectoryRows(ctx: SectionContext): Row[] {
           modelVarType: "learned_range",
         });
         const xT = ctx.load("x_T.npy");
-        const { value, seconds } = timed(() =>
-          scoped(() => {
-            const tokens = intTensor(ctx, "tokens.npy") as Tensor2D;
-            const mask = maskTensor(ctx, "mask.npy");
-            const denoise: Denoiser = (x, step) => {
-              const t = tf.fill([x.shape[0]], step.t, "int32") as Tensor1D;
-              return predictionOf(unet, unet.forward(x, t, { tokens, mask }));
-            };
-            const x0 = nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape);
-            return nhwcToNchw(sampleDdim(diffusion, denoise, x0, { eta, clipDenoised: true }));
-          }),
-        );
+        const denoiser = goldenDenoiser(ctx, unet);
+        const { value, seconds } = timed(() => {
+          try {
+            return scoped(() => {
+              const tokens = intTensor(ctx, "tokens.npy") as Tensor2D;
+              const mask = maskTensor(ctx, "mask.npy");
+              const denoise: Denoiser = (x, step) => {
+                const t = tf.fill([x.shape[0]], step.t, "int32") as Tensor1D;
+                return denoiser.model(x, t, { tokens, mask });
+              };
+              const x0 = nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape);
+              return nhwcToNchw(sampleDdim(diffusion, denoise, x0, { eta, clipDenoised: true }));
+            });
+          } finally {
+            denoiser.dispose();
+          }
+        });
         return compare(
           s,
           `trajectory samples ("${spec}", eta ${eta}, ${diffusion.numTimesteps} steps)`,
           floats(ctx.load("samples.npy"), "samples.npy"),
           value,
           TOL_TRAJECTORY,
-          `${seconds.toFixed(1)} s`,
+          `${seconds.toFixed(1)} s, ${denoiser.runtime}`,
         );
       }),
     );

@@ -3,6 +3,7 @@
 import type { Tensor1D, Tensor2D, Tensor4D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
 import { silu, timestepEmbedding } from "../../core/layers.ts";
+import type { UNet } from "../../models/unet.ts";
 import {
   compare,
   failRow,
@@ -15,7 +16,14 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenGlide, intTensor, maskTensor, timed, withGoldenModel } from "../golden-models.ts";
+import {
+  goldenDenoiser,
+  goldenGlide,
+  intTensor,
+  maskTensor,
+  timed,
+  withGoldenModel,
+} from "../golden-models.ts";
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
@@ -91,7 +99,34 @@ function run(ctx: SectionContext): Row[] {
         return out;
       }),
     );
+    // The block activations above are TensorFlow.js's; with another runtime selected, its whole forward is
+    // checked too (an ONNX graph has no per-block outputs to compare).
+    if (ctx.runtime !== "tfjs") rows.push(...runtimeRow(ctx, unet));
     return rows;
+  });
+}
+
+function runtimeRow(ctx: SectionContext, unet: UNet): Row[] {
+  const s = ctx.section;
+  return guard(s, `out (${ctx.runtime})`, () => {
+    const xIn = ctx.load("in_x.npy");
+    const denoiser = goldenDenoiser(ctx, unet);
+    const { value, seconds } = timed(() => {
+      try {
+        return tf.tidy(() => {
+          const x = nchwToNhwc(floats(xIn, "in_x.npy", 4), xIn.shape);
+          const t = intTensor(ctx, "in_t.npy") as Tensor1D;
+          const tokens = intTensor(ctx, "in_tokens.npy") as Tensor2D;
+          const mask = maskTensor(ctx, "in_mask.npy");
+          const p = denoiser.model(x, t, { tokens, mask });
+          return nhwcToNchw(p.varValues ? tf.concat([p.out, p.varValues], 3) : p.out);
+        });
+      } finally {
+        denoiser.dispose();
+      }
+    });
+    const ref = floats(ctx.load("out.npy"), "out.npy");
+    return compare(s, `out (${denoiser.runtime})`, ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s`);
   });
 }
 

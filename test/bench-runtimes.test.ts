@@ -1,0 +1,137 @@
+// The runtime benchmarks' pieces: the analytic FLOP count against the official code's counter (golden manifest),
+// forward and sampling rows on every runtime for a tiny UNet (finite, positive, no tensor left behind), and the
+// --compare-torch preconditions naming what is missing.
+import assert from "node:assert/strict";
+import { existsSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { before, describe, test } from "node:test";
+import { unetFlops } from "../src/bench/flops.ts";
+import { benchForward, benchSampling, runtimeSpecs } from "../src/bench/runtimes.ts";
+import { torchMissing } from "../src/bench/torch.ts";
+import { createDiffusion } from "../src/core/diffusion.ts";
+import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../src/core/engine.ts";
+import { Init } from "../src/core/layers.ts";
+import { defaultGoldenDir, REPO_ROOT } from "../src/core/paths.ts";
+import { glideConfigFromOfficial } from "../src/models/configs.ts";
+import { UNet, type UNetConfig } from "../src/models/unet.ts";
+
+before(async () => {
+  await initEngine("wasm", { quiet: true });
+});
+
+const tiny: UNetConfig = {
+  imageSize: 8,
+  inChannels: 3,
+  modelChannels: 32,
+  outChannels: 6,
+  numResBlocks: 1,
+  attentionResolutions: [4],
+  channelMult: [1, 2],
+  numHeads: 1,
+  numHeadChannels: 32,
+  numHeadsUpsample: -1,
+  useScaleShiftNorm: true,
+  resblockUpdown: true,
+  useNewAttentionOrder: false,
+  text: { vocabSize: 20, ctx: 4, width: 32, layers: 1, heads: 2, finalLn: true, padding: true },
+};
+
+const GOLDEN = defaultGoldenDir();
+const noManifest = existsSync(join(GOLDEN, "manifest.json")) ? false : `no golden manifest at ${GOLDEN}`;
+
+describe("bench: FLOPs, runtimes, torch preconditions", () => {
+  test("the FLOP count of GLIDE small at batch 4 equals the official counter's, op class by op class", {
+    skip: noManifest,
+  }, () => {
+    const meta = JSON.parse(readFileSync(join(GOLDEN, "manifest.json"), "utf8")).meta;
+    const byOp = meta.flops.glide_small_forward_b4.by_op as Record<string, number>;
+    const unet = new UNet(new Init(0), glideConfigFromOfficial(meta.small_glide));
+    try {
+      const f = unetFlops(unet, 4);
+      assert.equal(f.conv, byOp["aten::conv2d"], "3x3/1x1 convolutions = aten::conv2d");
+      assert.equal(f.attnProj, byOp["conv1d(hooks)"], "attention projections = conv1d");
+      assert.equal(f.attnMatmul, byOp["aten::bmm"], "attention products = aten::bmm");
+      assert.equal(f.linear, byOp["aten::addmm"], "linear layers = aten::addmm");
+    } finally {
+      unet.dispose();
+    }
+  });
+
+  test("forward and sampling rows on every runtime, finite and positive, leaving no tensor", async () => {
+    const { specs } = await runtimeSpecs();
+    const init = new Init(5);
+    const unet = new UNet(init, tiny);
+    const x = init.normal([2, 8, 8, 3], 1) as Tensor4D;
+    const t = tf.tensor1d([3, 700]) as Tensor1D;
+    const tokens = tf.tensor2d([1, 2, 19, 19, 3, 19, 19, 19], [2, 4], "int32") as Tensor2D;
+    const mask = tf.tensor2d([1, 1, 0, 0, 1, 0, 0, 0], [2, 4]) as Tensor2D;
+    const before = tf.memory().numTensors;
+    try {
+      const { rows } = benchForward(
+        { name: "tiny", unet, batch: 2, x, t, cond: { tokens, mask }, detail: "test" },
+        specs,
+        0,
+      );
+      const sampling = benchSampling(
+        {
+          name: "tiny",
+          unet,
+          models: {
+            encode: (ps) => ({
+              tokens: tf.tensor2d(
+                ps.map(() => [1, 19, 19, 19]),
+                [ps.length, 4],
+                "int32",
+              ) as Tensor2D,
+              mask: tf.tensor2d(
+                ps.map((p) => [p ? 1 : 0, 0, 0, 0]),
+                [ps.length, 4],
+              ) as Tensor2D,
+            }),
+          },
+          strategies: [
+            { label: "none", config: { kind: "none" } },
+            { label: "cfg", config: { kind: "cfg", scale: 3 } },
+          ],
+          prompts: ["a", "b"],
+          steps: () => 2,
+          respacing: (n) =>
+            createDiffusion({
+              schedule: "linear",
+              steps: 1000,
+              respacing: String(n),
+              modelVarType: "learned_range",
+            }),
+        },
+        specs,
+      );
+      assert.equal(rows.length, specs.length, "one forward row per runtime");
+      assert.equal(sampling.length, 2 * specs.length, "one sampling row per strategy and runtime");
+      for (const r of [...rows, ...sampling])
+        assert.ok(
+          Number.isFinite(r.value) && r.value > 0 && r.ms > 0,
+          `${r.name} on ${r.backend}: ${r.value} ${r.unit}`,
+        );
+      assert.ok(
+        rows.every((r) => r.unit === "GFLOP/s"),
+        "forward rows are in GFLOP/s",
+      );
+      assert.equal(tf.memory().numTensors, before, "the benchmarks leave no tensor behind");
+    } finally {
+      tf.dispose([x, t, tokens, mask]);
+      unet.dispose();
+    }
+  });
+
+  test("--compare-torch names each missing piece and refuses a checkout inside the project", () => {
+    const missing = torchMissing({ checkout: "/nonexistent/glide", python: "/nonexistent/python3" });
+    assert.equal(missing.length, 2, `python and checkout both missing: ${missing.join(" | ")}`);
+    assert.match(missing[0]!, /\/nonexistent\/python3: not found/, "the interpreter is named");
+    assert.match(missing[1]!, /not a glide-text2im checkout/, "the checkout is named");
+    const inside = torchMissing({ checkout: REPO_ROOT, python: "/nonexistent/python3" });
+    assert.ok(
+      inside.some((m) => /inside this project/.test(m)),
+      "a checkout inside the project is refused",
+    );
+  });
+});
