@@ -1,18 +1,22 @@
 // Every UNet kind the exporter handles, on tiny configs with random (non-zero) parameters: the ONNX Runtime output
 // must equal the TensorFlow.js forward to 1e-5 relative. Kinds: GLIDE super-resolution (low-res input upsampled in
 // the graph), GLIDE inpainting (image·mask and mask channels; absent inputs are zeros), both at once, and
-// guided-diffusion's class-conditional UNet (label embedding, new attention order, learned sigma).
+// guided-diffusion's class-conditional UNet (label embedding, new attention order, learned sigma); and the noised
+// CLIP's image and text towers (forward-only embeddings).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../src/core/engine.ts";
 import { initEngine, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
+import { type ClipConfig, ClipModel } from "../src/models/clip.ts";
 import { type Conditioning, UNet, type UNetConfig } from "../src/models/unet.ts";
-import { onnxAvailable, onnxModelFn } from "../src/onnx/runtime.ts";
+import { OnnxClip, onnxAvailable, onnxModelFn } from "../src/onnx/runtime.ts";
 
 const TOL = 1e-5;
 let skip: string | undefined;
 const errors: string[] = [];
+
+after(() => console.log(`# max relative errors: ${errors.join(", ")}`));
 
 before(async () => {
   await initEngine("cpu", { quiet: true });
@@ -93,7 +97,6 @@ function agree(name: string, unet: UNet, x: Tensor4D, t: Tensor1D, conds: Condit
 }
 
 describe("onnx export of every UNet kind vs tfjs", () => {
-  after(() => console.log(`# UNet kinds, max relative errors: ${errors.join(", ")}`));
   const owned: Tensor[] = [];
   after(() => tf.dispose(owned));
   const keep = <T extends Tensor>(x: T): T => {
@@ -197,6 +200,57 @@ describe("onnx export of every UNet kind vs tfjs", () => {
       fn.runner.dispose();
       unet.dispose();
       tf.dispose([x, ts]);
+    }
+  });
+});
+
+describe("onnx export of the noised CLIP's towers vs tfjs", () => {
+  const config: ClipConfig = {
+    imageSize: 16,
+    patchSize: 4,
+    nVocab: 40,
+    maxTextLen: 9,
+    nEmbd: 24,
+    nHeadStateText: 8,
+    nHeadText: 2,
+    nXfBlocksText: 2,
+    nHeadStateImage: 8,
+    nHeadImage: 3,
+    nXfBlocksImage: 2,
+    nTimesteps: 1000,
+    logitScale: 100,
+  };
+
+  test("image embeddings at several timesteps and text embeddings of several lengths agree to 1e-5", (t) => {
+    if (skip) return t.skip(skip);
+    const init = new Init(21);
+    const model = new ClipModel(init, config);
+    for (const [, v] of model.namedParameters()) v.assign(tf.mul(init.normal([...v.shape], 1), 0.3));
+    const onnx = new OnnxClip(model, { threads: 1 });
+    const x = init.normal([3, 16, 16, 3], 0.5) as Tensor4D;
+    const ts = tf.tensor1d([0, 417, 999], "int32") as Tensor1D;
+    const tokens = tf.tensor2d(
+      Array.from({ length: 3 * 9 }, (_, i) => (i * 7) % 40),
+      [3, 9],
+      "int32",
+    ) as Tensor2D;
+    const lens = [1, 5, 9];
+    const before = tf.memory().numTensors;
+    try {
+      for (const [name, ref, got] of [
+        ["image", () => model.embedImage(x, ts), () => onnx.embedImage(x, ts)],
+        ["text", () => model.embedText(tokens, lens), () => onnx.embedText(tokens, lens)],
+      ] as const) {
+        const err = tf.tidy(() => relErr(got().dataSync(), ref().dataSync()));
+        errors.push(`clip ${name} ${err.toExponential(1)}`);
+        assert.ok(err <= TOL, `CLIP ${name}: relative error ${err} > ${TOL}`);
+      }
+      assert.throws(() => onnx.embedText(tokens, [0, 5, 9]), /lengths in 1\.\.9/, "a bad length is an error");
+      assert.equal(tf.memory().numTensors, before, "OnnxClip leaves no tensor behind");
+    } finally {
+      onnx.dispose();
+      model.dispose();
+      tf.dispose([x, ts, tokens]);
     }
   });
 });

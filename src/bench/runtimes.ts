@@ -60,10 +60,13 @@ export function timeSync(run: () => void, minMs: number, minReps = 2): Timing {
     run();
     times.push(performance.now() - t);
   }
-  times.sort((a, b) => a - b);
-  const mid = times.length >> 1;
-  const medianMs = times.length % 2 ? times[mid]! : (times[mid - 1]! + times[mid]!) / 2;
-  return { medianMs, minMs: times[0]!, reps: times.length };
+  return { medianMs: median(times), minMs: Math.min(...times), reps: times.length };
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 /** Forces a prediction's values (a no-op for ONNX's, which are already host data) and frees it. */
@@ -138,8 +141,8 @@ export interface SamplingCase {
 
 /**
  * Sampling steps per second for each strategy on each runtime: the whole loop of runStage (strategy binding,
- * seeded x_T, the sampler with the strategy's hooks), after one untimed single-step loop that creates the ONNX
- * sessions. Gradient guidance differentiates its model on TensorFlow.js whatever the denoiser's runtime.
+ * seeded x_T, the sampler with the strategy's hooks; the median step), after one untimed single-step loop that
+ * creates the ONNX sessions. Gradient guidance differentiates its model on TensorFlow.js whatever the denoiser's runtime.
  */
 export function benchSampling(c: SamplingCase, specs: readonly RuntimeSpec[]): Row[] {
   const rows: Row[] = [];
@@ -148,7 +151,9 @@ export function benchSampling(c: SamplingCase, specs: readonly RuntimeSpec[]): R
     const m = modelOn(c.unet, spec);
     try {
       for (const s of c.strategies) {
-        const loop = (diffusion: GaussianDiffusion) => {
+        // Each step's wall time: the median over the loop shrugs off a stall of the shared machine.
+        // onStep fires as each step starts; the last mark is the loop's end.
+        const loop = (diffusion: GaussianDiffusion, marks: number[]) => {
           const r = runStage({
             models: { ...c.models, model: m.fn },
             strategy: s.config,
@@ -157,24 +162,27 @@ export function benchSampling(c: SamplingCase, specs: readonly RuntimeSpec[]): R
             shape: [h, w, ch],
             seed: 0,
             stage: "bench",
+            onStep: () => marks.push(performance.now()),
           });
           r.sample.dataSync();
+          marks.push(performance.now());
           r.sample.dispose();
           return r.nfe;
         };
-        loop(c.respacing(1));
+        loop(c.respacing(1), []);
         const steps = c.steps(spec);
-        const diffusion = c.respacing(steps);
-        const t0 = performance.now();
-        const nfe = loop(diffusion);
-        const stepMs = (performance.now() - t0) / steps;
+        const marks: number[] = [];
+        const nfe = loop(c.respacing(steps), marks);
+        const times = marks.slice(1).map((t, i) => t - marks[i]!);
+        const stepMs = median(times);
+        const meanMs = (marks[marks.length - 1]! - marks[0]!) / steps;
         rows.push({
           name: `${c.name} ${s.label} sampling`,
           backend: spec.label,
           value: 1000 / stepMs,
           unit: "step/s",
           ms: stepMs,
-          detail: `${c.prompts.length} samples, ${steps} DDPM steps, ${(nfe / steps).toFixed(1)} NFE per sample per step`,
+          detail: `${c.prompts.length} samples, median of ${steps} DDPM steps (mean ${meanMs.toFixed(1)} ms), ${(nfe / steps).toFixed(1)} NFE per sample per step`,
         });
       }
     } finally {

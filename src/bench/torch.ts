@@ -15,8 +15,8 @@ export interface TorchOptions {
   checkout: string;
   /** Python interpreter with torch and numpy (default python3). */
   python?: string;
-  /** torch.set_num_threads (default 2, as the golden manifest's timings). */
-  threads?: number;
+  /** torch.set_num_threads values, one run each (default 1 and 2; the golden manifest's timings used 2). */
+  threads?: number[];
   /** Minimum wall time of the forward timing loop, seconds (default 3). */
   minSeconds?: number;
 }
@@ -24,6 +24,8 @@ export interface TorchOptions {
 export interface TorchResult {
   torch: string;
   threads: number;
+  /** The BLAS library torch loaded (the reference BLAS makes it ~10x slower than the official figures). */
+  blas: string;
   forwardS: { median: number; min: number; reps: number };
   cfgStepS: number;
   cfgSteps: number;
@@ -65,6 +67,7 @@ export function runTorchGlide(
   inputs: { x: Tensor; t: Tensor; tokens: Tensor; mask: Tensor },
   weights: string | undefined,
   cfgSteps: number,
+  threads: number,
 ): TorchResult {
   const dir = mkdtempSync(join(tmpdir(), "gl-torch-"));
   try {
@@ -88,7 +91,7 @@ export function runTorchGlide(
       "--inputs",
       dir,
       "--threads",
-      String(opts.threads ?? 2),
+      String(threads),
       "--min-seconds",
       String(opts.minSeconds ?? 3),
       "--cfg-steps",
@@ -105,6 +108,7 @@ export function runTorchGlide(
     const json = JSON.parse(r.stdout.trim().split("\n").pop() ?? "{}") as {
       torch: string;
       threads: number;
+      blas?: string;
       forward_s: { median: number; min: number; reps: number };
       cfg_step_s: number;
       cfg_steps: number;
@@ -114,6 +118,7 @@ export function runTorchGlide(
     return {
       torch: json.torch,
       threads: json.threads,
+      blas: json.blas ?? "",
       forwardS: json.forward_s,
       cfgStepS: json.cfg_step_s,
       cfgSteps: json.cfg_steps,

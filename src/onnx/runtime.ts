@@ -1,30 +1,39 @@
-// The UNet on onnxruntime-node (CPU) as a synchronous ModelFn. onnxruntime-node only runs sessions asynchronously,
-// while ModelFn is synchronous, so sessions live in a worker thread (worker.mjs) and each call blocks on
-// Atomics.wait until the worker has written the output into a SharedArrayBuffer. One session per input shape
-// (batch, image size, low-res size) is created on first use and reused; the output is copied once, from the shared buffer into the result tensor.
+// Models on onnxruntime-node (CPU) behind synchronous calls: the UNet as a ModelFn, and the noised CLIP's embeddings.
+// onnxruntime-node only runs sessions asynchronously, while ModelFn is synchronous, so sessions live in a worker
+// thread (worker.mjs) and each call blocks on Atomics.wait until the worker has written the output into a
+// SharedArrayBuffer. One session per model and input shape (batch, image size, low-res size) is created on first
+// use and reused; the output is copied once, from the shared buffer into the result tensor.
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import type { Tensor, Tensor1D, Tensor4D } from "../core/engine.ts";
+import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { Prediction } from "../core/types.ts";
+import type { ClipModel } from "../models/clip.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 import type { ModelFn } from "../strategies/strategy.ts";
 import { type ExportShapes, exportUNet } from "./export.ts";
+import { exportClipImage, exportClipText } from "./export-clip.ts";
 
 export interface OnnxOptions {
   /** intraOpNumThreads; default all cores. */
   threads?: number;
+  /**
+   * Let idle pool threads spin between ops (ORT's default). Off here: on a shared machine (this one trains the zoo
+   * in the background) spinning threads fight the other processes for cores; GLIDE small at batch 4 on 2 threads
+   * measured 0.74 s with spinning and 0.53 s without, while spinning saves at most a few µs per op when idle.
+   */
+  spin?: boolean;
   /** Longest a single call may block waiting for the worker (default 10 minutes). */
   timeoutMs?: number;
 }
 
-interface Feed {
+export interface Feed {
   type: "float32" | "int32";
   data: Float32Array | Int32Array;
   dims: number[];
 }
 
-interface Session {
+export interface Session {
   id: number;
   data: SharedArrayBuffer;
 }
@@ -48,20 +57,23 @@ export async function onnxAvailable(): Promise<string | undefined> {
   }
 }
 
-export class OnnxUNetRunner {
+/**
+ * A worker thread hosting onnxruntime-node sessions, called synchronously: one session per key (a model and its
+ * input shapes), created from the bytes `build` exports on first use and reused after.
+ */
+export class OnnxSessions {
   private readonly worker: Worker;
   private readonly signal = new SharedArrayBuffer(8);
   private readonly flag = new Int32Array(this.signal);
   private readonly sessions = new Map<string, Session>();
   private nextId = 0;
   private readonly threads: number;
+  private readonly spin: boolean;
   private readonly timeoutMs: number;
 
-  constructor(
-    readonly unet: UNet,
-    opts: OnnxOptions = {},
-  ) {
+  constructor(opts: OnnxOptions = {}) {
     this.threads = opts.threads ?? availableParallelism();
+    this.spin = opts.spin ?? false;
     this.timeoutMs = opts.timeoutMs ?? 600_000;
     this.worker = new Worker(new URL("./worker.mjs", import.meta.url), {
       workerData: { signal: this.signal },
@@ -87,21 +99,45 @@ export class OnnxUNetRunner {
     return bytes;
   }
 
-  private session(shapes: ExportShapes): Session {
-    const { batch: b, height: h = 0, width: w = 0 } = shapes;
-    const key = `${b}x${h}x${w}/${shapes.lowResHeight ?? 0}x${shapes.lowResWidth ?? 0}`;
+  /** The session of `key`, exported by `build` (whose single float32 output has `outFloats` values) if new. */
+  session(key: string, build: () => Uint8Array, outFloats: number): Session {
     let s = this.sessions.get(key);
     if (!s) {
-      const bytes = exportUNet(this.unet, shapes);
-      const outBytes = 4 * b * h * w * this.unet.config.outChannels;
-      s = { id: this.nextId++, data: new SharedArrayBuffer(Math.max(outBytes, 4096)) };
+      const bytes = build();
+      s = { id: this.nextId++, data: new SharedArrayBuffer(Math.max(4 * outFloats, 4096)) };
       // Transferred, not cloned: the model bytes hold every weight.
-      this.call({ kind: "create", id: s.id, bytes, threads: this.threads }, s.data, [
+      this.call({ kind: "create", id: s.id, bytes, threads: this.threads, spin: this.spin }, s.data, [
         bytes.buffer as ArrayBuffer,
       ]);
       this.sessions.set(key, s);
     }
     return s;
+  }
+
+  /** Runs a session; the output is copied once, out of the shared buffer. */
+  run(s: Session, feeds: Record<string, Feed>, outFloats: number): Float32Array {
+    const bytes = this.call({ kind: "run", id: s.id, feeds }, s.data);
+    if (bytes.length !== 4 * outFloats)
+      throw new Error(`onnxruntime: ${bytes.length / 4} output values, expected ${outFloats}`);
+    const out = new Float32Array(outFloats);
+    new Uint8Array(out.buffer).set(bytes);
+    return out;
+  }
+
+  dispose(): void {
+    void this.worker.terminate();
+    this.sessions.clear();
+  }
+}
+
+export class OnnxUNetRunner {
+  private readonly host: OnnxSessions;
+
+  constructor(
+    readonly unet: UNet,
+    opts: OnnxOptions = {},
+  ) {
+    this.host = new OnnxSessions(opts);
   }
 
   forward(x: Tensor4D, t: Tensor1D, cond: Conditioning = {}): Tensor4D {
@@ -148,17 +184,15 @@ export class OnnxUNetRunner {
       shapes.lowResWidth = lw;
       feeds.low_res = { type: "float32", data: f32(cond.lowRes), dims: [b, lh, lw, lc] };
     }
-    const s = this.session(shapes);
     const oc = cfg.outChannels;
-    const bytes = this.call({ kind: "run", id: s.id, feeds }, s.data);
-    const out = new Float32Array(b * h * w * oc);
-    new Uint8Array(out.buffer).set(bytes);
-    return tf.tensor4d(out, [b, h, w, oc]);
+    const key = `${b}x${h}x${w}/${shapes.lowResHeight ?? 0}x${shapes.lowResWidth ?? 0}`;
+    const n = b * h * w * oc;
+    const s = this.host.session(key, () => exportUNet(this.unet, shapes), n);
+    return tf.tensor4d(this.host.run(s, feeds, n), [b, h, w, oc]);
   }
 
   dispose(): void {
-    void this.worker.terminate();
-    this.sessions.clear();
+    this.host.dispose();
   }
 }
 
@@ -178,4 +212,62 @@ export function onnxModelFn(unet: UNet, opts: OnnxOptions = {}): ModelFn & { run
       };
     });
   return Object.assign(fn, { runner });
+}
+
+/**
+ * The noised CLIP's unit-norm embeddings on onnxruntime-node, for forward-only uses (metrics embed samples and
+ * prompts); CLIP guidance differentiates the image tower and stays on TensorFlow.js. Same values as
+ * ClipModel.embedImage / embedText to ~1e-6.
+ */
+export class OnnxClip {
+  private readonly host: OnnxSessions;
+
+  constructor(
+    readonly model: ClipModel,
+    opts: OnnxOptions = {},
+  ) {
+    this.host = new OnnxSessions(opts);
+  }
+
+  /** z_i of NHWC x in [-1, 1] at original timesteps t. */
+  embedImage(x: Tensor4D, t: Tensor1D): Tensor2D {
+    const b = x.shape[0];
+    const e = this.model.config.nEmbd;
+    const s = this.host.session(`image/${b}`, () => exportClipImage(this.model, b), b * e);
+    const out = this.host.run(
+      s,
+      {
+        x: { type: "float32", data: f32(x), dims: [...x.shape] },
+        t: { type: "int32", data: Int32Array.from(t.dataSync()), dims: [b] },
+      },
+      b * e,
+    );
+    return tf.tensor2d(out, [b, e]);
+  }
+
+  /** z_t of token ids [B, maxTextLen] whose real lengths (1..maxTextLen) are `lens`. */
+  embedText(tokens: Tensor2D, lens: readonly number[]): Tensor2D {
+    const [b, t] = tokens.shape;
+    if (t !== this.model.config.maxTextLen)
+      throw new Error(
+        `CLIP text encoder: tokens have context ${t}, the model expects ${this.model.config.maxTextLen}`,
+      );
+    if (lens.length !== b || lens.some((n) => !Number.isInteger(n) || n < 1 || n > t))
+      throw new Error(`CLIP text encoder: need ${b} lengths in 1..${t}, got [${lens.join(", ")}]`);
+    const e = this.model.config.nEmbd;
+    const s = this.host.session(`text/${b}`, () => exportClipText(this.model, b), b * e);
+    const out = this.host.run(
+      s,
+      {
+        tokens: { type: "int32", data: Int32Array.from(tokens.dataSync()), dims: [b, t] },
+        lens: { type: "int32", data: Int32Array.from(lens), dims: [b] },
+      },
+      b * e,
+    );
+    return tf.tensor2d(out, [b, e]);
+  }
+
+  dispose(): void {
+    this.host.dispose();
+  }
 }

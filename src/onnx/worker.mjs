@@ -1,5 +1,5 @@
 // onnxruntime-node session host for runtime.ts's synchronous bridge. Plain JS (no TypeScript loader needed in the
-// worker). Protocol: the main thread posts {kind: "create", id, bytes, threads, data} or {kind: "run", id, feeds, data}; the
+// worker). Protocol: the main thread posts {kind: "create", id, bytes, threads, spin, data} or {kind: "run", id, feeds, data}; the
 // worker writes the result (float32 output, or an error string) into the shared buffer and sets flag[0] = 1.
 import { parentPort, workerData } from "node:worker_threads";
 
@@ -39,6 +39,7 @@ parentPort.on("message", async (msg) => {
       const s = await ort.InferenceSession.create(msg.bytes, {
         executionProviders: ["cpu"],
         intraOpNumThreads: msg.threads,
+        extra: { session: { intra_op: { allow_spinning: msg.spin ? "1" : "0" } } },
         interOpNumThreads: 1,
         graphOptimizationLevel: "all",
         logSeverityLevel: 3,

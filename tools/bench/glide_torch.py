@@ -31,6 +31,17 @@ def stub_regex():
         print("note: python module 'regex' missing; stubbed (the GLIDE tokenizer is not used)", file=sys.stderr)
 
 
+def blas_library():
+    """The BLAS shared library this process mapped (torch's speed depends on it: Debian's reference libblas3 is
+    ~10x slower than OpenBLAS), or "" when none shows in /proc/self/maps."""
+    try:
+        with open("/proc/self/maps") as f:
+            libs = {line.split()[-1] for line in f if "blas" in line.lower() and "/" in line}
+    except OSError:
+        return ""
+    return ", ".join(sorted(libs))
+
+
 def load_safetensors(path, torch):
     """A safetensors file as {name: float32 tensor} (F16/F32/BF16), read with the stdlib and numpy only."""
     import numpy as np
@@ -132,6 +143,7 @@ def main():
             {
                 "torch": th.__version__,
                 "threads": th.get_num_threads(),
+                "blas": blas_library(),
                 "forward_s": {"median": statistics.median(times), "min": min(times), "reps": len(times)},
                 "cfg_step_s": cfg_s / a.cfg_steps,
                 "cfg_steps": a.cfg_steps,
