@@ -1,0 +1,88 @@
+// The README's strategy rows: every registry strategy on one prompt at three scales (rows) and four seeds
+// (columns), the same x_T and sampler noise in every image of a column, so rows differ only by the guidance.
+// Run: node --import tsx experiments/readme-figures/strategies.ts [OUT_DIR] (default reports/readme).
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { initEngine, tf } from "../../src/core/engine.ts";
+import { seededNoise } from "../../src/core/samplers.ts";
+import { encodePng, gridImage } from "../../src/data/png.ts";
+import { loadZoo } from "../../src/models/zoo.ts";
+import { resolveRuntime } from "../../src/onnx/choice.ts";
+import { sampleGuided } from "../../src/pipelines/sampling.ts";
+import { buildStrategy } from "../../src/strategies/registry.ts";
+
+const PROMPT = "a red circle";
+const SEEDS = 4;
+const STEPS = 50;
+const UPSCALE = 3;
+
+/** Three settings per strategy: its neutral point (where it has one), a moderate and a strong scale. */
+const ROWS: { name: string; configs: Record<string, unknown>[] }[] = [
+  { name: "none", configs: [{ kind: "none" }] },
+  { name: "unconditional", configs: [{ kind: "unconditional" }] },
+  ...(
+    [
+      ["cfg", [1, 3, 6], {}],
+      ["classifier", [0, 1, 4], {}],
+      ["clip", [0, 3, 10], {}],
+      ["negative", [1, 3, 6], { negativePrompt: "a blue square" }],
+      ["composable", [1, 3, 6], {}],
+      ["cfg-rescale", [1, 3, 6], { phi: 0.7 }],
+      ["apg", [1, 3, 6], {}],
+      ["cfg++", [0, 0.4, 0.8], {}],
+      ["autoguidance", [1, 2, 4], {}],
+    ] as const
+  ).map(([kind, scales, extra]) => ({
+    name: kind,
+    configs: scales.map((scale) => ({ kind, scale, ...extra })),
+  })),
+  {
+    name: "dynamic-threshold",
+    configs: [3, 6, 10].map((scale) => ({ kind: "dynamic-threshold", base: { kind: "cfg", scale } })),
+  },
+];
+
+function upscale(img: { data: Float32Array; width: number; height: number }, f: number) {
+  const w = img.width * f;
+  const h = img.height * f;
+  const data = new Float32Array(w * h * 3);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++)
+        data[(y * w + x) * 3 + c] = img.data[(Math.floor(y / f) * img.width + Math.floor(x / f)) * 3 + c]!;
+  return { data, width: w, height: h };
+}
+
+const out = process.argv[2] ?? join("reports", "readme");
+await initEngine("auto");
+const zoo = loadZoo({}, undefined, await resolveRuntime("auto"));
+mkdirSync(out, { recursive: true });
+const diffusion = zoo.diffusion(String(STEPS));
+const s = zoo.imageSize;
+const log: string[] = [];
+try {
+  for (const row of ROWS) {
+    const images: Float32Array[] = [];
+    const t0 = performance.now();
+    for (const config of row.configs) {
+      const binding = buildStrategy(config, { ...zoo.models, diffusion }, row.name).bind(
+        Array.from({ length: SEEDS }, () => PROMPT),
+      );
+      const xT = seededNoise("readme:x_T")(0, [SEEDS, s, s, 3]);
+      const { sample } = sampleGuided(diffusion, binding, xT, { noise: seededNoise("readme") });
+      const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(sample, 1), 2), 0, 1));
+      const flat = pixels.dataSync() as Float32Array;
+      tf.dispose([sample, xT, pixels]);
+      binding.dispose();
+      for (let i = 0; i < SEEDS; i++) images.push(flat.slice(i * s * s * 3, (i + 1) * s * s * 3));
+    }
+    const g = upscale(gridImage(images, s, SEEDS, 1), UPSCALE);
+    writeFileSync(join(out, `strategy-${row.name}.png`), encodePng(g.data, g.width, g.height));
+    const line = `${row.name}: ${row.configs.map((c) => JSON.stringify(c)).join(" | ")} (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
+    log.push(line);
+    process.stderr.write(`${line}\n`);
+  }
+} finally {
+  zoo.dispose();
+}
+writeFileSync(join(out, "strategies.txt"), `${log.join("\n")}\n`);

@@ -1,0 +1,91 @@
+// Model cards: models/<name>/CARD.md is written from what the folder holds (model.json from the trainer's export,
+// eval.json from `models evaluate`) and the recipe kept in experiments/zoo/, so a card never states a figure that
+// the evaluation did not produce.
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { join, relative } from "node:path";
+import { REPO_ROOT } from "../core/paths.ts";
+import type { Evaluation } from "./evaluate.ts";
+import { type ModelInfo, modelInfo } from "./registry.ts";
+
+const ROLE: Record<ModelInfo["task"], string> = {
+  denoiser:
+    "Text-conditional denoiser in GLIDE's form (text tokens prepended to the attention keys/values, pooled text embedding added to the time embedding), learned-range variance, trained with 20% empty captions: one model serves conditional, unconditional and classifier-free-guided sampling.",
+  classifier:
+    "Noised classifier (guided-diffusion's EncoderUNetModel with attention pooling, timestep-conditioned) over the world's 24 colour-shape classes, for classifier guidance.",
+  "noised-clip":
+    "Noised CLIP in GLIDE's form (ViT image encoder on (x_t, t), causal text transformer), trained contrastively on q_sample-noised renders, for CLIP guidance.",
+  "eval-clip":
+    "Evaluation CLIP, trained on clean renders only, of another architecture and seed than the noised CLIP; never used for guidance. CLIP score, diversity and Fréchet distance use it.",
+};
+
+function fmt(key: string, v: number): string {
+  if (!Number.isFinite(v)) return "n/a";
+  return !key.startsWith("fd") ? `${(100 * v).toFixed(1)}%` : v.toFixed(4);
+}
+
+export function evaluationPath(info: ModelInfo): string {
+  return join(info.dir, "eval.json");
+}
+
+export function readEvaluation(info: ModelInfo): Evaluation | undefined {
+  const p = evaluationPath(info);
+  return existsSync(p) ? (JSON.parse(readFileSync(p, "utf8")) as Evaluation) : undefined;
+}
+
+export function cardText(info: ModelInfo, evaluation: Evaluation | undefined, note = ""): string {
+  const recipePath = join(REPO_ROOT, "experiments", "zoo", `${info.config.name}.yaml`);
+  const recipe = existsSync(recipePath) ? readFileSync(recipePath, "utf8").trim() : "(recipe file not found)";
+  const lines = [
+    `# ${info.name}`,
+    "",
+    ROLE[info.task],
+    "",
+    "| | |",
+    "| --- | --- |",
+    `| task | ${info.task} |`,
+    `| recipe | \`${relative(REPO_ROOT, recipePath)}\` (\`guidance-lab train ${info.config.name}\`) |`,
+    `| training steps | ${info.step} |`,
+    `| training wall time | ${(info.wallSeconds / 3600).toFixed(2)} h on this project's 2-core CPU machine (wasm backend, worker threads) |`,
+    `| weights | model.safetensors, float16, ${(statSync(join(info.dir, "model.safetensors")).size / 1e6).toFixed(2)} MB |`,
+    `| world | ${info.config.world.size}×${info.config.world.size} renders, diffusion ${info.config.diffusion.schedule} ${info.config.diffusion.steps} steps |`,
+    "",
+  ];
+  if (note) lines.push(note, "");
+  lines.push("## Evaluation", "");
+  if (!evaluation || evaluation.step !== info.step) {
+    lines.push(`Not evaluated at this step yet: run \`guidance-lab models evaluate ${info.name}\`.`, "");
+  } else {
+    lines.push(
+      `From \`guidance-lab models evaluate ${info.name}\` (${evaluation.seconds.toFixed(0)} s; settings ${JSON.stringify(evaluation.settings)}).`,
+      "",
+      "| figure | value | what |",
+      "| --- | --- | --- |",
+      ...evaluation.figures.map((f) => `| ${f.key} | ${fmt(f.key, f.value)} | ${f.description} |`),
+      "",
+    );
+    if (evaluation.curve) {
+      const c = evaluation.curve;
+      lines.push(
+        "Accuracy versus t (renders q_sample-noised to t):",
+        "",
+        `| t | ${c.t.join(" | ")} |`,
+        `| --- | ${c.t.map(() => "---").join(" | ")} |`,
+        `| top-1 | ${c.accuracy.map((a) => `${(100 * a).toFixed(1)}%`).join(" | ")} |`,
+        "",
+      );
+    }
+  }
+  lines.push("## Recipe", "", "```yaml", recipe, "```", "");
+  return `${lines.join("\n")}`;
+}
+
+/** Writes eval.json (when given) and CARD.md for a shipped model. */
+export function writeCard(name: string, dir: string, evaluation?: Evaluation, note = ""): string {
+  const info = modelInfo(name, dir);
+  if (evaluation) writeFileSync(evaluationPath(info), `${JSON.stringify(evaluation, null, 2)}\n`);
+  const path = join(info.dir, "CARD.md");
+  const notePath = join(info.dir, "NOTE.md");
+  const extra = note || (existsSync(notePath) ? readFileSync(notePath, "utf8").trim() : "");
+  writeFileSync(path, cardText(info, evaluation ?? readEvaluation(info), extra));
+  return path;
+}
