@@ -115,11 +115,54 @@ async function main(): Promise<void> {
       },
     )
     .command(
-      "models <action>",
-      "The shipped model zoo (models/): list",
-      (y) => y.positional("action", { choices: ["list"] as const, demandOption: true }),
-      async () => {
+      "models <action> [name]",
+      "The shipped model zoo (models/): list, or evaluate [NAME] (recomputes the model cards' figures)",
+      (y) =>
+        y
+          .positional("action", { choices: ["list", "evaluate"] as const, demandOption: true })
+          .positional("name", { type: "string", describe: "evaluate: one model (default: every model)" })
+          .option("renders", {
+            type: "number",
+            describe: "evaluate: clean renders per figure (default 1000)",
+          })
+          .option("samples-per-prompt", {
+            type: "number",
+            describe:
+              "evaluate a denoiser: samples per single-object prompt (default 32; colour suite 1/8 of it)",
+          })
+          .option("fd-samples", {
+            type: "number",
+            describe: "evaluate a denoiser: unconditional samples for FD (default 200)",
+          })
+          .option("steps", { type: "number", describe: "evaluate a denoiser: DDPM steps (default 50)" }),
+      async (argv) => {
         const { listModels, modelsDir } = await import("../models/registry.ts");
+        if (argv.action === "evaluate") {
+          const { initEngine } = await import("../core/engine.ts");
+          const { resolveRuntime } = await import("../onnx/choice.ts");
+          const { evaluateModel } = await import("../models/evaluate.ts");
+          const { writeCard } = await import("../models/card.ts");
+          await initEngine(argv.backend);
+          const runtime = await resolveRuntime(argv.runtime);
+          const names = argv.name ? [argv.name] : listModels().map((m) => m.name);
+          if (names.length === 0) throw new Error(`no models in ${modelsDir()} to evaluate`);
+          for (const name of names) {
+            const ev = await evaluateModel(name, {
+              runtime,
+              ...(argv.renders !== undefined ? { renders: argv.renders } : {}),
+              ...(argv["samples-per-prompt"] !== undefined
+                ? { samplesPerPrompt: argv["samples-per-prompt"] }
+                : {}),
+              ...(argv["fd-samples"] !== undefined ? { fdSamples: argv["fd-samples"] } : {}),
+              ...(argv.steps !== undefined ? { steps: argv.steps } : {}),
+            });
+            const card = writeCard(name, modelsDir(), ev);
+            process.stdout.write(
+              `${name}: ${ev.figures.map((f) => `${f.key}=${f.value.toFixed(4)}`).join(" ")}  → ${card}\n`,
+            );
+          }
+          return;
+        }
         const models = listModels();
         if (models.length === 0) {
           process.stdout.write(`no models in ${modelsDir()} yet (train one: guidance-lab train denoiser)\n`);
