@@ -170,7 +170,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
         { label: "classifier", config: { kind: "classifier", scale: 1, base: { kind: "none" } } },
       ],
       prompts: Array.from({ length: quick ? 2 : 16 }, (_, i) => (i % 2 ? "a red circle" : "a blue square")),
-      steps: (spec) => (quick ? 1 : spec.runtime === "tfjs" ? 3 : 10),
+      steps: (spec) => (quick ? 1 : spec.runtime === "tfjs" ? 5 : 10),
       respacing: (n) =>
         createDiffusion({
           schedule: base.schedule,

@@ -98,7 +98,11 @@ export function runTorchGlide(
       String(cfgSteps),
       ...(weights ? ["--weights", weights] : []),
     ];
-    const r = spawnSync(opts.python ?? "python3", args, { encoding: "utf8", maxBuffer: 1 << 24 });
+    // torch.set_num_threads covers torch's own pool; the BLAS and OpenMP pools read their counts from the
+    // environment, so a 1-thread figure is 1 thread throughout.
+    const n = String(threads);
+    const env = { ...process.env, OMP_NUM_THREADS: n, OPENBLAS_NUM_THREADS: n, MKL_NUM_THREADS: n };
+    const r = spawnSync(opts.python ?? "python3", args, { encoding: "utf8", maxBuffer: 1 << 24, env });
     if (r.error) throw new Error(`compare-torch: ${r.error.message}`);
     if (r.stderr.trim()) process.stderr.write(r.stderr);
     if (r.status !== 0)
