@@ -8,38 +8,16 @@
 // the wrapped `base` strategy's (default: the conditional model, as guided-diffusion's class-conditional
 // sampling). Prompts map to labels through models.classifierLabel. The classifier sees the original timestep.
 // s = 0 gives no condFn at all (exactly the base); outside the guidance window the gradient is zero.
-import { z } from "zod";
-import type { Tensor1D } from "../core/engine.ts";
+import type { z } from "zod";
 import { tf } from "../core/engine.ts";
-import type { CondFn } from "../core/types.ts";
-import {
-  checkWindow,
-  DEFAULT_BASE,
-  type GuidanceWindow,
-  inWindow,
-  scaleSchema,
-  timesteps,
-  windowFields,
-  wrapSampling,
-} from "./shared.ts";
+import { buildGradientGuidance, type GradientGuidanceConfig, gradientGuidanceSchema } from "./shared.ts";
 import type { StrategyDef } from "./strategy.ts";
 
-export function classifierSchema(nested: z.ZodType<{ kind: string }>) {
-  return z
-    .object({
-      kind: z.literal("classifier"),
-      /** s ≥ 0, multiplying ∇ log p(y|x_t) (guided-diffusion's classifier_scale). */
-      scale: scaleSchema({ default: 1, min: 0 }),
-      base: nested.default(DEFAULT_BASE),
-      ...windowFields,
-    })
-    .strict()
-    .superRefine(checkWindow);
-}
-export interface ClassifierConfig extends GuidanceWindow {
+/** scale: s ≥ 0, multiplying ∇ log p(y|x_t) (guided-diffusion's classifier_scale); default 1. */
+export const classifierSchema = (nested: z.ZodType<{ kind: string }>) =>
+  gradientGuidanceSchema("classifier", 1, nested);
+export interface ClassifierConfig extends GradientGuidanceConfig {
   kind: "classifier";
-  scale: number;
-  base: { kind: string };
 }
 
 export const classifierStrategy: StrategyDef<ClassifierConfig> = {
@@ -49,41 +27,20 @@ export const classifierStrategy: StrategyDef<ClassifierConfig> = {
   example: { kind: "classifier", scale: 1 },
   schema: classifierSchema,
   requires: (c) => (c.scale === 0 ? [] : ["classifier", "classifierLabel"]),
-  build: (config, models, ctx) => {
-    const base = ctx.build(config.base, models);
-    return {
-      config,
-      bind: (prompts) => {
-        const inner = base.bind(prompts);
-        if (config.scale === 0) return inner;
-        const classifier = models.classifier!;
-        let y: Tensor1D;
-        try {
-          const labels = prompts.map((p) => {
-            const label = models.classifierLabel!(p);
-            if (!Number.isInteger(label) || label < 0) {
-              throw new Error(
-                `strategy 'classifier': prompt '${p}' maps to label ${label}, not a class index`,
-              );
-            }
-            return label;
-          });
-          y = tf.tensor1d(labels, "int32");
-        } catch (e) {
-          inner.dispose();
-          throw e;
-        }
-        const condFn: CondFn = (x, step) =>
-          inWindow(config, step)
-            ? tf.tidy(() => classifier.condGrad(x, timesteps(x.shape[0], step), y, config.scale))
-            : tf.zerosLike(x);
-        return wrapSampling(inner, {
-          condFn,
-          calls: (step) => ({ classifier: inWindow(config, step) ? 1 : 0 }),
-          dispose: () => y.dispose(),
+  build: (config, models, ctx) =>
+    buildGradientGuidance(config, models, ctx, {
+      counter: "classifier",
+      prepare: (prompts) => {
+        const labels = prompts.map((p) => {
+          const label = models.classifierLabel!(p);
+          if (!Number.isInteger(label) || label < 0) {
+            throw new Error(`strategy 'classifier': prompt '${p}' maps to label ${label}, not a class index`);
+          }
+          return label;
         });
+        return tf.tensor1d(labels, "int32");
       },
-    };
-  },
+      grad: (x, t, y) => models.classifier!.condGrad(x, t, y, config.scale),
+    }),
   neutral: (config) => ({ config: { ...config, scale: 0 }, equals: "base" }),
 };

@@ -10,7 +10,15 @@ import { z } from "zod";
 import type { Tensor, Tensor1D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { CondFn, DenoisedFn, Prediction, StepInfo } from "../core/types.ts";
-import type { Conditioning, GuidanceModels, GuidedSampling, ModelCalls, ModelFn } from "./strategy.ts";
+import type {
+  BuildContext,
+  Conditioning,
+  GuidanceModels,
+  GuidedSampling,
+  ModelCalls,
+  ModelFn,
+  Strategy,
+} from "./strategy.ts";
 
 // ---------------------------------------------------------------- config pieces
 
@@ -278,3 +286,70 @@ export function wrapSampling(
 
 /** Default `base` of wrapping strategies: the plain conditional model. */
 export const DEFAULT_BASE = { kind: "none" } as const;
+
+// ---------------------------------------------------------------- gradient guidance (classifier, CLIP)
+
+/** The parsed config of a gradient-guidance strategy: s ≥ 0 on the gradient, the wrapped `base`, the window. */
+export interface GradientGuidanceConfig extends GuidanceWindow {
+  kind: string;
+  scale: number;
+  base: { kind: string };
+}
+
+/** The strict schema of a gradient-guidance kind: scale s ≥ 0 (default `scaleDefault`), `base`, the window. */
+export function gradientGuidanceSchema<K extends string>(
+  kind: K,
+  scaleDefault: number,
+  nested: z.ZodType<{ kind: string }>,
+) {
+  return z
+    .object({
+      kind: z.literal(kind),
+      scale: scaleSchema({ default: scaleDefault, min: 0 }),
+      base: nested.default(DEFAULT_BASE),
+      ...windowFields,
+    })
+    .strict()
+    .superRefine(checkWindow);
+}
+
+/**
+ * A gradient-guidance strategy: the base's binding plus condFn g = grad(x_t, t, target) inside the window (zero
+ * outside), counted as one `counter` call. `prepare` computes the per-binding target once (labels, text
+ * embeddings); if it throws, the base binding is disposed. s = 0 gives the base binding itself (no condFn).
+ */
+export function buildGradientGuidance<C extends GradientGuidanceConfig, T extends Tensor>(
+  config: C,
+  models: GuidanceModels,
+  ctx: BuildContext,
+  o: {
+    counter: "classifier" | "clip";
+    prepare: (prompts: readonly string[]) => T;
+    grad: (x: Tensor4D, t: Tensor1D, target: T) => Tensor4D;
+  },
+): Strategy<C> {
+  const base = ctx.build(config.base, models);
+  return {
+    config,
+    bind: (prompts) => {
+      const inner = base.bind(prompts);
+      if (config.scale === 0) return inner;
+      let target: T;
+      try {
+        target = o.prepare(prompts);
+      } catch (e) {
+        inner.dispose();
+        throw e;
+      }
+      const condFn: CondFn = (x, step) =>
+        inWindow(config, step)
+          ? tf.tidy(() => o.grad(x, timesteps(x.shape[0], step), target))
+          : tf.zerosLike(x);
+      return wrapSampling(inner, {
+        condFn,
+        calls: (step) => ({ [o.counter]: inWindow(config, step) ? 1 : 0 }),
+        dispose: () => target.dispose(),
+      });
+    },
+  };
+}
