@@ -1,20 +1,10 @@
 // GLIDE's noised CLIP against the official PyTorch outputs in the golden set (clip_small weights).
 
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import {
-  initEngine,
-  type Tensor,
-  type Tensor1D,
-  type Tensor2D,
-  type Tensor4D,
-  tf,
-} from "../src/core/engine.ts";
+import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import { npyToFloat32, readNpy } from "../src/core/npy.ts";
-import { defaultGoldenDir } from "../src/core/paths.ts";
 import {
   type ClipConfig,
   ClipModel,
@@ -23,41 +13,21 @@ import {
   glideClipNameMap,
 } from "../src/models/clip.ts";
 import { loadOfficial } from "../src/models/convert.ts";
+import {
+  GOLDEN,
+  golden,
+  goldenMeta,
+  goldenSkip,
+  goldenTensor,
+  relErr,
+  toNchw,
+  toNhwc,
+} from "./helpers/golden.ts";
 
-const GOLDEN = defaultGoldenDir();
-const present = existsSync(join(GOLDEN, "manifest.json")) && existsSync(join(GOLDEN, "clip"));
-const skip = present ? false : `golden reference not found at ${GOLDEN} (set GUIDANCE_LAB_GOLDEN)`;
+const skip = goldenSkip("clip");
 const WEIGHTS = join(GOLDEN, "weights", "clip_small.safetensors");
 
-function golden(name: string): { data: Float32Array; shape: number[] } {
-  const a = readNpy(join(GOLDEN, name));
-  return { data: npyToFloat32(a), shape: a.shape };
-}
-
-function goldenTensor(name: string): Tensor {
-  const g = golden(name);
-  return tf.tensor(g.data, g.shape, "float32");
-}
-
-/** max |ours - ref| / max |ref|, ours and ref in the same layout. */
-function relErr(ours: Tensor, ref: { data: Float32Array; shape: number[] }): number {
-  assert.deepEqual(ours.shape, ref.shape);
-  const a = ours.dataSync();
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - ref.data[i]!));
-    scale = Math.max(scale, Math.abs(ref.data[i]!));
-  }
-  return diff / scale;
-}
-
-const nchwToNhwc = (x: Tensor) => tf.transpose(x, [0, 2, 3, 1]) as Tensor4D;
-const nhwcToNchw = (x: Tensor) => tf.transpose(x, [0, 3, 1, 2]) as Tensor4D;
-
-function meta(): Record<string, unknown> {
-  return JSON.parse(readFileSync(join(GOLDEN, "manifest.json"), "utf8")).meta;
-}
+const meta = () => goldenMeta();
 
 describe("GLIDE noised CLIP vs the official outputs", { skip }, () => {
   let model: ClipModel;
@@ -74,7 +44,7 @@ describe("GLIDE noised CLIP vs the official outputs", { skip }, () => {
     loadOfficial(model, WEIGHTS, "glide-clip");
     tokens = tf.cast(goldenTensor("clip/text_tokens.npy"), "int32") as Tensor2D;
     lens = tf.cast(goldenTensor("clip/text_lens.npy"), "int32") as Tensor1D;
-    x = tf.tidy(() => nchwToNhwc(goldenTensor("clip/cond_in_x.npy")));
+    x = tf.tidy(() => toNhwc(goldenTensor("clip/cond_in_x.npy")));
     t = tf.cast(goldenTensor("clip/cond_in_t_original.npy"), "int32") as Tensor1D;
   });
 
@@ -122,7 +92,7 @@ describe("GLIDE noised CLIP vs the official outputs", { skip }, () => {
     );
     const eLoss = relErr(tf.reshape(loss, [1]), golden("clip/loss.npy"));
     const grad = model.condGrad(x, t, zt, scale);
-    const nchw = nhwcToNchw(grad);
+    const nchw = toNchw(grad);
     const eGrad = relErr(nchw, golden("clip/cond_grad.npy"));
     tc.diagnostic(`loss rel err ${eLoss.toExponential(2)}, cond_grad ${eGrad.toExponential(2)}`);
     for (const v of [zt, loss, grad, nchw]) v.dispose();

@@ -2,13 +2,11 @@
 // golden set (gd_classifier_small weights).
 
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import { initEngine, type Tensor, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
+import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import { npyToFloat32, readNpy } from "../src/core/npy.ts";
-import { defaultGoldenDir } from "../src/core/paths.ts";
 import { FAMILIES, loadOfficial, toOurLayout } from "../src/models/convert.ts";
 import {
   classifierConfigFromOfficial,
@@ -16,38 +14,12 @@ import {
   type EncoderUNetConfig,
   GD_CLASSIFIER_64,
 } from "../src/models/encoder-unet.ts";
+import { GOLDEN, golden, goldenMeta, goldenSkip, goldenTensor, relErr } from "./helpers/golden.ts";
 
-const GOLDEN = defaultGoldenDir();
-const present = existsSync(join(GOLDEN, "manifest.json")) && existsSync(join(GOLDEN, "gd_classifier"));
-const skip = present ? false : `golden reference not found at ${GOLDEN} (set GUIDANCE_LAB_GOLDEN)`;
+const skip = goldenSkip("gd_classifier");
 const WEIGHTS = join(GOLDEN, "weights", "gd_classifier_small.safetensors");
 
-function golden(name: string): { data: Float32Array; shape: number[] } {
-  const a = readNpy(join(GOLDEN, name));
-  return { data: npyToFloat32(a), shape: a.shape };
-}
-
-function goldenTensor(name: string): Tensor {
-  const g = golden(name);
-  return tf.tensor(g.data, g.shape, "float32");
-}
-
-/** max |ours - ref| / max |ref|, ours and ref in the same layout. */
-function relErr(ours: Tensor, ref: { data: Float32Array; shape: number[] }): number {
-  assert.deepEqual(ours.shape, ref.shape);
-  const a = ours.dataSync();
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - ref.data[i]!));
-    scale = Math.max(scale, Math.abs(ref.data[i]!));
-  }
-  return diff / scale;
-}
-
-function meta(): Record<string, unknown> {
-  return JSON.parse(readFileSync(join(GOLDEN, "manifest.json"), "utf8")).meta;
-}
+const meta = () => goldenMeta();
 
 const smallConfig = (): EncoderUNetConfig =>
   classifierConfigFromOfficial(meta().small_gd_classifier as Record<string, unknown>);

@@ -2,56 +2,26 @@
 // in the golden set: every block activation, the text encoder and the output.
 
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
-import {
-  initEngine,
-  type Tensor,
-  type Tensor1D,
-  type Tensor2D,
-  type Tensor4D,
-  tf,
-} from "../src/core/engine.ts";
+import { initEngine, type Tensor1D, type Tensor2D, tf } from "../src/core/engine.ts";
 import { Init, silu, timestepEmbedding } from "../src/core/layers.ts";
-import { npyToFloat32, readNpy } from "../src/core/npy.ts";
-import { defaultGoldenDir } from "../src/core/paths.ts";
 import { loadOfficial } from "../src/models/convert.ts";
 import { defaultChannelMult, UNet, type UNetConfig } from "../src/models/unet.ts";
+import {
+  GOLDEN,
+  golden,
+  goldenMeta,
+  goldenSkip,
+  goldenTensor,
+  relErr,
+  toNchw,
+  toNhwc,
+} from "./helpers/golden.ts";
 
-const GOLDEN = defaultGoldenDir();
-const present = existsSync(join(GOLDEN, "manifest.json")) && existsSync(join(GOLDEN, "glide_fwd"));
-const skip = present ? false : `golden reference not found at ${GOLDEN} (set GUIDANCE_LAB_GOLDEN)`;
+const skip = goldenSkip("glide_fwd");
 
-function golden(name: string): { data: Float32Array; shape: number[] } {
-  const a = readNpy(join(GOLDEN, name));
-  return { data: npyToFloat32(a), shape: a.shape };
-}
-
-function goldenTensor(name: string): Tensor {
-  const g = golden(name);
-  return tf.tensor(g.data, g.shape, "float32");
-}
-
-/** max |ours - ref| / max |ref|, ours and ref in the same layout. */
-function relErr(ours: Tensor, ref: { data: Float32Array; shape: number[] }): number {
-  assert.deepEqual(ours.shape, ref.shape);
-  const a = ours.dataSync();
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i]! - ref.data[i]!));
-    scale = Math.max(scale, Math.abs(ref.data[i]!));
-  }
-  return diff / scale;
-}
-
-const toNchw = (x: Tensor) => tf.transpose(x, [0, 3, 1, 2]);
-const toNhwc = (x: Tensor) => tf.transpose(x, [0, 2, 3, 1]) as Tensor4D;
-
-function meta(): Record<string, Record<string, unknown>> {
-  return JSON.parse(readFileSync(join(GOLDEN, "manifest.json"), "utf8")).meta;
-}
+const meta = () => goldenMeta<Record<string, Record<string, unknown>>>();
 
 const resolutions = (s: unknown) => String(s).split(",").map(Number);
 
