@@ -6,11 +6,12 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../src/core/engine.ts";
-import { initEngine, tf } from "../src/core/engine.ts";
+import { tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
 import { type ClipConfig, ClipModel } from "../src/models/clip.ts";
 import { type Conditioning, UNet, type UNetConfig } from "../src/models/unet.ts";
-import { OnnxClip, onnxAvailable, onnxModelFn } from "../src/onnx/runtime.ts";
+import { OnnxClip, onnxModelFn } from "../src/onnx/runtime.ts";
+import { relErr, startOnnxTests } from "./helpers/onnx.ts";
 
 const TOL = 1e-5;
 let skip: string | undefined;
@@ -19,22 +20,8 @@ const errors: string[] = [];
 after(() => console.log(`# max relative errors: ${errors.join(", ")}`));
 
 before(async () => {
-  await initEngine("cpu", { quiet: true });
-  const why = await onnxAvailable();
-  if (why) skip = `onnxruntime-node cannot load: ${why}`;
+  skip = await startOnnxTests();
 });
-
-/** max |a - b| / max |b|. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, "output sizes differ");
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / Math.max(m, 1e-30);
-}
 
 const base: UNetConfig = {
   imageSize: 16,

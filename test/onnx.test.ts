@@ -3,7 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../src/core/engine.ts";
-import { initEngine, tf } from "../src/core/engine.ts";
+import { tf } from "../src/core/engine.ts";
 import {
   attention,
   avgPool2x,
@@ -25,29 +25,16 @@ import { defaultChannelMult, UNet, type UNetConfig } from "../src/models/unet.ts
 import * as E from "../src/onnx/emit.ts";
 import { timestepFreqs } from "../src/onnx/export.ts";
 import { type DTypeName, Graph } from "../src/onnx/graph.ts";
-import { onnxAvailable, onnxModelFn } from "../src/onnx/runtime.ts";
+import { onnxModelFn } from "../src/onnx/runtime.ts";
+import { relErr, startOnnxTests } from "./helpers/onnx.ts";
 
 const TOL = 1e-5;
 const errors: string[] = [];
 let skip: string | undefined;
 
 before(async () => {
-  await initEngine("cpu", { quiet: true });
-  const why = await onnxAvailable();
-  if (why) skip = `onnxruntime-node cannot load: ${why}`;
+  skip = await startOnnxTests();
 });
-
-/** max |a - b| / max |b|. */
-function relErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, "output sizes differ");
-  let d = 0;
-  let m = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    m = Math.max(m, Math.abs(b[i]!));
-  }
-  return d / Math.max(m, 1e-30);
-}
 
 /** Runs a graph with one input per tensor (named in0, in1, ...) whose body `build` returns the output name. */
 async function runGraph(
