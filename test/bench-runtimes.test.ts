@@ -13,28 +13,14 @@ import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../
 import { Init } from "../src/core/layers.ts";
 import { defaultGoldenDir, REPO_ROOT } from "../src/core/paths.ts";
 import { glideConfigFromOfficial } from "../src/models/configs.ts";
-import { UNet, type UNetConfig } from "../src/models/unet.ts";
+import { UNet } from "../src/models/unet.ts";
+import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 
 before(async () => {
   await initEngine("wasm", { quiet: true });
 });
 
-const tiny: UNetConfig = {
-  imageSize: 8,
-  inChannels: 3,
-  modelChannels: 32,
-  outChannels: 6,
-  numResBlocks: 1,
-  attentionResolutions: [4],
-  channelMult: [1, 2],
-  numHeads: 1,
-  numHeadChannels: 32,
-  numHeadsUpsample: -1,
-  useScaleShiftNorm: true,
-  resblockUpdown: true,
-  useNewAttentionOrder: false,
-  text: { vocabSize: 20, ctx: 4, width: 32, layers: 1, heads: 2, finalLn: true, padding: true },
-};
+const tiny = tinyUNetConfig({ vocabSize: 20, ctx: 4 });
 
 const GOLDEN = defaultGoldenDir();
 const noManifest = existsSync(join(GOLDEN, "manifest.json")) ? false : `no golden manifest at ${GOLDEN}`;

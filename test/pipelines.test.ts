@@ -19,6 +19,7 @@ import { buildStrategy } from "../src/strategies/registry.ts";
 import { unetModel } from "../src/strategies/strategy.ts";
 import { type Manifest, SectionContext } from "../src/verify/common.ts";
 import { goldenClassifier, goldenClip, goldenGdUnet, goldenGlide } from "../src/verify/golden-models.ts";
+import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 
 const GOLDEN = defaultGoldenDir();
 const present = existsSync(join(GOLDEN, "manifest.json")) && existsSync(join(GOLDEN, "weights"));
@@ -142,25 +143,8 @@ describe("GLIDE pipelines on the golden small weights", { skip: skipGolden }, ()
 // ------------------------------------------------------------------------------------------ tiny random configs
 
 const VOCAB = 64;
-function tinyConfig(extra: Partial<UNetConfig>): UNetConfig {
-  return {
-    imageSize: 8,
-    inChannels: 3,
-    modelChannels: 32,
-    outChannels: 6,
-    numResBlocks: 1,
-    attentionResolutions: [4],
-    channelMult: [1, 2],
-    numHeads: 1,
-    numHeadChannels: 32,
-    numHeadsUpsample: -1,
-    useScaleShiftNorm: true,
-    resblockUpdown: true,
-    useNewAttentionOrder: false,
-    text: { vocabSize: VOCAB, ctx: 8, width: 32, layers: 1, heads: 2, finalLn: true, padding: true },
-    ...extra,
-  };
-}
+const tinyConfig = (extra: Partial<UNetConfig>): UNetConfig =>
+  tinyUNetConfig({ vocabSize: VOCAB, ctx: 8 }, extra);
 
 describe("GLIDE pipelines on tiny random upsampler / inpainting configs", () => {
   let base: UNetT;

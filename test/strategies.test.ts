@@ -9,7 +9,7 @@ import { ddimStep, sampleDdim, sampleDdpm, seededNoise } from "../src/core/sampl
 import type { Prediction, StepInfo } from "../src/core/types.ts";
 import { ClipModel } from "../src/models/clip.ts";
 import { EncoderUNet } from "../src/models/encoder-unet.ts";
-import { UNet, type UNetConfig } from "../src/models/unet.ts";
+import { UNet } from "../src/models/unet.ts";
 import { absQuantile, dynamicThreshold } from "../src/strategies/dynamic-threshold.ts";
 import { buildStrategy, parseStrategyConfig, STRATEGIES, strategyDef } from "../src/strategies/registry.ts";
 import {
@@ -21,6 +21,7 @@ import {
   type ModelFn,
   unetModel,
 } from "../src/strategies/strategy.ts";
+import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 
 const SIZE = 8;
 const CTX = 8;
@@ -52,22 +53,7 @@ function encode(prompts: readonly string[]): Conditioning {
   };
 }
 
-const unetConfig: UNetConfig = {
-  imageSize: SIZE,
-  inChannels: 3,
-  modelChannels: 32,
-  outChannels: 6,
-  numResBlocks: 1,
-  attentionResolutions: [4],
-  channelMult: [1, 2],
-  numHeads: 1,
-  numHeadChannels: 32,
-  numHeadsUpsample: -1,
-  useScaleShiftNorm: true,
-  resblockUpdown: true,
-  useNewAttentionOrder: false,
-  text: { vocabSize: 32, ctx: CTX, width: 32, layers: 1, heads: 2, finalLn: true, padding: true },
-};
+const unetConfig = tinyUNetConfig({ vocabSize: 32, ctx: CTX }, { imageSize: SIZE });
 
 interface Counter {
   model: number;
