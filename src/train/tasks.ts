@@ -13,17 +13,20 @@ import { worldBatch } from "./data.ts";
 import { formatZodError, type Recipe } from "./recipe.ts";
 import type { TaskInstance } from "./task.ts";
 
+/** A positive integer key with its default. */
+const posInt = (d: number) => z.number().int().positive().default(d);
+
+/** The text encoder's keys (context length, transformer width, layers, heads) of the models that read captions. */
+const textFields = { textCtx: posInt(16), xfWidth: posInt(64), xfLayers: posInt(2), xfHeads: posInt(4) };
+
 export const denoiserModelSchema = z
   .object({
-    modelChannels: z.number().int().positive().default(32),
+    modelChannels: posInt(32),
     channelMult: z.array(z.number().positive()).nonempty().default([1, 2, 2]),
-    numResBlocks: z.number().int().positive().default(2),
+    numResBlocks: posInt(2),
     attentionResolutions: z.array(z.number().int().positive()).default([16, 8]),
-    numHeadChannels: z.number().int().positive().default(32),
-    textCtx: z.number().int().positive().default(16),
-    xfWidth: z.number().int().positive().default(64),
-    xfLayers: z.number().int().positive().default(2),
-    xfHeads: z.number().int().positive().default(4),
+    numHeadChannels: posInt(32),
+    ...textFields,
   })
   .strict();
 export type DenoiserModelConfig = z.infer<typeof denoiserModelSchema>;
@@ -120,11 +123,11 @@ function denoiserTask(recipe: Recipe): TaskInstance {
 
 const encoderSchema = z
   .object({
-    modelChannels: z.number().int().positive().default(32),
+    modelChannels: posInt(32),
     channelMult: z.array(z.number().positive()).nonempty().default([1, 2, 2]),
-    numResBlocks: z.number().int().positive().default(1),
+    numResBlocks: posInt(1),
     attentionResolutions: z.array(z.number().int().positive()).default([8]),
-    numHeadChannels: z.number().int().positive().default(32),
+    numHeadChannels: posInt(32),
   })
   .strict();
 
@@ -153,6 +156,17 @@ export function classifierConfig(
   };
 }
 
+/** The batch's images noised to their timesteps, x_t = q_sample(x_0, t, noise) (NHWC). */
+function noisedImages(
+  d: ReturnType<typeof createDiffusion>,
+  batch: ReturnType<typeof taskBatch>,
+  b: number,
+  size: number,
+): Tensor4D {
+  const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
+  return d.qSample(x0, Array.from(batch.t), tf.tensor4d(batch.noise, [b, size, size, 3]));
+}
+
 function classifierTask(recipe: Recipe): TaskInstance {
   const m = parseModel(classifierModelSchema, recipe);
   const size = recipe.world.size;
@@ -169,8 +183,7 @@ function classifierTask(recipe: Recipe): TaskInstance {
         timesteps: d.numTimesteps,
       });
       const labels = batch.scenes.map((sc) => sceneLabels(sc)[0]!);
-      const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
-      const xt = d.qSample(x0, Array.from(batch.t), tf.tensor4d(batch.noise, [b, size, size, 3]));
+      const xt = noisedImages(d, batch, b, size);
       const logits = model.logits(xt, tf.tensor1d(batch.t, "int32") as Tensor1D);
       const onehot = tf.oneHot(tf.tensor1d(labels, "int32"), NUM_CLASSES);
       return tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits), onehot), 1))) as Scalar;
@@ -216,13 +229,13 @@ function matchMatrix(batch: ReturnType<typeof worldBatch>): Float32Array {
 
 export const noisedClipModelSchema = z
   .object({
-    patchSize: z.number().int().positive().default(4),
-    textCtx: z.number().int().positive().default(16),
-    embedDim: z.number().int().positive().default(64),
-    headState: z.number().int().positive().default(32),
-    heads: z.number().int().positive().default(2),
-    textBlocks: z.number().int().positive().default(2),
-    imageBlocks: z.number().int().positive().default(3),
+    patchSize: posInt(4),
+    textCtx: posInt(16),
+    embedDim: posInt(64),
+    headState: posInt(32),
+    heads: posInt(2),
+    textBlocks: posInt(2),
+    imageBlocks: posInt(3),
   })
   .strict();
 
@@ -279,8 +292,7 @@ function noisedClipTask(recipe: Recipe): TaskInstance {
         captionDropout: 0,
         timesteps: d.numTimesteps,
       });
-      const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
-      const xt = d.qSample(x0, Array.from(batch.t), tf.tensor4d(batch.noise, [b, size, size, 3]));
+      const xt = noisedImages(d, batch, b, size);
       const zi = model.embedImage(xt, tf.tensor1d(batch.t, "int32") as Tensor1D);
       const tokens = tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D;
       const zt = model.embedText(tokens, textLengths(batch.tokens, m.textCtx));
@@ -292,11 +304,8 @@ function noisedClipTask(recipe: Recipe): TaskInstance {
 
 export const evalClipModelSchema = encoderSchema
   .extend({
-    embedDim: z.number().int().positive().default(64),
-    textCtx: z.number().int().positive().default(16),
-    xfWidth: z.number().int().positive().default(64),
-    xfLayers: z.number().int().positive().default(2),
-    xfHeads: z.number().int().positive().default(4),
+    embedDim: posInt(64),
+    ...textFields,
   })
   .strict();
 
