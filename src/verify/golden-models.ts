@@ -172,6 +172,33 @@ export function scoped<T>(fn: () => T): T {
   }
 }
 
+/**
+ * Loads golden models (`loads`, in order; a failure is one "weights" row, and the rows `weightsRows` gives for the
+ * loaded models are reported with it), runs `checks` with them, and frees every model that was loaded, in load
+ * order, whatever happens.
+ */
+export function withGoldenModels<const L extends readonly ((ctx: SectionContext) => Module)[]>(
+  ctx: SectionContext,
+  loads: L,
+  checks: (models: { [K in keyof L]: L[K] extends (ctx: SectionContext) => infer M ? M : never }) => Row[],
+  weightsRows: (models: Parameters<typeof checks>[0]) => Row[] = () => [],
+): Row[] {
+  type Models = Parameters<typeof checks>[0];
+  const loaded: Module[] = [];
+  let models: Models | undefined;
+  const rows = guard(ctx.section, "weights", () => {
+    for (const load of loads) loaded.push(load(ctx));
+    models = loaded as unknown as Models;
+    return weightsRows(models);
+  });
+  try {
+    if (models) rows.push(...checks(models));
+  } finally {
+    for (const m of loaded) m.dispose();
+  }
+  return rows;
+}
+
 /** Loads a golden model (reported as a "weights" row), runs `checks` with it, and frees it whatever happens. */
 export function withGoldenModel<M extends Module>(
   ctx: SectionContext,
@@ -179,17 +206,30 @@ export function withGoldenModel<M extends Module>(
   load: (ctx: SectionContext) => M,
   checks: (model: M) => Row[],
 ): Row[] {
-  let model: M | undefined;
-  const rows = guard(ctx.section, "weights", () => {
-    model = load(ctx);
-    return paramsRow(ctx, key, model);
+  return withGoldenModels(
+    ctx,
+    [load],
+    ([model]) => checks(model),
+    ([model]) => paramsRow(ctx, key, model),
+  );
+}
+
+/**
+ * Runs `fn` with a golden UNet's forward on the section's runtime (goldenDenoiser), timed, and frees the denoiser
+ * whatever happens; `runtime` names it for the row notes.
+ */
+export function withDenoiser<T>(
+  ctx: SectionContext,
+  unet: UNet,
+  fn: (model: ModelFn) => T,
+): { value: T; seconds: number; runtime: string } {
+  const denoiser = goldenDenoiser(ctx, unet);
+  const { value, seconds } = timed(() => {
+    try {
+      return fn(denoiser.model);
+    } finally {
+      denoiser.dispose();
+    }
   });
-  if (!model) return rows;
-  const m: M = model;
-  try {
-    rows.push(...checks(m));
-  } finally {
-    m.dispose();
-  }
-  return rows;
+  return { value, seconds, runtime: denoiser.runtime };
 }

@@ -4,10 +4,21 @@ import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor4D } from "../core/engine.ts";
 import type { NpyArray } from "../core/npy.ts";
 import { sampleDdpm } from "../core/samplers.ts";
+import type { UNet } from "../models/unet.ts";
 import { buildStrategy } from "../strategies/registry.ts";
-import { type GuidanceModels, hooksOf } from "../strategies/strategy.ts";
-import { floats, GoldenError, nchwToNhwc, nhwcToNchw, type SectionContext, stepSlice } from "./common.ts";
-import { scoped } from "./golden-models.ts";
+import { type GuidanceModels, hooksOf, type ModelFn } from "../strategies/strategy.ts";
+import {
+  compare,
+  floats,
+  GoldenError,
+  nchwToNhwc,
+  nhwcToNchw,
+  type Row,
+  type SectionContext,
+  stepSlice,
+  TOL_TRAJECTORY,
+} from "./common.ts";
+import { scoped, withDenoiser } from "./golden-models.ts";
 
 /** Checks that x_T and the stored noise fit a loop of the diffusion's length and x_T's batch. */
 export function checkLoopArrays(ctx: SectionContext, xT: NpyArray, noise: NpyArray, steps: number): void {
@@ -54,4 +65,31 @@ export function guidedDdpm(
   } finally {
     binding.dispose();
   }
+}
+
+/**
+ * guidedDdpm with the golden `unet` as the bag's model (on the section's runtime; gradient guides in `guides` stay
+ * on TensorFlow.js whatever it is), timed, as one row against samples.npy; `note` follows the time and runtime.
+ */
+export function guidedTrajectoryRow(
+  ctx: SectionContext,
+  diffusion: GaussianDiffusion,
+  unet: UNet,
+  guides: Omit<GuidanceModels, "model">,
+  config: { kind: string } & Record<string, unknown>,
+  prompts: readonly string[],
+  label: string,
+  note = "",
+): Row {
+  const { value, seconds, runtime } = withDenoiser(ctx, unet, (model: ModelFn) =>
+    guidedDdpm(ctx, diffusion, { model, ...guides }, config, prompts),
+  );
+  return compare(
+    ctx.section,
+    label,
+    floats(ctx.load("samples.npy"), "samples.npy"),
+    value,
+    TOL_TRAJECTORY,
+    `${seconds.toFixed(1)} s, ${runtime}${note}`,
+  );
 }

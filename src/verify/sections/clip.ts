@@ -5,7 +5,7 @@ import "../../core/ops.ts";
 import { GaussianDiffusion, type PMeanVariance } from "../../core/diffusion.ts";
 import type { Tensor1D, Tensor2D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
-import { type ClipModel, clipAttentionBias } from "../../models/clip.ts";
+import { clipAttentionBias } from "../../models/clip.ts";
 import {
   compare,
   floats,
@@ -18,19 +18,13 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenClip, intTensor, paramsRow, scoped, timed } from "../golden-models.ts";
+import { goldenClip, intTensor, scoped, timed, withGoldenModel } from "../golden-models.ts";
 
 function modelRows(ctx: SectionContext): Row[] {
   const s = ctx.section;
-  let model: ClipModel | undefined;
-  const rows = guard(s, "weights", () => {
-    model = goldenClip(ctx);
-    return paramsRow(ctx, "clip", model);
-  });
-  if (!model) return rows;
-  const clipModel = model;
-  const ref = (name: string) => floats(ctx.load(name), name);
-  try {
+  return withGoldenModel(ctx, "clip", goldenClip, (clipModel) => {
+    const rows: Row[] = [];
+    const ref = (name: string) => floats(ctx.load(name), name);
     rows.push(
       ...guard(s, "attention biases", () => {
         const c = clipModel.config;
@@ -122,10 +116,8 @@ function modelRows(ctx: SectionContext): Row[] {
         ];
       }),
     );
-  } finally {
-    clipModel.dispose();
-  }
-  return rows;
+    return rows;
+  });
 }
 
 function run(ctx: SectionContext): Row[] {

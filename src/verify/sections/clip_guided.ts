@@ -5,28 +5,16 @@
 import "../../core/ops.ts";
 import type { Tensor2D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
-import type { ClipModel } from "../../models/clip.ts";
-import type { UNet } from "../../models/unet.ts";
-import {
-  compare,
-  floats,
-  GoldenError,
-  guard,
-  type Row,
-  type SectionChecker,
-  type SectionContext,
-  TOL_TRAJECTORY,
-} from "../common.ts";
+import { GoldenError, guard, type Row, type SectionChecker, type SectionContext } from "../common.ts";
 import {
   goldenClip,
-  goldenDenoiser,
   goldenGlide,
   intTensor,
   maskTensor,
   sibling,
-  timed,
+  withGoldenModels,
 } from "../golden-models.ts";
-import { guidedDdpm } from "../guided.ts";
+import { guidedTrajectoryRow } from "../guided.ts";
 import { diffusionFromMeta } from "../tables.ts";
 
 /** Row of each prompt in the golden arrays: its index in meta.prompts. */
@@ -40,87 +28,53 @@ export function promptRows(prompts: readonly string[], listed: readonly string[]
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
-  let glide: UNet | undefined;
-  let clip: ClipModel | undefined;
-  const rows = guard(s, "weights", () => {
-    glide = goldenGlide(ctx);
-    clip = goldenClip(ctx);
-    return [];
-  });
-  try {
-    if (!glide || !clip) return rows;
-    const unet = glide;
-    const clipModel = clip;
-    rows.push(
-      ...guard(s, "trajectory", () => {
-        const scale = Number(ctx.meta("clip_guidance_scale"));
-        const listed = ctx.meta<string[]>("prompts");
-        const batch = ctx.load("x_T.npy").shape[0]!;
-        const prompts = listed.slice(0, batch);
-        if (prompts.length !== batch) {
-          throw new GoldenError(`manifest.json: ${listed.length} prompts for a batch of ${batch}`);
-        }
-        const clipCtx = sibling(ctx, "clip");
-        const clipLens = clipCtx.loadNumbers("text_lens.npy");
-        const diffusion = diffusionFromMeta(ctx, "small_glide");
-        // CLIP's gradient stays on TensorFlow.js whatever the denoiser's runtime.
-        const denoiser = goldenDenoiser(ctx, unet);
-        const { value, seconds } = timed(() => {
-          try {
-            return guidedDdpm(
-              ctx,
-              diffusion,
-              {
-                model: denoiser.model,
-                encode: (ps) =>
-                  tf.tidy(() => {
-                    const rowsOf = promptRows(ps, listed);
-                    const all = {
-                      tokens: intTensor(ctx, "tokens.npy") as Tensor2D,
-                      mask: maskTensor(ctx, "mask.npy"),
-                    };
-                    const idx = tf.tensor1d(rowsOf, "int32");
-                    return {
-                      tokens: tf.gather(all.tokens, idx) as Tensor2D,
-                      mask: tf.gather(all.mask, idx) as Tensor2D,
-                    };
-                  }),
-                clip: clipModel,
-                clipText: (ps) =>
-                  tf.tidy(() => {
-                    const rowsOf = promptRows(ps, listed);
-                    const tokens = tf.gather(
-                      intTensor(clipCtx, "text_tokens.npy"),
-                      tf.tensor1d(rowsOf, "int32"),
-                    );
-                    return clipModel.embedText(
-                      tokens as Tensor2D,
-                      rowsOf.map((r) => clipLens[r]!),
-                    );
-                  }),
-              },
-              { kind: "clip", scale, base: { kind: "none" } },
-              prompts,
-            );
-          } finally {
-            denoiser.dispose();
-          }
-        });
-        return compare(
-          s,
-          `trajectory samples (CLIP scale ${scale}, ${diffusion.numTimesteps} steps)`,
-          floats(ctx.load("samples.npy"), "samples.npy"),
-          value,
-          TOL_TRAJECTORY,
-          `${seconds.toFixed(1)} s, ${denoiser.runtime}`,
-        );
-      }),
-    );
-    return rows;
-  } finally {
-    glide?.dispose();
-    clip?.dispose();
-  }
+  return withGoldenModels(ctx, [goldenGlide, goldenClip], ([unet, clipModel]) =>
+    guard(s, "trajectory", () => {
+      const scale = Number(ctx.meta("clip_guidance_scale"));
+      const listed = ctx.meta<string[]>("prompts");
+      const batch = ctx.load("x_T.npy").shape[0]!;
+      const prompts = listed.slice(0, batch);
+      if (prompts.length !== batch) {
+        throw new GoldenError(`manifest.json: ${listed.length} prompts for a batch of ${batch}`);
+      }
+      const clipCtx = sibling(ctx, "clip");
+      const clipLens = clipCtx.loadNumbers("text_lens.npy");
+      const diffusion = diffusionFromMeta(ctx, "small_glide");
+      return guidedTrajectoryRow(
+        ctx,
+        diffusion,
+        unet,
+        {
+          encode: (ps) =>
+            tf.tidy(() => {
+              const rowsOf = promptRows(ps, listed);
+              const all = {
+                tokens: intTensor(ctx, "tokens.npy") as Tensor2D,
+                mask: maskTensor(ctx, "mask.npy"),
+              };
+              const idx = tf.tensor1d(rowsOf, "int32");
+              return {
+                tokens: tf.gather(all.tokens, idx) as Tensor2D,
+                mask: tf.gather(all.mask, idx) as Tensor2D,
+              };
+            }),
+          clip: clipModel,
+          clipText: (ps) =>
+            tf.tidy(() => {
+              const rowsOf = promptRows(ps, listed);
+              const tokens = tf.gather(intTensor(clipCtx, "text_tokens.npy"), tf.tensor1d(rowsOf, "int32"));
+              return clipModel.embedText(
+                tokens as Tensor2D,
+                rowsOf.map((r) => clipLens[r]!),
+              );
+            }),
+        },
+        { kind: "clip", scale, base: { kind: "none" } },
+        prompts,
+        `trajectory samples (CLIP scale ${scale}, ${diffusion.numTimesteps} steps)`,
+      );
+    }),
+  );
 }
 
 export const clipGuided: SectionChecker = { name: "clip_guided", run };

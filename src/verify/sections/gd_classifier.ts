@@ -2,7 +2,6 @@
 // d/dx Σ log_softmax(logits)[y]·scale (scale from manifest meta.classifier_scale).
 import type { Tensor1D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
-import type { EncoderUNet } from "../../models/encoder-unet.ts";
 import {
   compare,
   floats,
@@ -14,26 +13,20 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenClassifier, intTensor, paramsRow, timed } from "../golden-models.ts";
+import { goldenClassifier, intTensor, timed, withGoldenModel } from "../golden-models.ts";
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
-  let model: EncoderUNet | undefined;
-  const rows = guard(s, "weights", () => {
-    model = goldenClassifier(ctx);
-    return paramsRow(ctx, "classifier", model);
-  });
-  if (!model) return rows;
-  const classifier = model;
-  const inputs = () => {
-    const xIn = ctx.load("in_x.npy");
-    return {
-      x: nchwToNhwc(floats(xIn, "in_x.npy", 4), xIn.shape),
-      t: intTensor(ctx, "in_t.npy") as Tensor1D,
-      y: intTensor(ctx, "in_y.npy") as Tensor1D,
+  return withGoldenModel(ctx, "classifier", goldenClassifier, (classifier) => {
+    const rows: Row[] = [];
+    const inputs = () => {
+      const xIn = ctx.load("in_x.npy");
+      return {
+        x: nchwToNhwc(floats(xIn, "in_x.npy", 4), xIn.shape),
+        t: intTensor(ctx, "in_t.npy") as Tensor1D,
+        y: intTensor(ctx, "in_y.npy") as Tensor1D,
+      };
     };
-  };
-  try {
     rows.push(
       ...guard(s, "logits", () => {
         const { value, seconds } = timed(() =>
@@ -59,10 +52,8 @@ function run(ctx: SectionContext): Row[] {
         return compare(s, `cond_grad (scale ${scale})`, ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s`);
       }),
     );
-  } finally {
-    classifier.dispose();
-  }
-  return rows;
+    return rows;
+  });
 }
 
 export const gdClassifier: SectionChecker = { name: "gd_classifier", run };

@@ -12,7 +12,7 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenDenoiser, goldenGdUnet, intTensor, timed, withGoldenModel } from "../golden-models.ts";
+import { goldenGdUnet, intTensor, withDenoiser, withGoldenModel } from "../golden-models.ts";
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
@@ -21,22 +21,17 @@ function run(ctx: SectionContext): Row[] {
     rows.push(
       ...guard(s, "fwd_out", () => {
         const xIn = ctx.load("fwd_in_x.npy");
-        const denoiser = goldenDenoiser(ctx, unet);
-        const { value, seconds } = timed(() => {
-          try {
-            return tf.tidy(() => {
-              const x = nchwToNhwc(floats(xIn, "fwd_in_x.npy", 4), xIn.shape);
-              const t = intTensor(ctx, "fwd_in_t.npy") as Tensor1D;
-              const y = ctx.has("fwd_in_y.npy") ? (intTensor(ctx, "fwd_in_y.npy") as Tensor1D) : undefined;
-              const p = denoiser.model(x, t, y ? { y } : {});
-              return nhwcToNchw(p.varValues ? tf.concat([p.out, p.varValues], 3) : p.out);
-            });
-          } finally {
-            denoiser.dispose();
-          }
-        });
+        const { value, seconds, runtime } = withDenoiser(ctx, unet, (model) =>
+          tf.tidy(() => {
+            const x = nchwToNhwc(floats(xIn, "fwd_in_x.npy", 4), xIn.shape);
+            const t = intTensor(ctx, "fwd_in_t.npy") as Tensor1D;
+            const y = ctx.has("fwd_in_y.npy") ? (intTensor(ctx, "fwd_in_y.npy") as Tensor1D) : undefined;
+            const p = model(x, t, y ? { y } : {});
+            return nhwcToNchw(p.varValues ? tf.concat([p.out, p.varValues], 3) : p.out);
+          }),
+        );
         const ref = floats(ctx.load("fwd_out.npy"), "fwd_out.npy");
-        return compare(s, "fwd_out", ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s, ${denoiser.runtime}`);
+        return compare(s, "fwd_out", ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s, ${runtime}`);
       }),
     );
     return rows;

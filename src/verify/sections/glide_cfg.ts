@@ -9,7 +9,6 @@ import { tf } from "../../core/engine.ts";
 import type { NpyArray } from "../../core/npy.ts";
 import { ddpmStep, type RecordedStep, sampleDdpm } from "../../core/samplers.ts";
 import type { Denoiser, NoiseSource, Prediction } from "../../core/types.ts";
-import type { UNet } from "../../models/unet.ts";
 import { buildStrategy } from "../../strategies/registry.ts";
 import {
   compare,
@@ -26,7 +25,15 @@ import {
   TOL_SINGLE,
   TOL_TRAJECTORY,
 } from "../common.ts";
-import { goldenDenoiser, goldenGlide, intTensor, maskTensor, scoped, timed } from "../golden-models.ts";
+import {
+  goldenDenoiser,
+  goldenGlide,
+  intTensor,
+  maskTensor,
+  scoped,
+  timed,
+  withGoldenModels,
+} from "../golden-models.ts";
 import { checkTables, diffusionFromMeta } from "../tables.ts";
 
 /**
@@ -262,86 +269,74 @@ function modelRows(
   scale: number,
 ): Row[] {
   const s = ctx.section;
-  let model: UNet | undefined;
-  const rows = guard(s, "weights", () => {
-    model = goldenGlide(ctx);
-    return [];
-  });
-  if (!model) return rows;
-  const unet = model;
-  try {
-    rows.push(
-      ...guard(s, "model-driven cfg", () => {
-        const [S, B, C, H, W] = xIn.shape as [number, number, number, number, number];
-        const half = B / 2;
-        const listed = ctx.meta<string[]>("prompts");
-        const prompts = listed.slice(0, half);
-        if (!Number.isInteger(half) || prompts.length !== half) {
-          throw new GoldenError(
-            `${s}: a batch of ${B} is not ${listed.length} prompts + as many unconditional rows`,
+  return withGoldenModels(ctx, [goldenGlide], ([unet]) =>
+    guard(s, "model-driven cfg", () => {
+      const [S, B, C, H, W] = xIn.shape as [number, number, number, number, number];
+      const half = B / 2;
+      const listed = ctx.meta<string[]>("prompts");
+      const prompts = listed.slice(0, half);
+      if (!Number.isInteger(half) || prompts.length !== half) {
+        throw new GoldenError(
+          `${s}: a batch of ${B} is not ${listed.length} prompts + as many unconditional rows`,
+        );
+      }
+      // The recorded batch is [prompts; unconditional]: a prompt reads its meta.prompts row, "" the j-th
+      // unconditional row.
+      const rowOf = (p: string, j: number) => (p === "" ? half + j : listed.indexOf(p));
+      const encode = (ps: readonly string[]) =>
+        tf.tidy(() => {
+          const idx = tf.tensor1d(
+            ps.map((p, j) => {
+              const r = rowOf(p, j);
+              if (r < 0)
+                throw new GoldenError(`manifest.json: prompt ${JSON.stringify(p)} is not in meta.prompts`);
+              return r;
+            }),
+            "int32",
           );
-        }
-        // The recorded batch is [prompts; unconditional]: a prompt reads its meta.prompts row, "" the j-th
-        // unconditional row.
-        const rowOf = (p: string, j: number) => (p === "" ? half + j : listed.indexOf(p));
-        const encode = (ps: readonly string[]) =>
-          tf.tidy(() => {
-            const idx = tf.tensor1d(
-              ps.map((p, j) => {
-                const r = rowOf(p, j);
-                if (r < 0)
-                  throw new GoldenError(`manifest.json: prompt ${JSON.stringify(p)} is not in meta.prompts`);
-                return r;
-              }),
-              "int32",
-            );
-            return {
-              tokens: tf.gather(intTensor(ctx, "in_tokens.npy"), idx) as Tensor2D,
-              mask: tf.gather(maskTensor(ctx, "in_mask.npy"), idx) as Tensor2D,
-            };
-          });
-        const denoiser = goldenDenoiser(ctx, unet);
-        const acc = new ErrorAcc();
-        const steps = modelSteps(S);
-        const ref = floats(guided, "step_model_guided.npy");
-        const perStep = B * guided.shape[2]! * H * W;
-        const { seconds } = timed(() => {
+          return {
+            tokens: tf.gather(intTensor(ctx, "in_tokens.npy"), idx) as Tensor2D,
+            mask: tf.gather(maskTensor(ctx, "in_mask.npy"), idx) as Tensor2D,
+          };
+        });
+      const denoiser = goldenDenoiser(ctx, unet);
+      const acc = new ErrorAcc();
+      const steps = modelSteps(S);
+      const ref = floats(guided, "step_model_guided.npy");
+      const perStep = B * guided.shape[2]! * H * W;
+      const { seconds } = timed(() => {
+        try {
+          const binding = buildStrategy(
+            { kind: "cfg", scale },
+            { model: denoiser.model, encode },
+            `${s} strategy`,
+          ).bind(prompts);
           try {
-            const binding = buildStrategy(
-              { kind: "cfg", scale },
-              { model: denoiser.model, encode },
-              `${s} strategy`,
-            ).bind(prompts);
-            try {
-              for (const k of steps) {
-                scoped(() => {
-                  const x = tf.slice(stepSlice(xIn, "step_x_in.npy", k), [0, 0, 0, 0], [half, H, W, C]);
-                  const step = d.stepInfo(S - 1 - k);
-                  const pred = binding.denoise(x, step);
-                  const out = pred.varValues ? tf.concat([pred.out, pred.varValues], 3) : pred.out;
-                  const start = k * perStep;
-                  acc.add(ref.subarray(start, start + perStep / 2), nhwcToNchw(out), k);
-                });
-              }
-            } finally {
-              binding.dispose();
+            for (const k of steps) {
+              scoped(() => {
+                const x = tf.slice(stepSlice(xIn, "step_x_in.npy", k), [0, 0, 0, 0], [half, H, W, C]);
+                const step = d.stepInfo(S - 1 - k);
+                const pred = binding.denoise(x, step);
+                const out = pred.varValues ? tf.concat([pred.out, pred.varValues], 3) : pred.out;
+                const start = k * perStep;
+                acc.add(ref.subarray(start, start + perStep / 2), nhwcToNchw(out), k);
+              });
             }
           } finally {
-            denoiser.dispose();
+            binding.dispose();
           }
-        });
-        return acc.row(
-          s,
-          `model → cfg strategy output at steps ${steps.join(", ")} (scale ${scale})`,
-          TOL_SINGLE,
-          `${acc.worstNote() ?? ""}${acc.worstNote() ? "; " : ""}${seconds.toFixed(1)} s, ${denoiser.runtime}`,
-        );
-      }),
-    );
-  } finally {
-    unet.dispose();
-  }
-  return rows;
+        } finally {
+          denoiser.dispose();
+        }
+      });
+      return acc.row(
+        s,
+        `model → cfg strategy output at steps ${steps.join(", ")} (scale ${scale})`,
+        TOL_SINGLE,
+        `${acc.worstNote() ?? ""}${acc.worstNote() ? "; " : ""}${seconds.toFixed(1)} s, ${denoiser.runtime}`,
+      );
+    }),
+  );
 }
 
 export const glideCfg: SectionChecker = { name: "glide_cfg", run };

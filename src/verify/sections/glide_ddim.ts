@@ -6,7 +6,6 @@ import type { Tensor1D, Tensor2D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
 import { sampleDdim } from "../../core/samplers.ts";
 import type { Denoiser } from "../../core/types.ts";
-import type { UNet } from "../../models/unet.ts";
 import {
   compare,
   floats,
@@ -19,7 +18,14 @@ import {
   type SectionContext,
   TOL_TRAJECTORY,
 } from "../common.ts";
-import { goldenDenoiser, goldenGlide, intTensor, maskTensor, scoped, timed } from "../golden-models.ts";
+import {
+  goldenGlide,
+  intTensor,
+  maskTensor,
+  scoped,
+  withDenoiser,
+  withGoldenModels,
+} from "../golden-models.ts";
 import { scheduleAlias } from "../tables.ts";
 
 function timestepRows(ctx: SectionContext): Row[] {
@@ -38,61 +44,44 @@ function timestepRows(ctx: SectionContext): Row[] {
 
 function trajectoryRows(ctx: SectionContext): Row[] {
   const s = ctx.section;
-  let model: UNet | undefined;
-  const rows = guard(s, "weights", () => {
-    model = goldenGlide(ctx);
-    return [];
-  });
-  if (!model) return rows;
-  const unet = model;
-  try {
-    rows.push(
-      ...guard(s, "trajectory", () => {
-        const spec = String(ctx.meta("glide_ddim", "respacing"));
-        const eta = Number(ctx.meta("glide_ddim", "eta"));
-        if (eta !== 0) {
-          throw new GoldenError(
-            `manifest.json: meta.glide_ddim.eta is ${eta}, but no per-step noise is stored`,
-          );
-        }
-        const diffusion = createDiffusion({
-          schedule: scheduleAlias(ctx.meta<string>("small_glide", "noise_schedule")),
-          steps: Number(ctx.meta("small_glide", "diffusion_steps")),
-          respacing: spec,
-          modelVarType: "learned_range",
-        });
-        const xT = ctx.load("x_T.npy");
-        const denoiser = goldenDenoiser(ctx, unet);
-        const { value, seconds } = timed(() => {
-          try {
-            return scoped(() => {
-              const tokens = intTensor(ctx, "tokens.npy") as Tensor2D;
-              const mask = maskTensor(ctx, "mask.npy");
-              const denoise: Denoiser = (x, step) => {
-                const t = tf.fill([x.shape[0]], step.t, "int32") as Tensor1D;
-                return denoiser.model(x, t, { tokens, mask });
-              };
-              const x0 = nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape);
-              return nhwcToNchw(sampleDdim(diffusion, denoise, x0, { eta, clipDenoised: true }));
-            });
-          } finally {
-            denoiser.dispose();
-          }
-        });
-        return compare(
-          s,
-          `trajectory samples ("${spec}", eta ${eta}, ${diffusion.numTimesteps} steps)`,
-          floats(ctx.load("samples.npy"), "samples.npy"),
-          value,
-          TOL_TRAJECTORY,
-          `${seconds.toFixed(1)} s, ${denoiser.runtime}`,
+  return withGoldenModels(ctx, [goldenGlide], ([unet]) =>
+    guard(s, "trajectory", () => {
+      const spec = String(ctx.meta("glide_ddim", "respacing"));
+      const eta = Number(ctx.meta("glide_ddim", "eta"));
+      if (eta !== 0) {
+        throw new GoldenError(
+          `manifest.json: meta.glide_ddim.eta is ${eta}, but no per-step noise is stored`,
         );
-      }),
-    );
-  } finally {
-    unet.dispose();
-  }
-  return rows;
+      }
+      const diffusion = createDiffusion({
+        schedule: scheduleAlias(ctx.meta<string>("small_glide", "noise_schedule")),
+        steps: Number(ctx.meta("small_glide", "diffusion_steps")),
+        respacing: spec,
+        modelVarType: "learned_range",
+      });
+      const xT = ctx.load("x_T.npy");
+      const { value, seconds, runtime } = withDenoiser(ctx, unet, (model) =>
+        scoped(() => {
+          const tokens = intTensor(ctx, "tokens.npy") as Tensor2D;
+          const mask = maskTensor(ctx, "mask.npy");
+          const denoise: Denoiser = (x, step) => {
+            const t = tf.fill([x.shape[0]], step.t, "int32") as Tensor1D;
+            return model(x, t, { tokens, mask });
+          };
+          const x0 = nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape);
+          return nhwcToNchw(sampleDdim(diffusion, denoise, x0, { eta, clipDenoised: true }));
+        }),
+      );
+      return compare(
+        s,
+        `trajectory samples ("${spec}", eta ${eta}, ${diffusion.numTimesteps} steps)`,
+        floats(ctx.load("samples.npy"), "samples.npy"),
+        value,
+        TOL_TRAJECTORY,
+        `${seconds.toFixed(1)} s, ${runtime}`,
+      );
+    }),
+  );
 }
 
 function run(ctx: SectionContext): Row[] {

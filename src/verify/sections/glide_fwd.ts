@@ -17,11 +17,11 @@ import {
   TOL_SINGLE,
 } from "../common.ts";
 import {
-  goldenDenoiser,
   goldenGlide,
   intTensor,
   maskTensor,
   timed,
+  withDenoiser,
   withGoldenModel,
 } from "../golden-models.ts";
 
@@ -110,23 +110,18 @@ function runtimeRow(ctx: SectionContext, unet: UNet): Row[] {
   const s = ctx.section;
   return guard(s, `out (${ctx.runtime})`, () => {
     const xIn = ctx.load("in_x.npy");
-    const denoiser = goldenDenoiser(ctx, unet);
-    const { value, seconds } = timed(() => {
-      try {
-        return tf.tidy(() => {
-          const x = nchwToNhwc(floats(xIn, "in_x.npy", 4), xIn.shape);
-          const t = intTensor(ctx, "in_t.npy") as Tensor1D;
-          const tokens = intTensor(ctx, "in_tokens.npy") as Tensor2D;
-          const mask = maskTensor(ctx, "in_mask.npy");
-          const p = denoiser.model(x, t, { tokens, mask });
-          return nhwcToNchw(p.varValues ? tf.concat([p.out, p.varValues], 3) : p.out);
-        });
-      } finally {
-        denoiser.dispose();
-      }
-    });
+    const { value, seconds, runtime } = withDenoiser(ctx, unet, (model) =>
+      tf.tidy(() => {
+        const x = nchwToNhwc(floats(xIn, "in_x.npy", 4), xIn.shape);
+        const t = intTensor(ctx, "in_t.npy") as Tensor1D;
+        const tokens = intTensor(ctx, "in_tokens.npy") as Tensor2D;
+        const mask = maskTensor(ctx, "in_mask.npy");
+        const p = model(x, t, { tokens, mask });
+        return nhwcToNchw(p.varValues ? tf.concat([p.out, p.varValues], 3) : p.out);
+      }),
+    );
     const ref = floats(ctx.load("out.npy"), "out.npy");
-    return compare(s, `out (${denoiser.runtime})`, ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s`);
+    return compare(s, `out (${runtime})`, ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s`);
   });
 }
 
