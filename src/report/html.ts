@@ -227,6 +227,12 @@ export function reportView(run: RunData): ReportView {
     if (g.stepsValues.length < 2)
       notes.vsSteps.push(`Every cell has the same step count (${g.stepsValues[0]}).`);
   }
+  /** A metric against scale or steps, added only when it has a trace. */
+  const metricChart = (into: ChartSpec[], id: string, xTitle: string, key: string, traces: ChartTrace[]) => {
+    if (traces.length) {
+      into.push({ id, title: metricLabel(key), xTitle, yTitle: metricLabel(key), labels: false, traces });
+    }
+  };
   keys.forEach((key, i) => {
     const y = (r: CellRecord) => metricValue(r, key);
     if (g.scaleValues.length >= 2) {
@@ -241,16 +247,7 @@ export function reportView(run: RunData): ReportView {
         y,
         (r) => r.cellId,
       );
-      if (traces.length) {
-        vsScale.push({
-          id: `scale-${i}`,
-          title: metricLabel(key),
-          xTitle: "guidance scale",
-          yTitle: metricLabel(key),
-          labels: false,
-          traces,
-        });
-      }
+      metricChart(vsScale, `scale-${i}`, "guidance scale", key, traces);
     }
     if (g.stepsValues.length >= 2) {
       const traces = curves(
@@ -267,16 +264,7 @@ export function reportView(run: RunData): ReportView {
         y,
         (r) => r.cellId,
       );
-      if (traces.length) {
-        vsSteps.push({
-          id: `steps-${i}`,
-          title: metricLabel(key),
-          xTitle: "sampling steps",
-          yTitle: metricLabel(key),
-          labels: false,
-          traces,
-        });
-      }
+      metricChart(vsSteps, `steps-${i}`, "sampling steps", key, traces);
     }
   });
   return { title: `Guidance sweep: ${basename(run.dir)}`, tradeoffs, vsScale, vsSteps, notes };
