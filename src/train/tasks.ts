@@ -19,6 +19,19 @@ const posInt = (d: number) => z.number().int().positive().default(d);
 /** The text encoder's keys (context length, transformer width, layers, heads) of the models that read captions. */
 const textFields = { textCtx: posInt(16), xfWidth: posInt(64), xfLayers: posInt(2), xfHeads: posInt(4) };
 
+/** The text encoder of a model with textFields, over the world's vocabulary. */
+function textConfig(m: { textCtx: number; xfWidth: number; xfLayers: number; xfHeads: number }) {
+  return {
+    vocabSize: VOCAB_SIZE,
+    ctx: m.textCtx,
+    width: m.xfWidth,
+    layers: m.xfLayers,
+    heads: m.xfHeads,
+    finalLn: true,
+    padding: true,
+  };
+}
+
 export const denoiserModelSchema = z
   .object({
     modelChannels: posInt(32),
@@ -53,15 +66,7 @@ export function denoiserUNetConfig(m: DenoiserModelConfig, imageSize: number): U
     useScaleShiftNorm: true,
     resblockUpdown: true,
     useNewAttentionOrder: false,
-    text: {
-      vocabSize: VOCAB_SIZE,
-      ctx: m.textCtx,
-      width: m.xfWidth,
-      layers: m.xfLayers,
-      heads: m.xfHeads,
-      finalLn: true,
-      padding: true,
-    },
+    text: textConfig(m),
   };
 }
 
@@ -312,15 +317,7 @@ export const evalClipModelSchema = encoderSchema
 export function buildEvalClip(m: z.infer<typeof evalClipModelSchema>, size: number, seed: number): EvalClip {
   return new EvalClip(new Init(seed), {
     image: classifierConfig(m, size, m.embedDim),
-    text: {
-      vocabSize: VOCAB_SIZE,
-      ctx: m.textCtx,
-      width: m.xfWidth,
-      layers: m.xfLayers,
-      heads: m.xfHeads,
-      finalLn: true,
-      padding: true,
-    },
+    text: textConfig(m),
     embedDim: m.embedDim,
   });
 }
