@@ -11,7 +11,7 @@ import { Init } from "../src/core/layers.ts";
 import { type ClipConfig, ClipModel } from "../src/models/clip.ts";
 import { type Conditioning, UNet, type UNetConfig } from "../src/models/unet.ts";
 import { OnnxClip, onnxModelFn } from "../src/onnx/runtime.ts";
-import { relErr, startOnnxTests } from "./helpers/onnx.ts";
+import { exportTextConfig, exportUNetConfig, relErr, startOnnxTests } from "./helpers/onnx.ts";
 
 const TOL = 1e-5;
 let skip: string | undefined;
@@ -23,22 +23,8 @@ before(async () => {
   skip = await startOnnxTests();
 });
 
-const base: UNetConfig = {
-  imageSize: 16,
-  inChannels: 3,
-  modelChannels: 32,
-  outChannels: 6,
-  numResBlocks: 1,
-  attentionResolutions: [8],
-  channelMult: [1, 2],
-  numHeads: 2,
-  numHeadChannels: -1,
-  numHeadsUpsample: -1,
-  useScaleShiftNorm: true,
-  resblockUpdown: true,
-  useNewAttentionOrder: false,
-};
-const text = { vocabSize: 50, ctx: 6, width: 32, layers: 1, heads: 2, finalLn: true, padding: true };
+const base: UNetConfig = exportUNetConfig();
+const text = exportTextConfig();
 
 function randomUNet(seed: number, cfg: UNetConfig): { unet: UNet; init: Init } {
   const init = new Init(seed);

@@ -26,7 +26,7 @@ import * as E from "../src/onnx/emit.ts";
 import { timestepFreqs } from "../src/onnx/export.ts";
 import { type DTypeName, Graph } from "../src/onnx/graph.ts";
 import { onnxModelFn } from "../src/onnx/runtime.ts";
-import { relErr, startOnnxTests } from "./helpers/onnx.ts";
+import { exportTextConfig, exportUNetConfig, relErr, startOnnxTests } from "./helpers/onnx.ts";
 
 const TOL = 1e-5;
 const errors: string[] = [];
@@ -147,22 +147,12 @@ describe("onnx emitters vs tfjs", () => {
 describe("onnx UNet export", () => {
   let fn: ReturnType<typeof onnxModelFn> | undefined;
   after(() => fn?.runner.dispose());
-  const config = (newOrder: boolean, scaleShift: boolean): UNetConfig => ({
-    imageSize: 16,
-    inChannels: 3,
-    modelChannels: 32,
-    outChannels: 6,
-    numResBlocks: 1,
-    attentionResolutions: [8],
-    channelMult: [1, 2],
-    numHeads: 2,
-    numHeadChannels: -1,
-    numHeadsUpsample: -1,
-    useScaleShiftNorm: scaleShift,
-    resblockUpdown: true,
-    useNewAttentionOrder: newOrder,
-    text: { vocabSize: 50, ctx: 6, width: 32, layers: 1, heads: 2, finalLn: true, padding: true },
-  });
+  const config = (newOrder: boolean, scaleShift: boolean): UNetConfig =>
+    exportUNetConfig({
+      useScaleShiftNorm: scaleShift,
+      useNewAttentionOrder: newOrder,
+      text: exportTextConfig(),
+    });
   for (const [newOrder, scaleShift] of [
     [false, true],
     [true, false],
