@@ -25,13 +25,18 @@ const meta = () => goldenMeta<Record<string, Record<string, unknown>>>();
 
 const resolutions = (s: unknown) => String(s).split(",").map(Number);
 
-function glideConfig(m: Record<string, unknown>): UNetConfig {
+/** The UNet keys both official families share, from a manifest config block. */
+function officialConfig(
+  m: Record<string, unknown>,
+  outChannels: number,
+  useNewAttentionOrder: boolean,
+): UNetConfig {
   const size = m.image_size as number;
   return {
     imageSize: size,
     inChannels: 3,
     modelChannels: m.num_channels as number,
-    outChannels: 6,
+    outChannels,
     numResBlocks: m.num_res_blocks as number,
     attentionResolutions: resolutions(m.attention_resolutions),
     channelMult: m.channel_mult ? String(m.channel_mult).split(",").map(Number) : defaultChannelMult(size),
@@ -40,7 +45,13 @@ function glideConfig(m: Record<string, unknown>): UNetConfig {
     numHeadsUpsample: m.num_heads_upsample as number,
     useScaleShiftNorm: m.use_scale_shift_norm as boolean,
     resblockUpdown: m.resblock_updown as boolean,
-    useNewAttentionOrder: false,
+    useNewAttentionOrder,
+  };
+}
+
+function glideConfig(m: Record<string, unknown>): UNetConfig {
+  return {
+    ...officialConfig(m, 6, false),
     text: {
       vocabSize: 50257,
       ctx: m.text_ctx as number,
@@ -54,21 +65,8 @@ function glideConfig(m: Record<string, unknown>): UNetConfig {
 }
 
 function gdConfig(m: Record<string, unknown>): UNetConfig {
-  const size = m.image_size as number;
   return {
-    imageSize: size,
-    inChannels: 3,
-    modelChannels: m.num_channels as number,
-    outChannels: m.learn_sigma ? 6 : 3,
-    numResBlocks: m.num_res_blocks as number,
-    attentionResolutions: resolutions(m.attention_resolutions),
-    channelMult: m.channel_mult ? String(m.channel_mult).split(",").map(Number) : defaultChannelMult(size),
-    numHeads: m.num_heads as number,
-    numHeadChannels: m.num_head_channels as number,
-    numHeadsUpsample: m.num_heads_upsample as number,
-    useScaleShiftNorm: m.use_scale_shift_norm as boolean,
-    resblockUpdown: m.resblock_updown as boolean,
-    useNewAttentionOrder: m.use_new_attention_order as boolean,
+    ...officialConfig(m, m.learn_sigma ? 6 : 3, m.use_new_attention_order as boolean),
     ...(m.class_cond ? { numClasses: 1000 } : {}),
   };
 }
