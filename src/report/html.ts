@@ -188,17 +188,17 @@ export function reportView(run: RunData): ReportView {
     [g.variant.get(r)!, g.multiSteps ? `${r.steps} steps` : "", g.multiSampler ? r.sampler : ""]
       .filter(Boolean)
       .join(" · ");
+  /** Curves over the guidance scale, one per variant × steps × sampler. */
+  const scaleCurves = (
+    x: (r: CellRecord) => number | null,
+    y: (r: CellRecord) => number | null,
+    text: (r: CellRecord) => string,
+  ) => curves(records, g, scaleCurveKey, scaleCurveName, (r) => r.scale, dashBySteps, x, y, text);
   const notes: ReportView["notes"] = { tradeoffs: [], vsScale: [], vsSteps: [] };
 
   const tradeoffs: ChartSpec[] = [];
   for (const t of TRADEOFFS) {
-    const traces = curves(
-      records,
-      g,
-      scaleCurveKey,
-      scaleCurveName,
-      (r) => r.scale,
-      dashBySteps,
+    const traces = scaleCurves(
       (r) => metricValue(r, t.x),
       (r) => metricValue(r, t.y),
       (r) => `s=${fmt(r.scale)}`,
@@ -236,13 +236,7 @@ export function reportView(run: RunData): ReportView {
   keys.forEach((key, i) => {
     const y = (r: CellRecord) => metricValue(r, key);
     if (g.scaleValues.length >= 2) {
-      const traces = curves(
-        records,
-        g,
-        scaleCurveKey,
-        scaleCurveName,
-        (r) => r.scale,
-        dashBySteps,
+      const traces = scaleCurves(
         (r) => r.scale,
         y,
         (r) => r.cellId,
