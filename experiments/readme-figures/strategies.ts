@@ -1,6 +1,6 @@
 // The README's strategy rows: every registry strategy on one prompt at three scales (rows) and four seeds
 // (columns), the same x_T and sampler noise in every image of a column, so rows differ only by the guidance.
-// Run: node --import tsx experiments/readme-figures/strategies.ts [OUT_DIR] (default reports/readme).
+// Run: node --import tsx experiments/readme-figures/strategies.ts [OUT_DIR] (default docs/strategies).
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { initEngine, tf } from "../../src/core/engine.ts";
@@ -53,7 +53,7 @@ function upscale(img: { data: Float32Array; width: number; height: number }, f: 
   return { data, width: w, height: h };
 }
 
-const out = process.argv[2] ?? join("reports", "readme");
+const out = process.argv[2] ?? join("docs", "strategies");
 await initEngine("auto");
 const zoo = loadZoo({}, undefined, await resolveRuntime("auto"));
 mkdirSync(out, { recursive: true });
