@@ -1,6 +1,9 @@
 // The shipped zoo (models/): the paper's gradient guides do their job on the trained models, on the same seeds.
 // Skipped, with the reason, until models/ holds the denoiser, the noised classifier and the noised CLIP.
 import assert from "node:assert/strict";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { seededNoise } from "../src/core/samplers.ts";
@@ -11,6 +14,7 @@ import { listModels } from "../src/models/registry.ts";
 import { loadZoo, type Zoo } from "../src/models/zoo.ts";
 import { sampleGuided } from "../src/pipelines/sampling.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
+import { runSweep } from "../src/sweep/runner.ts";
 
 const NEEDED = ["denoiser", "classifier", "noised-clip"];
 const shipped = new Set(listModels().map((m) => m.name));
@@ -77,4 +81,26 @@ describe("trained zoo: gradient guidance raises its objective over unguided samp
     tc.diagnostic(`cos(z_image, z_text): unguided ${a.toFixed(4)}, CLIP-guided (s = 10) ${b.toFixed(4)}`);
     assert.ok(b > a, `guided ${b} should exceed unguided ${a}`);
   });
+});
+
+test("a sweep whose prompt a strategy cannot serve fails before sampling, naming the entry", async (tc) => {
+  if (missing.length) return tc.skip(`models/ lacks ${missing.join(", ")}`);
+  const dir = mkdtempSync(join(tmpdir(), "gl-zoo-trained-"));
+  try {
+    const path = join(dir, "bad.yaml");
+    // "a circle" names no colour, so it maps to no class of the classifier.
+    writeFileSync(
+      path,
+      "prompts: [a red circle, a circle]\nstrategies:\n  - { kind: cfg, scales: [3] }\n  - { kind: classifier, scales: [1] }\nmetrics: [cost]\nruntime: tfjs\n",
+    );
+    const out = join(dir, "run");
+    await assert.rejects(
+      runSweep(path, { out, quiet: true }),
+      /bad\.yaml: strategies\.1 \(classifier\): prompt 'a circle' names no single colour and shape/,
+      "the classifier entry and the prompt are named",
+    );
+    assert.ok(!existsSync(join(out, "cells")), "no cell was sampled");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -334,6 +334,19 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
       const bag = { ...models.zoo.models, diffusion: diffusionFor(c) };
       strategies.set(c.id, buildStrategy(c.strategy, bag, `${source}: strategies.${c.entry}`));
     }
+    // Binding encodes the prompts (and maps them to classifier labels), which is where a prompt a strategy
+    // cannot serve fails; once per strategy entry here, so that it fails before any cell is sampled.
+    const texts = [...new Set(config.prompts.map((p) => p.text))];
+    const checked = new Set<number>();
+    for (const c of mine) {
+      if (checked.has(c.entry)) continue;
+      checked.add(c.entry);
+      try {
+        strategies.get(c.id)!.bind(texts).dispose();
+      } catch (e) {
+        throw new Error(`${source}: strategies.${c.entry} (${c.strategy.kind}): ${(e as Error).message}`);
+      }
+    }
     const real = referenceImages(config, size, models.ctx);
     try {
       checkMetrics(config.metrics, models.ctx);
