@@ -8,7 +8,7 @@ import { seededNoise } from "../../src/core/samplers.ts";
 import { encodePng, gridImage } from "../../src/data/png.ts";
 import { loadZoo } from "../../src/models/zoo.ts";
 import { resolveRuntime } from "../../src/onnx/choice.ts";
-import { sampleGuided } from "../../src/pipelines/sampling.ts";
+import { readImages, sampleGuided } from "../../src/pipelines/sampling.ts";
 import { buildStrategy } from "../../src/strategies/registry.ts";
 
 const PROMPT = "a red circle";
@@ -70,11 +70,9 @@ try {
       );
       const xT = seededNoise("readme:x_T")(0, [SEEDS, s, s, 3]);
       const { sample } = sampleGuided(diffusion, binding, xT, { noise: seededNoise("readme") });
-      const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(sample, 1), 2), 0, 1));
-      const flat = pixels.dataSync() as Float32Array;
-      tf.dispose([sample, xT, pixels]);
+      images.push(...(await readImages(sample)));
+      tf.dispose([sample, xT]);
       binding.dispose();
-      for (let i = 0; i < SEEDS; i++) images.push(flat.slice(i * s * s * 3, (i + 1) * s * s * 3));
     }
     const g = upscale(gridImage(images, s, SEEDS, 1), UPSCALE);
     writeFileSync(join(out, `strategy-${row.name}.png`), encodePng(g.data, g.width, g.height));

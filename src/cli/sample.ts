@@ -7,7 +7,7 @@ import { seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
 import { loadZoo } from "../models/zoo.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
-import { sampleGuided } from "../pipelines/sampling.ts";
+import { readImages, sampleGuided } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 
 export interface SampleArgs {
@@ -106,14 +106,11 @@ export async function runSample(a: SampleArgs): Promise<void> {
       onStep: (info) => process.stderr.write(`\r[sample] step ${info.k + 1}/${info.total}`),
     });
     if (known) tf.dispose([known.image, known.mask]);
-    const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(x0, 1), 2), 0, 1));
-    const data = (await pixels.data()) as Float32Array;
+    const images = await readImages(x0);
     const seconds = (performance.now() - t0) / 1000;
-    tf.dispose([x0, pixels, xT]);
+    tf.dispose([x0, xT]);
     g.dispose();
     mkdirSync(a.out, { recursive: true });
-    const per = s * s * 3;
-    const images = Array.from({ length: a.n }, (_, i) => data.slice(i * per, (i + 1) * per));
     for (const [i, img] of images.entries())
       writePng(join(a.out, `sample-${String(i).padStart(3, "0")}.png`), img, s);
     writeGrid(join(a.out, "grid.png"), images, s, Math.min(a.n, 8));

@@ -26,7 +26,7 @@ import { evalClipEmbedder } from "../metrics/embedders.ts";
 import { frechetDistance } from "../metrics/frechet.ts";
 import { promptAccuracy } from "../metrics/prompt-accuracy.ts";
 import type { Runtime } from "../onnx/choice.ts";
-import { sampleGuided } from "../pipelines/sampling.ts";
+import { readImages, sampleGuided } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { textLengths } from "../train/tasks.ts";
 import type { ClipModel } from "./clip.ts";
@@ -284,14 +284,14 @@ function evaluateJudge(
 }
 
 /** Samples of one strategy for the given prompts, as HWC [0, 1] images; the noise depends only on the index. */
-function sampleImages(
+async function sampleImages(
   zoo: ReturnType<typeof loadZoo>,
   strategy: unknown,
   prompts: readonly string[],
   steps: number,
   batchSize: number,
   onBatch: (done: number) => void,
-): Float32Array[] {
+): Promise<Float32Array[]> {
   const s = zoo.imageSize;
   const diffusion = zoo.diffusion(String(steps));
   const built = buildStrategy(strategy, { ...zoo.models, diffusion }, "models evaluate");
@@ -304,14 +304,11 @@ function sampleImages(
       const { sample } = sampleGuided(diffusion, binding, xT, {
         noise: seededNoise(hashSeed("models-evaluate", "steps", from)),
       });
-      const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(sample, 1), 2), 0, 1));
-      const flat = pixels.dataSync() as Float32Array;
-      tf.dispose([sample, pixels]);
-      const px = s * s * 3;
-      for (let i = 0; i < batch.length; i++) out.push(flat.slice(i * px, (i + 1) * px));
+      out.push(...(await readImages(sample)));
+      sample.dispose();
     } finally {
       xT.dispose();
-      binding.dispose?.();
+      binding.dispose();
     }
     onBatch(out.length);
   }
@@ -332,14 +329,14 @@ async function evaluateDenoiser(
     { name: "single_object" as const, per: o.samplesPerPrompt },
     { name: "colour" as const, per: Math.max(1, Math.round(o.samplesPerPrompt / 8)) },
   ];
-  const accuracyOf = (modelName: string, scale: number, prefix: string, who: string) => {
+  const accuracyOf = async (modelName: string, scale: number, prefix: string, who: string) => {
     const zoo = loadZoo({ denoiser: modelName }, o.dir, o.runtime);
     try {
       for (const s of suites) {
         const distinct = suite(s.name);
         const prompts = distinct.flatMap((p) => Array.from({ length: s.per }, () => p));
         const key = `${prefix}_${s.name}`;
-        const imgs = sampleImages(
+        const imgs = await sampleImages(
           zoo,
           { kind: "cfg", scale },
           prompts.map((p) => p.text),
@@ -362,11 +359,11 @@ async function evaluateDenoiser(
       zoo.dispose();
     }
   };
-  accuracyOf(name, 3, "cfg3", "");
-  accuracyOf(name, 1, "cfg1", "");
+  await accuracyOf(name, 3, "cfg3", "");
+  await accuracyOf(name, 1, "cfg1", "");
   const early = o.early;
   if (early && modelInfoOrUndefined(early, o.dir)) {
-    accuracyOf(
+    await accuracyOf(
       early,
       3,
       "early_cfg3",
@@ -378,7 +375,7 @@ async function evaluateDenoiser(
     let fake: Float32Array[];
     try {
       const empty = Array.from({ length: o.fdSamples }, () => "");
-      fake = sampleImages(
+      fake = await sampleImages(
         zoo,
         { kind: "unconditional" },
         empty,

@@ -11,6 +11,7 @@ import type { Prediction } from "../core/types.ts";
 import type { ClipModel } from "../models/clip.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 import type { ModelFn } from "../strategies/strategy.ts";
+import { splitPrediction } from "../strategies/strategy.ts";
 import { type ExportShapes, exportUNet } from "./export.ts";
 import { exportClipImage, exportClipText } from "./export-clip.ts";
 
@@ -201,16 +202,7 @@ export function onnxModelFn(unet: UNet, opts: OnnxOptions = {}): ModelFn & { run
   const runner = new OnnxUNetRunner(unet, opts);
   const c = unet.config.inChannels;
   const fn = (x: Tensor4D, t: Tensor1D, cond: Conditioning): Prediction =>
-    tf.tidy(() => {
-      const out = runner.forward(x, t, cond);
-      const [b, h, w, oc] = out.shape;
-      if (oc === c) return { out, kind: "eps" as const };
-      return {
-        out: tf.slice(out, [0, 0, 0, 0], [b, h, w, c]),
-        kind: "eps" as const,
-        varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
-      };
-    });
+    tf.tidy(() => splitPrediction(runner.forward(x, t, cond), c));
   return Object.assign(fn, { runner });
 }
 

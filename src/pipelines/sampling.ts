@@ -176,6 +176,18 @@ function checkKnown(known: KnownRegion, x: Tensor4D): void {
   }
 }
 
+/**
+ * Samples in [-1, 1] read back once as HWC images in [0, 1] (the data pipeline's format), one array per image.
+ * Async so that a pending signal handler can run between batches.
+ */
+export async function readImages(x: Tensor4D): Promise<Float32Array[]> {
+  const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(x, 1), 2), 0, 1));
+  const data = (await pixels.data()) as Float32Array;
+  pixels.dispose();
+  const per = data.length / x.shape[0];
+  return Array.from({ length: x.shape[0] }, (_, i) => data.slice(i * per, (i + 1) * per));
+}
+
 /** A diffusion for a model: learned-range variance when the model outputs 2·C channels, else guided-diffusion's default fixed_large. */
 export function diffusionFor(
   unet: UNet,

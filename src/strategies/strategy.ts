@@ -124,15 +124,19 @@ export interface StrategyDef<C extends { kind: string } = { kind: string }> {
  */
 export function unetModel(unet: UNet): ModelFn {
   const c = unet.config.inChannels;
-  return (x, t, cond) =>
-    tf.tidy(() => {
-      const out = unet.forward(x, t, cond);
-      const [b, h, w, oc] = out.shape;
-      if (oc === c) return { out, kind: "eps" as const };
-      return {
-        out: tf.slice(out, [0, 0, 0, 0], [b, h, w, c]),
-        kind: "eps" as const,
-        varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
-      };
-    });
+  return (x, t, cond) => tf.tidy(() => splitPrediction(unet.forward(x, t, cond), c));
+}
+
+/** A UNet's raw output as a Prediction: eps in the first `c` channels, learned-range values in the rest. */
+export function splitPrediction(
+  out: Tensor4D,
+  c: number,
+): { out: Tensor4D; kind: "eps"; varValues?: Tensor4D } {
+  const [b, h, w, oc] = out.shape;
+  if (oc === c) return { out, kind: "eps" };
+  return {
+    out: tf.slice(out, [0, 0, 0, 0], [b, h, w, c]),
+    kind: "eps",
+    varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
+  };
 }

@@ -33,6 +33,7 @@ import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
 import { loadZoo, type Zoo } from "../models/zoo.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
+import { readImages } from "../pipelines/sampling.ts";
 import { buildReport } from "../report/index.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
@@ -239,7 +240,6 @@ async function sampleCell(
   const samples = samplesOf(config);
   const images: Float32Array[] = [];
   const cost: CostSample[] = [];
-  const per = size * size * 3;
   for (let from = 0; from < samples.length; from += config.batchSize) {
     if (stopping()) throw new Abandoned();
     const batch = samples.slice(from, from + config.batchSize);
@@ -259,12 +259,9 @@ async function sampleCell(
         cell.sampler === "ddim"
           ? sampleDdim(diffusion, g.denoise, xT, { ...opts, eta: config.eta })
           : sampleDdpm(diffusion, g.denoise, xT, opts);
-      const pixels = tf.tidy(() => tf.clipByValue(tf.div(tf.add(x0, 1), 2), 0, 1));
-      x0.dispose();
       // Awaiting here also lets a pending SIGINT/SIGTERM handler run between batches.
-      const data = (await pixels.data()) as Float32Array;
-      pixels.dispose();
-      for (let i = 0; i < batch.length; i++) images.push(data.slice(i * per, (i + 1) * per));
+      images.push(...(await readImages(x0)));
+      x0.dispose();
     } finally {
       xT.dispose();
       g.dispose();
