@@ -130,7 +130,7 @@ if (parentPort) {
   let ready: Promise<unknown> | undefined;
   port.on("message", async (msg: WorkerRequest) => {
     try {
-      if (msg.type === "init") ready = initEngine(msg.backend, { quiet: true });
+      if (msg.type === "init") ready = initEngine(msg.backend, { quiet: true, matMul: "fast" });
       await ready;
       const reply = handle(msg);
       if (reply) {
