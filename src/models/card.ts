@@ -45,7 +45,7 @@ export function cardText(info: ModelInfo, evaluation: Evaluation | undefined, no
     `| task | ${info.task} |`,
     `| recipe | \`${relative(REPO_ROOT, recipePath)}\` (\`guidance-lab train ${info.config.name}\`) |`,
     `| training steps | ${info.step} |`,
-    `| training wall time | ${(info.wallSeconds / 3600).toFixed(2)} h on this project's 2-core CPU machine (wasm backend, worker threads) |`,
+    `| training wall time | ${(info.wallSeconds / 3600).toFixed(2)} h on this project's 2-core CPU machine (wasm backend, worker threads${info.config.workers !== undefined ? `; ${info.config.workers} in the last session` : ""}) |`,
     `| weights | model.safetensors, float16, ${(statSync(join(info.dir, "model.safetensors")).size / 1e6).toFixed(2)} MB |`,
     `| world | ${info.config.world.size}×${info.config.world.size} renders, diffusion ${info.config.diffusion.schedule} ${info.config.diffusion.steps} steps |`,
     "",

@@ -45,6 +45,8 @@ export interface ExportedConfig {
   world: Recipe["world"];
   step: number;
   wallSeconds: number;
+  /** Worker threads of the session that exported it (absent in exports older than the field). */
+  workers?: number;
 }
 
 export function listModels(dir = modelsDir()): ModelInfo[] {

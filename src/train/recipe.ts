@@ -7,6 +7,13 @@ import { z } from "zod";
 
 export const TASKS = ["denoiser", "classifier", "noised-clip", "eval-clip"] as const;
 
+/**
+ * Tasks whose loss compares a slice's examples with each other (CLIP's in-batch negatives). Each worker computes it
+ * on its own slice, so with W workers the negatives come from batchSize/W examples, as in CLIP training without an
+ * all-gather; the trainer says so when it happens and records the worker count.
+ */
+export const CONTRASTIVE_TASKS: ReadonlySet<(typeof TASKS)[number]> = new Set(["noised-clip", "eval-clip"]);
+
 const optimSchema = z
   .object({
     lr: z.number().positive().default(3e-4),

@@ -16,7 +16,7 @@ import type { Worker } from "node:worker_threads";
 import { type BackendChoice, spawnTsWorker } from "../core/engine.ts";
 import { readSafetensors, writeSafetensors } from "../models/safetensors.ts";
 import { Progress } from "./progress.ts";
-import { loadRecipe, type Recipe } from "./recipe.ts";
+import { CONTRASTIVE_TASKS, loadRecipe, type Recipe } from "./recipe.ts";
 import type { NamedArrays, WorkerReply, WorkerRequest } from "./worker.ts";
 
 export interface TrainOptions {
@@ -133,6 +133,12 @@ export async function train(
   process.stderr.write(
     `[train] ${recipe.name}: ${recipe.task}, ${info.numParams.toLocaleString()} parameters, ${nWorkers} worker(s) on ${info.backend}, step ${startStep}/${recipe.steps}\n`,
   );
+  if (nWorkers > 1 && CONTRASTIVE_TASKS.has(recipe.task)) {
+    const per = splitBatch(recipe.batchSize, nWorkers);
+    process.stderr.write(
+      `[train] note: ${recipe.task} is contrastive; each worker draws its negatives from its own slice (${per[1]! - per[0]!} of ${recipe.batchSize} examples), so results depend on --workers\n`,
+    );
+  }
 
   let stopRequested = false;
   const onSignal = () => {
@@ -204,12 +210,20 @@ export async function train(
       progress.update(step, { loss: smooth, lr });
       if (step % recipe.checkpointEvery === 0) await checkpoint(step);
       if (recipe.snapshots.includes(step)) {
-        await exportModel(workers[0]!, recipe, join(out, "snapshots"), step, seconds(), `step-${step}`);
+        await exportModel(
+          workers[0]!,
+          recipe,
+          join(out, "snapshots"),
+          step,
+          seconds(),
+          nWorkers,
+          `step-${step}`,
+        );
       }
       if (opts.maxSeconds !== undefined && (performance.now() - t0) / 1000 > opts.maxSeconds) break;
     }
     await checkpoint(step);
-    await exportModel(workers[0]!, recipe, out, step, seconds());
+    await exportModel(workers[0]!, recipe, out, step, seconds(), nWorkers);
     progress.update(step, { loss: smooth }, true);
     process.stderr.write(
       `\n[train] ${recipe.name}: step ${step}/${recipe.steps}, checkpoint in ${ckptDir}\n`,
@@ -229,6 +243,7 @@ async function exportModel(
   out: string,
   step: number,
   wall: number,
+  workers: number,
   stem = "model",
 ): Promise<void> {
   mkdirSync(out, { recursive: true });
@@ -245,7 +260,7 @@ async function exportModel(
   atomicWrite(join(out, `${stem}.json`), (tmp) =>
     writeFileSync(
       tmp,
-      `${JSON.stringify({ name: recipe.name, task: recipe.task, model: recipe.model, diffusion: recipe.diffusion, world: recipe.world, step, wallSeconds: Math.round(wall) }, null, 2)}\n`,
+      `${JSON.stringify({ name: recipe.name, task: recipe.task, model: recipe.model, diffusion: recipe.diffusion, world: recipe.world, step, wallSeconds: Math.round(wall), workers }, null, 2)}\n`,
     ),
   );
 }
