@@ -12,6 +12,7 @@ import { Init } from "../src/core/layers.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
 import type { UNetConfig, UNet as UNetT } from "../src/models/unet.ts";
 import { UNet } from "../src/models/unet.ts";
+import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { glideClipGuided, glideInpaint, glideText2Im } from "../src/pipelines/glide.ts";
 import { classifierGuidedSample } from "../src/pipelines/guided-diffusion.ts";
 import { sampleGuided } from "../src/pipelines/sampling.ts";
@@ -266,6 +267,50 @@ describe("GLIDE pipelines on tiny random upsampler / inpainting configs", () => 
       const err = knownError(x, k16.image, k16.mask);
       x.dispose();
       assert.ok(err <= 1e-6, `upsampled known pixels equal the image (max error ${err})`);
+    } finally {
+      tf.dispose([k8.image, k8.mask, k16.image, k16.mask]);
+    }
+  });
+
+  test("runtime onnx: text2im → upsampler and inpainting + inpainting upsampler agree with TensorFlow.js", async (t) => {
+    const why = await onnxAvailable();
+    if (why) return t.skip(`onnxruntime-node cannot load: ${why}`);
+    const k8 = knownOf(8);
+    const k16 = knownOf(16);
+    const run = (runtime: "tfjs" | "onnx") => {
+      const a = glideText2Im({
+        base,
+        text,
+        prompts,
+        respacing: "3",
+        seed: 1,
+        runtime,
+        upsample: { model: upsampler, respacing: "3" },
+      });
+      const b = glideInpaint({
+        model: inpaint,
+        text,
+        prompts: prompts.slice(0, 1),
+        image: k8.image,
+        mask: k8.mask,
+        respacing: "2",
+        runtime,
+        upsample: { model: upInpaint, respacing: "2", known: { ...k16, mode: "x0" } },
+      });
+      const out = [a.base, a.upsampled!, b.base, b.upsampled!].map(host);
+      a.dispose();
+      b.dispose();
+      return out;
+    };
+    try {
+      const before = tf.memory().numTensors;
+      const ref = run("tfjs");
+      const got = run("onnx");
+      assert.equal(tf.memory().numTensors, before, "tensors leaked");
+      for (const [i, g] of got.entries()) {
+        const d = maxAbsDiff(g, ref[i]!);
+        assert.ok(d < 1e-4, `output ${i}: ONNX Runtime and TensorFlow.js differ by ${d}`);
+      }
     } finally {
       tf.dispose([k8.image, k8.mask, k16.image, k16.mask]);
     }

@@ -7,9 +7,8 @@ import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
 import { type Tensor2D, tf } from "../core/engine.ts";
 import { labelForPrompt, PAD_ID, tokenize } from "../data/world.ts";
 import type { Runtime } from "../onnx/choice.ts";
-import { onnxModelFn } from "../onnx/runtime.ts";
+import { denoiserOn } from "../onnx/runtime.ts";
 import type { Conditioning, GuidanceModels, ModelFn } from "../strategies/strategy.ts";
-import { unetModel } from "../strategies/strategy.ts";
 import { textLengths } from "../train/tasks.ts";
 import type { ClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
@@ -56,10 +55,9 @@ export function loadZoo(names: Partial<ZooNames> = {}, dir = modelsDir(), runtim
   const owned: { dispose(): void }[] = [];
   // Forward-only denoisers may run on ONNX Runtime; gradient guides (classifier, CLIP) stay on TensorFlow.js.
   const forward = (unet: UNet): ModelFn => {
-    if (runtime === "tfjs") return unetModel(unet);
-    const fn = onnxModelFn(unet);
-    owned.push(fn.runner);
-    return fn;
+    const f = denoiserOn(unet, runtime);
+    owned.push(f);
+    return f.model;
   };
   const { info, model } = loadZooModel(n.denoiser, dir);
   owned.push(model);

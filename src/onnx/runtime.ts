@@ -11,7 +11,8 @@ import type { Prediction } from "../core/types.ts";
 import type { ClipModel } from "../models/clip.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 import type { ModelFn } from "../strategies/strategy.ts";
-import { splitPrediction } from "../strategies/strategy.ts";
+import { splitPrediction, unetModel } from "../strategies/strategy.ts";
+import type { Runtime } from "./choice.ts";
 import { type ExportShapes, exportUNet } from "./export.ts";
 import { exportClipImage, exportClipText } from "./export-clip.ts";
 
@@ -195,6 +196,23 @@ export class OnnxUNetRunner {
   dispose(): void {
     this.host.dispose();
   }
+}
+
+/** A denoiser's forward on a resolved runtime, and how to free what it holds (ONNX sessions). */
+export interface DenoiserForward {
+  model: ModelFn;
+  runtime: Runtime;
+  dispose(): void;
+}
+
+/**
+ * `unet`'s forward on ONNX Runtime (one session per input shape, freed by dispose) or TensorFlow.js. Only for
+ * forward-only uses: gradient guides (classifier, CLIP) stay TensorFlow.js modules and never come through here.
+ */
+export function denoiserOn(unet: UNet, runtime: Runtime = "tfjs"): DenoiserForward {
+  if (runtime === "tfjs") return { model: unetModel(unet), runtime, dispose: () => {} };
+  const fn = onnxModelFn(unet);
+  return { model: fn, runtime, dispose: () => fn.runner.dispose() };
 }
 
 /** The UNet on onnxruntime-node as a ModelFn (same output split as strategy.ts's unetModel). */

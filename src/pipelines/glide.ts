@@ -15,7 +15,9 @@ import type { ClipModel } from "../models/clip.ts";
 import { GLIDE_DIFFUSION } from "../models/configs.ts";
 import { ClipTokenizer, Gpt2Tokenizer } from "../models/tokenizers.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
-import type { GuidanceModels } from "../strategies/strategy.ts";
+import type { Runtime } from "../onnx/choice.ts";
+import { type DenoiserForward, denoiserOn } from "../onnx/runtime.ts";
+import type { GuidanceModels, ModelFn } from "../strategies/strategy.ts";
 import { diffusionFor, type KnownRegion, runStage, spatialModel } from "./sampling.ts";
 
 /** The GPT-2 tokenizer, or prompt → BPE ids (no padding; "" always means no tokens, GLIDE's unconditional input). */
@@ -89,6 +91,22 @@ interface CommonOptions {
   onStep?: GlideStepCallback;
   /** The upsampling stage; omitted: base samples only. */
   upsample?: UpsampleOptions;
+  /**
+   * Where the UNets' forwards run (resolved: see onnx/choice.ts resolveRuntime); default TensorFlow.js. The noised
+   * CLIP of CLIP guidance is differentiated, so it stays on TensorFlow.js either way.
+   */
+  runtime?: Runtime;
+}
+
+/** Runs `fn` with `unets`' forwards on `runtime`, freeing their ONNX sessions whatever happens. */
+function withForwards<T>(runtime: Runtime | undefined, unets: UNet[], fn: (models: ModelFn[]) => T): T {
+  const fwds: DenoiserForward[] = [];
+  try {
+    for (const u of unets) fwds.push(denoiserOn(u, runtime));
+    return fn(fwds.map((f) => f.model));
+  } finally {
+    for (const f of fwds) f.dispose();
+  }
 }
 
 export interface UpsampleOptions {
@@ -142,29 +160,35 @@ function runUpsample(o: CommonOptions, baseSamples: Tensor4D): { sample: Tensor4
   const known = up.known;
   const masked = known ? (tf.mul(known.image, known.mask) as Tensor4D) : undefined;
   try {
-    const models: GuidanceModels = {
-      model: spatialModel(up.model, {
-        lowRes,
-        ...(known && masked ? { inpaintImage: masked, inpaintMask: known.mask } : {}),
-      }),
-      encode: glideEncoder(up.model, up.text ?? o.text),
-    };
-    const r = runStage({
-      models,
-      strategy: up.strategy ?? { kind: "none" },
-      prompts: o.prompts,
-      diffusion:
-        up.diffusion ?? diffusionFor(up.model, GLIDE_DIFFUSION.upsampler.schedule, up.respacing ?? "fast27"),
-      shape: shapeOf(up.model),
-      seed: o.seed ?? 0,
-      temperature: up.temperature ?? 0.997,
-      stage: "upsampler",
-      ...(known ? { known } : {}),
-      ...(o.sampler ? { sampler: o.sampler } : {}),
-      ...(o.eta !== undefined ? { eta: o.eta } : {}),
-      ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("upsampler", i) } : {}),
+    return withForwards(o.runtime, [up.model], ([forward]) => {
+      const models: GuidanceModels = {
+        model: spatialModel(
+          up.model,
+          {
+            lowRes,
+            ...(known && masked ? { inpaintImage: masked, inpaintMask: known.mask } : {}),
+          },
+          forward,
+        ),
+        encode: glideEncoder(up.model, up.text ?? o.text),
+      };
+      return runStage({
+        models,
+        strategy: up.strategy ?? { kind: "none" },
+        prompts: o.prompts,
+        diffusion:
+          up.diffusion ??
+          diffusionFor(up.model, GLIDE_DIFFUSION.upsampler.schedule, up.respacing ?? "fast27"),
+        shape: shapeOf(up.model),
+        seed: o.seed ?? 0,
+        temperature: up.temperature ?? 0.997,
+        stage: "upsampler",
+        ...(known ? { known } : {}),
+        ...(o.sampler ? { sampler: o.sampler } : {}),
+        ...(o.eta !== undefined ? { eta: o.eta } : {}),
+        ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("upsampler", i) } : {}),
+      });
     });
-    return r;
   } finally {
     tf.dispose([lowRes, ...(masked ? [masked] : [])]);
   }
@@ -194,25 +218,27 @@ const stageHooks = (o: CommonOptions) => ({
 
 /** Text to image: the base model under any registry strategy, then (optionally) the upsampler. */
 export function glideText2Im(o: GlideText2ImOptions): GlideResult {
-  const models: GuidanceModels = {
-    model: spatialModel(o.base),
-    encode: glideEncoder(o.base, o.text),
-    unconditionalPrompt: "",
-  };
-  if (o.clip) {
-    models.clip = o.clip.model;
-    models.clipText = clipTextEmbedder(o.clip.model, o.clip.text);
-  }
-  if (o.weak) models.weak = spatialModel(o.weak);
-  const base = runStage({
-    models,
-    strategy: o.strategy ?? { kind: "cfg", scale: 3 },
-    prompts: o.prompts,
-    diffusion: baseDiffusion(o, o.base),
-    shape: shapeOf(o.base),
-    seed: o.seed ?? 0,
-    stage: "base",
-    ...stageHooks(o),
+  const base = withForwards(o.runtime, o.weak ? [o.base, o.weak] : [o.base], ([forward, weak]) => {
+    const models: GuidanceModels = {
+      model: spatialModel(o.base, {}, forward),
+      encode: glideEncoder(o.base, o.text),
+      unconditionalPrompt: "",
+    };
+    if (o.clip) {
+      models.clip = o.clip.model;
+      models.clipText = clipTextEmbedder(o.clip.model, o.clip.text);
+    }
+    if (o.weak && weak) models.weak = spatialModel(o.weak, {}, weak);
+    return runStage({
+      models,
+      strategy: o.strategy ?? { kind: "cfg", scale: 3 },
+      prompts: o.prompts,
+      diffusion: baseDiffusion(o, o.base),
+      shape: shapeOf(o.base),
+      seed: o.seed ?? 0,
+      stage: "base",
+      ...stageHooks(o),
+    });
   });
   return finish(o, base);
 }
@@ -255,21 +281,23 @@ export function glideInpaint(o: GlideInpaintOptions): GlideResult {
   const known: KnownRegion = { image: o.image, mask: o.mask, mode: o.mode ?? "x0" };
   const masked = tf.mul(o.image, o.mask) as Tensor4D;
   try {
-    const models: GuidanceModels = {
-      model: spatialModel(o.model, { inpaintImage: masked, inpaintMask: o.mask }),
-      encode: glideEncoder(o.model, o.text),
-      unconditionalPrompt: "",
-    };
-    const base = runStage({
-      models,
-      strategy: o.strategy ?? { kind: "cfg", scale: 5 },
-      prompts: o.prompts,
-      diffusion: baseDiffusion(o, o.model),
-      shape: shapeOf(o.model),
-      seed: o.seed ?? 0,
-      stage: "base",
-      known,
-      ...stageHooks(o),
+    const base = withForwards(o.runtime, [o.model], ([forward]) => {
+      const models: GuidanceModels = {
+        model: spatialModel(o.model, { inpaintImage: masked, inpaintMask: o.mask }, forward),
+        encode: glideEncoder(o.model, o.text),
+        unconditionalPrompt: "",
+      };
+      return runStage({
+        models,
+        strategy: o.strategy ?? { kind: "cfg", scale: 5 },
+        prompts: o.prompts,
+        diffusion: baseDiffusion(o, o.model),
+        shape: shapeOf(o.model),
+        seed: o.seed ?? 0,
+        stage: "base",
+        known,
+        ...stageHooks(o),
+      });
     });
     return finish(o, base);
   } finally {

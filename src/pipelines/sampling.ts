@@ -41,10 +41,14 @@ function tileRows(t: Tensor4D, n: number, what: string): Tensor4D {
 
 /**
  * A UNet as a ModelFn with its spatial inputs bound. Inputs the config does not use are dropped, so a plain text
- * model can run an inpainting pipeline with known-region replacement alone.
+ * model can run an inpainting pipeline with known-region replacement alone. `base` is the UNet's forward on the
+ * chosen runtime (default TensorFlow.js; onnx/runtime.ts denoiserOn for ONNX Runtime).
  */
-export function spatialModel(unet: UNet, spatial: SpatialInputs = {}): ModelFn {
-  const base = unetModel(unet);
+export function spatialModel(
+  unet: UNet,
+  spatial: SpatialInputs = {},
+  base: ModelFn = unetModel(unet),
+): ModelFn {
   const { superRes, inpaint } = unet.config;
   if (superRes && !spatial.lowRes) throw new Error("super-resolution model: the pipeline needs `lowRes`");
   return (x, t, cond) =>

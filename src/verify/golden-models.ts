@@ -12,8 +12,8 @@ import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/con
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
 import { UNet } from "../models/unet.ts";
-import { onnxModelFn } from "../onnx/runtime.ts";
-import { type ModelFn, unetModel } from "../strategies/strategy.ts";
+import { type DenoiserForward, denoiserOn } from "../onnx/runtime.ts";
+import type { ModelFn } from "../strategies/strategy.ts";
 import { compare, GoldenError, guard, type Row, SectionContext } from "./common.ts";
 
 /** The golden set's weight files and the manifest blocks that configure them. */
@@ -138,21 +138,9 @@ export function predictionOf(unet: UNet, out: Tensor4D): Prediction {
   };
 }
 
-export interface GoldenDenoiser {
-  model: ModelFn;
-  /** "onnx" or "tfjs", for row notes: which runtime produced a model-driven row. */
-  runtime: string;
-  dispose(): void;
-}
-
-/**
- * A golden UNet's forward on the section's runtime: ONNX Runtime (all cores; one session per input shape, freed by
- * dispose) or TensorFlow.js. Gradient guides are not denoisers and never come through here.
- */
-export function goldenDenoiser(ctx: SectionContext, unet: UNet): GoldenDenoiser {
-  if (ctx.runtime === "tfjs") return { model: unetModel(unet), runtime: "tfjs", dispose: () => {} };
-  const fn = onnxModelFn(unet);
-  return { model: fn, runtime: "onnx", dispose: () => fn.runner.dispose() };
+/** A golden UNet's forward on the section's runtime; `runtime` names it in the row notes. */
+export function goldenDenoiser(ctx: SectionContext, unet: UNet): DenoiserForward {
+  return denoiserOn(unet, ctx.runtime);
 }
 
 /** Wall time of a section's heavy part, for the row notes (the verifier's runtime is part of its contract). */
