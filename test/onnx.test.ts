@@ -25,7 +25,7 @@ import { defaultChannelMult, UNet, type UNetConfig } from "../src/models/unet.ts
 import * as E from "../src/onnx/emit.ts";
 import { timestepFreqs } from "../src/onnx/export.ts";
 import { type DTypeName, Graph } from "../src/onnx/graph.ts";
-import { onnxModelFn } from "../src/onnx/runtime.ts";
+import { onnxModelFn, providersFromEnv } from "../src/onnx/runtime.ts";
 import { exportTextConfig, exportUNetConfig, relErr, startOnnxTests } from "./helpers/onnx.ts";
 
 const TOL = 1e-5;
@@ -204,6 +204,37 @@ describe("onnx UNet export", () => {
       assert.ok(err <= TOL, `unconditional UNet: relative error ${err} > ${TOL}`);
     } finally {
       f.runner.dispose();
+    }
+  });
+});
+
+describe("onnx execution providers", () => {
+  test("GUIDANCE_LAB_ONNX_PROVIDERS: parsed in order, unknown names rejected by name", () => {
+    assert.deepEqual(providersFromEnv(undefined), ["cpu"], "default");
+    assert.deepEqual(providersFromEnv(" CUDA, cpu "), ["cuda", "cpu"], "order and case");
+    assert.throws(
+      () => providersFromEnv("gpu,cpu"),
+      /GUIDANCE_LAB_ONNX_PROVIDERS=gpu,cpu: unknown execution provider 'gpu'/,
+    );
+  });
+
+  test("a CUDA session either runs or fails saying what CUDA needs", async (t) => {
+    if (skip) return t.skip(skip);
+    const init = new Init(4);
+    const unet = new UNet(init, exportUNetConfig({ outChannels: 3 }));
+    const x = rnd(init, [1, 16, 16, 3]) as Tensor4D;
+    const ts = tf.tensor1d([10]);
+    const f = onnxModelFn(unet, { threads: 1, providers: ["cuda", "cpu"] });
+    try {
+      const pred = f(x, ts, {});
+      t.diagnostic("the CUDA provider loaded here");
+      assert.equal(pred.out.shape.join(), "1,16,16,3", "output shape");
+    } catch (e) {
+      assert.match((e as Error).message, /onnxruntime-node-install=cuda12/, "the error says how to get CUDA");
+    } finally {
+      f.runner.dispose();
+      tf.dispose([x, ts]);
+      unet.dispose();
     }
   });
 });

@@ -18,12 +18,13 @@ export async function resolveRuntime(choice: RuntimeChoice = "auto", quiet = fal
     );
   if (choice === "tfjs") return "tfjs";
   // Imported here so that the CLI's argument parsing does not load the tensor engine.
-  const { onnxAvailable } = await import("./runtime.ts");
+  const { onnxAvailable, providersFromEnv } = await import("./runtime.ts");
   const why = await onnxAvailable();
   if (why === undefined) {
+    const providers = providersFromEnv();
     if (!quiet)
       process.stderr.write(
-        `[runtime] denoiser forwards on ONNX Runtime (${choice === "auto" ? "auto: onnxruntime-node loads; --runtime tfjs to opt out" : "requested"})\n`,
+        `[runtime] denoiser forwards on ONNX Runtime, providers ${providers.join(", ")} (${choice === "auto" ? "auto: onnxruntime-node loads; --runtime tfjs to opt out" : "requested"})\n`,
       );
     return "onnx";
   }

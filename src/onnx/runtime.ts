@@ -27,6 +27,29 @@ export interface OnnxOptions {
   spin?: boolean;
   /** Longest a single call may block waiting for the worker (default 10 minutes). */
   timeoutMs?: number;
+  /** Execution providers in order of preference; default GUIDANCE_LAB_ONNX_PROVIDERS, else ["cpu"]. */
+  providers?: readonly OnnxProvider[];
+}
+
+/**
+ * Execution providers a user may ask for. "cuda" needs Linux x64, CUDA 12 with cuDNN 9, and onnxruntime-node's
+ * CUDA binaries, which its install step downloads unless told to skip (this project's .npmrc skips them so that
+ * installs work offline): `npm install onnxruntime-node --onnxruntime-node-install=cuda12` brings them.
+ */
+export const ONNX_PROVIDERS = ["cpu", "cuda"] as const;
+export type OnnxProvider = (typeof ONNX_PROVIDERS)[number];
+
+/** GUIDANCE_LAB_ONNX_PROVIDERS ("cuda,cpu", ...) parsed and checked; ["cpu"] when unset. */
+export function providersFromEnv(raw = process.env.GUIDANCE_LAB_ONNX_PROVIDERS): OnnxProvider[] {
+  if (raw === undefined || raw.trim() === "") return ["cpu"];
+  const names = raw.split(",").map((n) => n.trim().toLowerCase());
+  for (const n of names) {
+    if (!(ONNX_PROVIDERS as readonly string[]).includes(n))
+      throw new Error(
+        `GUIDANCE_LAB_ONNX_PROVIDERS=${raw}: unknown execution provider '${n}' (known: ${ONNX_PROVIDERS.join(", ")})`,
+      );
+  }
+  return names as OnnxProvider[];
 }
 
 export interface Feed {
@@ -72,8 +95,10 @@ export class OnnxSessions {
   private readonly threads: number;
   private readonly spin: boolean;
   private readonly timeoutMs: number;
+  private readonly providers: readonly OnnxProvider[];
 
   constructor(opts: OnnxOptions = {}) {
+    this.providers = opts.providers ?? providersFromEnv();
     this.threads = opts.threads ?? availableParallelism();
     this.spin = opts.spin ?? false;
     this.timeoutMs = opts.timeoutMs ?? 600_000;
@@ -108,9 +133,22 @@ export class OnnxSessions {
       const bytes = build();
       s = { id: this.nextId++, data: new SharedArrayBuffer(Math.max(4 * outFloats, 4096)) };
       // Transferred, not cloned: the model bytes hold every weight.
-      this.call({ kind: "create", id: s.id, bytes, threads: this.threads, spin: this.spin }, s.data, [
-        bytes.buffer as ArrayBuffer,
-      ]);
+      const msg = {
+        kind: "create",
+        id: s.id,
+        bytes,
+        threads: this.threads,
+        spin: this.spin,
+        providers: this.providers,
+      };
+      try {
+        this.call(msg, s.data, [bytes.buffer as ArrayBuffer]);
+      } catch (e) {
+        if (!this.providers.includes("cuda")) throw e;
+        throw new Error(
+          `${(e as Error).message}\n(execution providers [${this.providers.join(", ")}]: the CUDA provider needs Linux x64, CUDA 12 with cuDNN 9 and onnxruntime-node's CUDA binaries: npm install onnxruntime-node --onnxruntime-node-install=cuda12; unset GUIDANCE_LAB_ONNX_PROVIDERS for the CPU)`,
+        );
+      }
       this.sessions.set(key, s);
     }
     return s;

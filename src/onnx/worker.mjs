@@ -37,7 +37,7 @@ parentPort.on("message", async (msg) => {
     ort ??= await import("onnxruntime-node");
     if (msg.kind === "create") {
       const s = await ort.InferenceSession.create(msg.bytes, {
-        executionProviders: ["cpu"],
+        executionProviders: msg.providers,
         intraOpNumThreads: msg.threads,
         extra: { session: { intra_op: { allow_spinning: msg.spin ? "1" : "0" } } },
         interOpNumThreads: 1,
