@@ -72,17 +72,35 @@ test("models evaluate: every zoo task gives figures in range, leaks no tensors, 
       assert.ok(card.includes(`| ${f.key} | ${(100 * f.value).toFixed(1)}%`), `${name}: card lacks ${f.key}`);
     assert.ok(card.includes("experiments/zoo/"), `${name}: card must name its recipe`);
   }
+  // The denoiser itself stands in as its own early checkpoint: same weights, x_T and step noise give the same
+  // figures, which pins that both models are sampled identically.
   const ev = await evaluateModel("denoiser", {
     dir: models,
     samplesPerPrompt: 1,
     fdSamples: 4,
     steps: 2,
+    early: "denoiser",
     log: () => {},
   });
   const keys = ev.figures.map((f) => f.key);
-  for (const k of ["cfg3_single_object", "cfg1_single_object", "cfg3_colour", "fd_unconditional"]) {
+  for (const k of [
+    "cfg3_single_object",
+    "cfg1_single_object",
+    "cfg3_colour",
+    "fd_unconditional",
+    "early_cfg3_single_object",
+    "early_fd_unconditional",
+  ]) {
     assert.ok(keys.includes(k), `denoiser figures lack ${k}: ${keys}`);
   }
+  const value = (k: string) => ev.figures.find((f) => f.key === k)!.value;
+  assert.equal(value("early_fd_unconditional"), value("fd_unconditional"), "same weights, same FD");
+  assert.equal(value("early_cfg3_single_object"), value("cfg3_single_object"), "same weights, same accuracy");
+  const card = readFileSync(writeCard("denoiser", models, ev), "utf8");
+  assert.ok(
+    card.includes(`| early_fd_unconditional | ${value("fd_unconditional").toFixed(4)}`),
+    "card FD row",
+  );
   const fd = ev.figures.find((f) => f.key === "fd_unconditional")!;
   assert.ok(
     Number.isFinite(fd.value) && fd.value >= 0,

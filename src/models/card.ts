@@ -20,7 +20,7 @@ const ROLE: Record<ModelInfo["task"], string> = {
 
 function fmt(key: string, v: number): string {
   if (!Number.isFinite(v)) return "n/a";
-  return !key.startsWith("fd") ? `${(100 * v).toFixed(1)}%` : v.toFixed(4);
+  return !key.includes("fd_") ? `${(100 * v).toFixed(1)}%` : v.toFixed(4);
 }
 
 export function evaluationPath(info: ModelInfo): string {

@@ -371,21 +371,6 @@ async function evaluateDenoiser(
     );
   }
   if (modelInfoOrUndefined(o.evalClip, o.dir)) {
-    const zoo = loadZoo({ denoiser: name }, o.dir, o.runtime);
-    let fake: Float32Array[];
-    try {
-      const empty = Array.from({ length: o.fdSamples }, () => "");
-      fake = await sampleImages(
-        zoo,
-        { kind: "unconditional" },
-        empty,
-        o.steps,
-        o.batchSize,
-        progress("unconditional", o.fdSamples),
-      );
-    } finally {
-      zoo.dispose();
-    }
     const rng = new Rng(hashSeed("models-evaluate", "fd-real"));
     const real = Array.from({ length: o.fdSamples }, () =>
       render(sampleScene(rng, { twoObjectProb: info.config.world.twoObjects }), info.config.world.size),
@@ -394,16 +379,35 @@ async function evaluateDenoiser(
     try {
       const clip = model as EvalClip;
       const emb = evalClipEmbedder(clip, clip.config.text.ctx);
-      const fd = frechetDistance(
-        emb.images(fake, info.config.world.size),
-        emb.images(real, info.config.world.size),
-      );
-      figures.push({
-        key: "fd_unconditional",
-        value: fd,
-        description: `Fréchet distance of ${o.fdSamples} unconditional samples to ${o.fdSamples} renders of the training distribution, '${o.evalClip}' features`,
-      });
-      log(`[evaluate ${name}] FD(unconditional) ${fd.toFixed(4)}\n`);
+      const realFeatures = emb.images(real, info.config.world.size);
+      // The same x_T and step noise for both models, so the early checkpoint's figure differs by the weights only.
+      const fdOf = async (modelName: string, key: string, who: string) => {
+        const zoo = loadZoo({ denoiser: modelName }, o.dir, o.runtime);
+        let fake: Float32Array[];
+        try {
+          const empty = Array.from({ length: o.fdSamples }, () => "");
+          fake = await sampleImages(
+            zoo,
+            { kind: "unconditional" },
+            empty,
+            o.steps,
+            o.batchSize,
+            progress(key, o.fdSamples),
+          );
+        } finally {
+          zoo.dispose();
+        }
+        const fd = frechetDistance(emb.images(fake, info.config.world.size), realFeatures);
+        figures.push({
+          key,
+          value: fd,
+          description: `${who}Fréchet distance of ${o.fdSamples} unconditional samples to ${o.fdSamples} renders of the training distribution, '${o.evalClip}' features`,
+        });
+        log(`[evaluate ${name}] ${key} ${fd.toFixed(4)}\n`);
+      };
+      await fdOf(name, "fd_unconditional", "");
+      if (early && modelInfoOrUndefined(early, o.dir))
+        await fdOf(early, "early_fd_unconditional", `the early checkpoint '${early}': `);
     } finally {
       model.dispose();
     }
