@@ -235,6 +235,73 @@ async function main(): Promise<void> {
       },
     )
     .command(
+      "glide",
+      "GLIDE text-to-image from your converted checkpoints (base, optional upsampler) under a strategy",
+      (y) =>
+        y
+          .option("base", {
+            type: "string",
+            demandOption: true,
+            describe: "converted base checkpoint (.safetensors)",
+          })
+          .option("base-flags", {
+            type: "string",
+            describe: "JSON of GLIDE flags overriding the base defaults",
+          })
+          .option("upsampler", { type: "string", describe: "converted upsampler checkpoint (.safetensors)" })
+          .option("upsampler-flags", {
+            type: "string",
+            describe: "JSON of flags overriding the upsampler defaults",
+          })
+          .option("bpe", {
+            type: "string",
+            demandOption: true,
+            describe: "directory with GPT-2's encoder.json and vocab.bpe (.gz accepted)",
+          })
+          .option("prompt", { type: "string", demandOption: true })
+          .option("strategy", { type: "string", default: "cfg", describe: "strategy kind (see README)" })
+          .option("scale", { type: "number", describe: "guidance scale (the strategy's default otherwise)" })
+          .option("strategy-config", {
+            type: "string",
+            describe: "YAML/JSON file with a full strategy config",
+          })
+          .option("respacing", {
+            type: "string",
+            default: "100",
+            describe: 'base respacing: "100", "ddim50", ...',
+          })
+          .option("upsample-respacing", { type: "string", default: "fast27" })
+          .option("sampler", { choices: ["ddpm", "ddim"] as const, default: "ddpm" as const })
+          .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
+          .option("n", { type: "number", default: 4, describe: "number of images" })
+          .option("seed", { type: "number", default: 0 })
+          .option("out", { type: "string", default: join("reports", "glide") }),
+      async (argv) => {
+        await initEngine(argv.backend);
+        await import("../core/ops.ts");
+        const { runGlide } = await import("./glide.ts");
+        await runGlide({
+          base: argv.base,
+          baseFlags: argv["base-flags"],
+          upsampler: argv.upsampler,
+          upsamplerFlags: argv["upsampler-flags"],
+          bpe: argv.bpe,
+          prompt: argv.prompt,
+          strategy: argv.strategy,
+          scale: argv.scale,
+          strategyConfig: argv["strategy-config"],
+          respacing: argv.respacing,
+          upsampleRespacing: argv["upsample-respacing"],
+          sampler: argv.sampler,
+          eta: argv.eta,
+          n: argv.n,
+          seed: argv.seed,
+          out: argv.out,
+          runtime: argv.runtime,
+        });
+      },
+    )
+    .command(
       "sweep <config>",
       "Run a sweep of strategy × scale × steps on paired seeds; resumable and shardable",
       (y) =>

@@ -53,7 +53,11 @@ function readImageTensor(path: string, flag: string, size: number, channels: 1 |
   return tf.tidy(() => tf.sub(tf.mul(tf.tensor4d(img.data, [1, size, size, 3]), 2), 1) as Tensor4D);
 }
 
-function strategyFromArgs(a: SampleArgs): { raw: unknown; source: string } {
+/** The strategy of --strategy/--scale, or of a --strategy-config file (YAML or JSON). */
+export function strategyFromArgs(a: Pick<SampleArgs, "strategy" | "scale" | "strategyConfig">): {
+  raw: unknown;
+  source: string;
+} {
   if (!a.strategyConfig) {
     return {
       raw: { kind: a.strategy, ...(a.scale !== undefined ? { scale: a.scale } : {}) },
