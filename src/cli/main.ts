@@ -1,7 +1,7 @@
 // The command line: thin yargs commands that parse arguments and call the modules. Modules are imported lazily
 // so that `--help` and light commands start instantly.
 import { join } from "node:path";
-import yargs from "yargs";
+import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BACKENDS, type BackendChoice, initEngine } from "../core/engine.ts";
 
@@ -10,6 +10,18 @@ const backendOption = {
   default: (process.env.GUIDANCE_LAB_BACKEND ?? "auto") as BackendChoice,
   describe: "TensorFlow.js backend (env GUIDANCE_LAB_BACKEND)",
 } as const;
+
+/** The options `sample` and `glide` share: the prompt, the strategy and the sampler. */
+function samplingOptions<T>(y: Argv<T>) {
+  return y
+    .option("prompt", { type: "string", demandOption: true })
+    .option("strategy", { type: "string", default: "cfg", describe: "strategy kind (see README)" })
+    .option("scale", { type: "number", describe: "guidance scale (the strategy's default otherwise)" })
+    .option("strategy-config", { type: "string", describe: "YAML/JSON file with a full strategy config" })
+    .option("sampler", { choices: ["ddpm", "ddim"] as const, default: "ddpm" as const })
+    .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
+    .option("seed", { type: "number", default: 0 });
+}
 
 async function main(): Promise<void> {
   await yargs(hideBin(process.argv))
@@ -179,24 +191,14 @@ async function main(): Promise<void> {
       "sample",
       "Sample images of one prompt with a zoo model and a guidance strategy",
       (y) =>
-        y
+        samplingOptions(y)
           .option("model", {
             type: "string",
             default: "denoiser",
             describe: "zoo denoiser (guidance-lab models list)",
           })
-          .option("prompt", { type: "string", demandOption: true })
-          .option("strategy", { type: "string", default: "cfg", describe: "strategy kind (see README)" })
-          .option("scale", { type: "number", describe: "guidance scale (the strategy's default otherwise)" })
-          .option("strategy-config", {
-            type: "string",
-            describe: "YAML/JSON file with a full strategy config",
-          })
           .option("steps", { type: "number", default: 50 })
-          .option("sampler", { choices: ["ddpm", "ddim"] as const, default: "ddpm" as const })
-          .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
           .option("n", { type: "number", default: 8, describe: "number of images" })
-          .option("seed", { type: "number", default: 0 })
           .option("out", { type: "string", default: join("reports", "samples") })
           .option("init-image", {
             type: "string",
@@ -238,7 +240,7 @@ async function main(): Promise<void> {
       "glide",
       "GLIDE text-to-image from your converted checkpoints (base, optional upsampler) under a strategy",
       (y) =>
-        y
+        samplingOptions(y)
           .option("base", {
             type: "string",
             demandOption: true,
@@ -258,23 +260,13 @@ async function main(): Promise<void> {
             demandOption: true,
             describe: "directory with GPT-2's encoder.json and vocab.bpe (.gz accepted)",
           })
-          .option("prompt", { type: "string", demandOption: true })
-          .option("strategy", { type: "string", default: "cfg", describe: "strategy kind (see README)" })
-          .option("scale", { type: "number", describe: "guidance scale (the strategy's default otherwise)" })
-          .option("strategy-config", {
-            type: "string",
-            describe: "YAML/JSON file with a full strategy config",
-          })
           .option("respacing", {
             type: "string",
             default: "100",
             describe: 'base respacing: "100", "ddim50", ...',
           })
           .option("upsample-respacing", { type: "string", default: "fast27" })
-          .option("sampler", { choices: ["ddpm", "ddim"] as const, default: "ddpm" as const })
-          .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
           .option("n", { type: "number", default: 4, describe: "number of images" })
-          .option("seed", { type: "number", default: 0 })
           .option("out", { type: "string", default: join("reports", "glide") }),
       async (argv) => {
         await initEngine(argv.backend);
