@@ -55,6 +55,7 @@ test("wasm matMul equals direct loops for every transpose pair, batch layout and
     [[6], [6], 1, 33, 9],
     [[2, 3], [2, 3], 16, 8, 11],
     [[1], [4], 9, 3, 2],
+    [[1, 1], [3], 9, 4, 5],
   ];
   const before = tf.memory().numTensors;
   for (const [oa, ob, m, k, n] of cases) {
@@ -72,7 +73,9 @@ test("wasm matMul equals direct loops for every transpose pair, batch layout and
         const at = tf.tensor(stored(a, ba, m, k, ta), [...oa, ...(ta ? [k, m] : [m, k])]);
         const bt = tf.tensor(stored(b, bb, k, n, tb), [...ob, ...(tb ? [n, k] : [k, n])]);
         const y = tf.matMul(at, bt, ta, tb);
-        const outer = oa.length >= ob.length ? (ba >= bb ? oa : ob) : ob;
+        const rank = Math.max(oa.length, ob.length);
+        const pad = (o: number[]) => [...Array(rank - o.length).fill(1), ...o];
+        const outer = pad(oa).map((d, i) => Math.max(d, pad(ob)[i]!));
         assert.deepEqual(y.shape, [...outer, m, n], `shape of ${oa}|${ob} ${m}x${k}x${n} tA=${ta} tB=${tb}`);
         const got = y.dataSync();
         let worst = 0;

@@ -78,7 +78,7 @@ export function installWasmMatMul(): void {
       const b = tb ? swapLast(inB, batchB) : own(reshape(backend, inB, [batchB, ...inB.shape.slice(-2)]));
       const [, m, k] = a.shape as [number, number, number];
       const n = b.shape[2]!;
-      const outShape = [...(batchA >= batchB ? outerA : outerB), m, n];
+      const outShape = [...tf.broadcast_util.assertAndGetBroadcastShape(outerA, outerB), m, n];
       if (batchB === 1) {
         // Every matrix of A against one B: one [batchA·m, k] × [k, n] product.
         const tall = own(reshape(backend, a, [1, batchA * m, k]));
