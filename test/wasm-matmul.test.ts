@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { initEngine, type Tensor, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
+import { setWasmMatMul, wasmMatMulMode } from "../src/core/wasm-matmul.ts";
 
 before(async () => {
   await initEngine("wasm", { quiet: true, matMul: "fast" });
@@ -116,5 +117,25 @@ test("wasm matMul gradients (transposed products) match the cpu backend", async 
     });
   } finally {
     await tf.setBackend("wasm");
+  }
+});
+
+test("the kernel can be switched back to the stock one and again to the fast one", () => {
+  assert.equal(wasmMatMulMode(), "fast", "initEngine(matMul: fast) installs it");
+  const a = tf.ones([2, 12, 8]);
+  const b = tf.ones([2, 8, 4]);
+  try {
+    for (const mode of ["reference", "fast", "reference", "fast"] as const) {
+      setWasmMatMul(mode);
+      assert.equal(wasmMatMulMode(), mode, `mode ${mode}`);
+      const y = tf.matMul(a, b);
+      assert.ok(
+        y.dataSync().every((v) => v === 8),
+        `${mode}: all-ones product is 8 everywhere`,
+      );
+      y.dispose();
+    }
+  } finally {
+    tf.dispose([a, b]);
   }
 });

@@ -10,6 +10,7 @@ import { createDiffusion } from "../core/diffusion.ts";
 import { type Scalar, type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { Init } from "../core/layers.ts";
 import { defaultGoldenDir } from "../core/paths.ts";
+import { setWasmMatMul } from "../core/wasm-matmul.ts";
 import { labelForPrompt, NUM_CLASSES, PAD_ID, tokenize, VOCAB_SIZE } from "../data/world.ts";
 import { EncoderUNet } from "../models/encoder-unet.ts";
 import { UNet, type UNetConfig } from "../models/unet.ts";
@@ -144,7 +145,17 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
       tf.dispose([x, t, cond.tokens!, cond.mask!]);
     }
   }
+  // The trainer's workers run the fast wasm matMul kernel (src/core/wasm-matmul.ts); both rows, then the stock one back.
   fwd.push(await benchTrainStep("zoo denoiser", zoo, quick ? 2 : 16, minMs));
+  if (tf.getBackend() === "wasm") {
+    setWasmMatMul("fast");
+    try {
+      const r = await benchTrainStep("zoo denoiser", zoo, quick ? 2 : 16, minMs);
+      fwd.push({ ...r, backend: `${r.backend} (fast matMul, as the trainer)` });
+    } finally {
+      setWasmMatMul("reference");
+    }
+  }
   out(`\n${formatTable(fwd)}\n`);
 
   // Sampling steps per second per strategy on the zoo-sized models (random weights: speed does not depend on them).

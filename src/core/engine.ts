@@ -61,7 +61,8 @@ export async function initEngine(
      * "fast" moves wasm's batched and transposed matMuls onto XNNPACK (./wasm-matmul.ts): 3-15x faster, but its
      * products round about 4x more than the loop kernel's (K = 512: 2.0e-5 vs 5.2e-6 absolute), which the golden
      * CLIP-guided trajectory amplifies past its 1e-4 tolerance over 20 steps. Training asks for it; inference and
-     * verify-reference keep the reference kernel. Once installed it stays for the process (or worker thread).
+     * verify-reference keep the reference kernel. It stays for the process (or worker thread) unless switched back
+     * with setWasmMatMul("reference").
      */
     matMul?: "reference" | "fast";
   } = {},

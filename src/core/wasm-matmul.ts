@@ -28,16 +28,40 @@ const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 /** Rows of A below which a batch of products stays in the original kernel's loop (see below). */
 const MIN_ROWS_PER_PRODUCT = 8;
 
-let installed = false;
+/** The stock kernel, kept once this module has replaced it (so that it can be put back). */
+let stock: KernelConfig | undefined;
+let fast: KernelConfig | undefined;
 
-/** Replaces the wasm BatchMatMul kernel (idempotent; a no-op when wasm's kernels are not registered). */
+/** Which wasm BatchMatMul kernel is registered: "fast" (this module's) or "reference" (tfjs-backend-wasm's). */
+export function wasmMatMulMode(): "fast" | "reference" {
+  return fast !== undefined && tf.getKernel("BatchMatMul", "wasm")?.kernelFunc === fast.kernelFunc
+    ? "fast"
+    : "reference";
+}
+
+/** Registers the fast or the stock wasm BatchMatMul kernel (a no-op when wasm's kernels are not registered). */
+export function setWasmMatMul(mode: "fast" | "reference"): void {
+  if (mode === wasmMatMulMode()) return;
+  if (mode === "fast") installWasmMatMul();
+  else if (stock) {
+    tf.unregisterKernel("BatchMatMul", "wasm");
+    tf.registerKernel(stock);
+  }
+}
+
+/** Replaces the wasm BatchMatMul kernel by the fast one. */
 export function installWasmMatMul(): void {
-  if (installed) return;
+  if (wasmMatMulMode() === "fast") return;
+  if (fast) {
+    tf.unregisterKernel("BatchMatMul", "wasm");
+    tf.registerKernel(fast);
+    return;
+  }
   const orig = tf.getKernel("BatchMatMul", "wasm");
   const transposeK = tf.getKernel("Transpose", "wasm");
   const reshapeK = tf.getKernel("Reshape", "wasm");
   if (!orig || !transposeK || !reshapeK) return;
-  installed = true;
+  stock = orig;
   const run = (k: KernelConfig, args: Args) => k.kernelFunc(args as never) as TensorInfo;
   const reshape = (backend: WasmBackend, x: TensorInfo, shape: number[]) =>
     run(reshapeK, { inputs: { x }, backend, attrs: { shape } });
@@ -122,11 +146,12 @@ export function installWasmMatMul(): void {
       for (const t of owned) backend.disposeData(t.dataId);
     }
   };
-  tf.unregisterKernel("BatchMatMul", "wasm");
-  tf.registerKernel({
+  fast = {
     kernelName: "BatchMatMul",
     backendName: "wasm",
     ...(orig.setupFunc ? { setupFunc: orig.setupFunc } : {}),
     kernelFunc: kernelFunc as unknown as KernelFunc,
-  });
+  };
+  tf.unregisterKernel("BatchMatMul", "wasm");
+  tf.registerKernel(fast);
 }
