@@ -210,11 +210,28 @@ function finish(o: CommonOptions, base: { sample: Tensor4D; nfe: number }): Glid
   };
 }
 
-const stageHooks = (o: CommonOptions) => ({
-  ...(o.sampler ? { sampler: o.sampler } : {}),
-  ...(o.eta !== undefined ? { eta: o.eta } : {}),
-  ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("base", i) } : {}),
-});
+/** The base stage: `unet` (whose forward `models.model` wraps) under `strategy`, sampler and hooks from `o`. */
+function runBase(
+  o: CommonOptions,
+  unet: UNet,
+  models: GuidanceModels,
+  strategy: unknown,
+  known?: KnownRegion,
+): { sample: Tensor4D; nfe: number } {
+  return runStage({
+    models,
+    strategy,
+    prompts: o.prompts,
+    diffusion: baseDiffusion(o, unet),
+    shape: shapeOf(unet),
+    seed: o.seed ?? 0,
+    stage: "base",
+    ...(known ? { known } : {}),
+    ...(o.sampler ? { sampler: o.sampler } : {}),
+    ...(o.eta !== undefined ? { eta: o.eta } : {}),
+    ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("base", i) } : {}),
+  });
+}
 
 /** Text to image: the base model under any registry strategy, then (optionally) the upsampler. */
 export function glideText2Im(o: GlideText2ImOptions): GlideResult {
@@ -229,16 +246,7 @@ export function glideText2Im(o: GlideText2ImOptions): GlideResult {
       models.clipText = clipTextEmbedder(o.clip.model, o.clip.text);
     }
     if (o.weak && weak) models.weak = spatialModel(o.weak, {}, weak);
-    return runStage({
-      models,
-      strategy: o.strategy ?? { kind: "cfg", scale: 3 },
-      prompts: o.prompts,
-      diffusion: baseDiffusion(o, o.base),
-      shape: shapeOf(o.base),
-      seed: o.seed ?? 0,
-      stage: "base",
-      ...stageHooks(o),
-    });
+    return runBase(o, o.base, models, o.strategy ?? { kind: "cfg", scale: 3 });
   });
   return finish(o, base);
 }
@@ -287,17 +295,7 @@ export function glideInpaint(o: GlideInpaintOptions): GlideResult {
         encode: glideEncoder(o.model, o.text),
         unconditionalPrompt: "",
       };
-      return runStage({
-        models,
-        strategy: o.strategy ?? { kind: "cfg", scale: 5 },
-        prompts: o.prompts,
-        diffusion: baseDiffusion(o, o.model),
-        shape: shapeOf(o.model),
-        seed: o.seed ?? 0,
-        stage: "base",
-        known,
-        ...stageHooks(o),
-      });
+      return runBase(o, o.model, models, o.strategy ?? { kind: "cfg", scale: 5 }, known);
     });
     return finish(o, base);
   } finally {

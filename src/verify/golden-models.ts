@@ -3,10 +3,9 @@
 // official-checkpoint loader, so a section exercises exactly what a user's real checkpoint goes through.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { Tensor, Tensor2D, Tensor4D } from "../core/engine.ts";
+import type { Tensor, Tensor2D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import { Init, type Module } from "../core/layers.ts";
-import type { Prediction } from "../core/types.ts";
 import { ClipModel, clipConfigFromOfficial } from "../models/clip.ts";
 import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/configs.ts";
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
@@ -124,18 +123,6 @@ export function maskTensor(ctx: SectionContext, name: string): Tensor2D {
   if (arr.shape.length !== 2)
     throw new GoldenError(`${ctx.rel(name)}: expected [B, ctx], got [${arr.shape}]`);
   return tf.tensor2d(Float32Array.from(ctx.loadNumbers(name)), arr.shape as [number, number]);
-}
-
-/** A UNet as a Denoiser body: eps in the first inChannels channels, learned-range values in the rest. */
-export function predictionOf(unet: UNet, out: Tensor4D): Prediction {
-  const c = unet.config.inChannels;
-  const [b, h, w, oc] = out.shape;
-  if (oc === c) return { out, kind: "eps" };
-  return {
-    out: tf.slice(out, [0, 0, 0, 0], [b, h, w, c]),
-    kind: "eps",
-    varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
-  };
 }
 
 /** A golden UNet's forward on the section's runtime; `runtime` names it in the row notes. */
