@@ -225,20 +225,21 @@ def reinit(th, model_or_modules, seed):
                 p.copy_(v.half().float())
 
 
-def write_safetensors(path, tensors, config):
-    """tensors: list of (name, torch tensor); stored as F16 (values are F16-representable)."""
+def write_safetensors(path, f16_tensors, config, f32_tensors=()):
+    """(name, torch tensor) lists; F16 ones must be F16-representable, F32 ones are stored as they are."""
     header = {"__metadata__": {"config": json.dumps(config)}}
-    blobs = []
-    off = 0
-    entries = []
-    for name, t in tensors:
+    blobs, entries, off = [], [], 0
+    for name, t, dt in [(n, t, "F16") for n, t in f16_tensors] + [(n, t, "F32") for n, t in f32_tensors]:
         a = t.detach().cpu().float().numpy()
-        h = a.astype("<f2")
-        if not np.array_equal(h.astype(np.float32), a):
-            raise ValueError(f"{name}: not float16-representable")
+        if dt == "F16":
+            h = a.astype("<f2")
+            if not np.array_equal(h.astype(np.float32), a):
+                raise ValueError(f"{name}: not float16-representable")
+        else:
+            h = a.astype("<f4")
         b = h.tobytes()
-        header[name] = {"dtype": "F16", "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        entries.append((name, list(a.shape), off, len(b)))
+        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
+        entries.append((name, list(a.shape), off, len(b), "float16" if dt == "F16" else "float32"))
         blobs.append(b)
         off += len(b)
     hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -253,14 +254,14 @@ def write_safetensors(path, tensors, config):
         "format": "safetensors (F16 or F32, little endian); abs_offset = file offset of first byte",
         "header_bytes": base,
         "tensors": [
-            {"name": n, "shape": s, "dtype": "float16", "abs_offset": base + o, "nbytes": nb}
-            for n, s, o, nb in entries
+            {"name": n, "shape": s, "dtype": d, "abs_offset": base + o, "nbytes": nb} for n, s, o, nb, d in entries
         ],
-        "n_params": int(sum(int(np.prod(s)) for _, s, _, _ in entries)),
+        "n_params": int(sum(int(np.prod(s)) for _, s, _, _, _ in entries)),
     }
     with open(path.replace(".safetensors", ".index.json"), "w") as f:
         json.dump(index, f)
     return index["n_params"]
+
 
 
 # ------------------------------------------------------------------------------------------------ builders
@@ -331,11 +332,11 @@ class Ctx:
             tensors = [("text_encoder." + k, v) for k, v in clip.text_encoder.state_dict().items()]
             tensors += [("image_encoder." + k, v) for k, v in clip.image_encoder.state_dict().items()]
             # logit_scale = log(100) is not F16-representable: stored as F32 [1], as the shared set does.
-            n = write_safetensors_mixed(
+            n = write_safetensors(
                 os.path.join(self.args.out, "weights", "clip_small.safetensors"),
                 tensors,
-                [("logit_scale", clip.logit_scale.reshape(1))],
                 SMALL_CLIP,
+                [("logit_scale", clip.logit_scale.reshape(1))],
             )
             self.meta_params["clip_small"] = n
             self._clip = clip
@@ -380,44 +381,6 @@ class Ctx:
             self.meta_params["gd_classifier_small"] = n
             self._classifier = c
         return self._classifier
-
-
-def write_safetensors_mixed(path, f16_tensors, f32_tensors, config):
-    """Like write_safetensors, with some tensors stored as F32."""
-    header = {"__metadata__": {"config": json.dumps(config)}}
-    blobs, entries, off = [], [], 0
-    for name, t, dt in [(n, t, "F16") for n, t in f16_tensors] + [(n, t, "F32") for n, t in f32_tensors]:
-        a = t.detach().cpu().float().numpy()
-        if dt == "F16":
-            h = a.astype("<f2")
-            if not np.array_equal(h.astype(np.float32), a):
-                raise ValueError(f"{name}: not float16-representable")
-        else:
-            h = a.astype("<f4")
-        b = h.tobytes()
-        header[name] = {"dtype": dt, "shape": list(a.shape), "data_offsets": [off, off + len(b)]}
-        entries.append((name, list(a.shape), off, len(b), "float16" if dt == "F16" else "float32"))
-        blobs.append(b)
-        off += len(b)
-    hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hj += b" " * ((8 - len(hj) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)))
-        f.write(hj)
-        for b in blobs:
-            f.write(b)
-    base = 8 + len(hj)
-    index = {
-        "format": "safetensors (F16 or F32, little endian); abs_offset = file offset of first byte",
-        "header_bytes": base,
-        "tensors": [
-            {"name": n, "shape": s, "dtype": d, "abs_offset": base + o, "nbytes": nb} for n, s, o, nb, d in entries
-        ],
-        "n_params": int(sum(int(np.prod(s)) for _, s, _, _, _ in entries)),
-    }
-    with open(path.replace(".safetensors", ".index.json"), "w") as f:
-        json.dump(index, f)
-    return index["n_params"]
 
 
 def save_tables(w, key, diffusion):
