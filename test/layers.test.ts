@@ -107,6 +107,22 @@ test("Init is deterministic, advances, and has the requested statistics", () => 
   assert.deepEqual(arr(a.ones([2])), [1, 1]);
 });
 
+test("Init.forLoading allocates zeros and draws nothing; a load then fills every parameter", () => {
+  const empty = new Tiny(Init.forLoading());
+  for (const [n, v] of empty.namedParameters()) {
+    assert.ok(
+      arr(v).every((x) => x === 0 || x === 1),
+      `${n}: zeros (or a norm's ones), no random draw`,
+    );
+  }
+  assert.ok(arr(empty.qkv.weight).every((x) => x === 0), "a normal-initialised weight is all zeros");
+  const trained = new Tiny(new Init(7));
+  empty.loadStateDict(trained.stateDict());
+  for (const [n, t] of trained.stateDict()) assert.deepEqual(arr(empty.stateDict().get(n)!), arr(t), n);
+  empty.dispose();
+  trained.dispose();
+});
+
 test("parameter names, order, counts and default inits", () => {
   const m = new Tiny(new Init(0));
   const names = m.namedParameters().map(([n]) => n);

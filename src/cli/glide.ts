@@ -60,7 +60,7 @@ function vocabFile(dir: string, name: string): string {
 
 function loadGlide(file: string, flags: Record<string, unknown>, flag: string): UNet {
   if (!existsSync(file)) throw new Error(`${flag} ${file}: file not found (a converted GLIDE checkpoint)`);
-  const unet = new UNet(new Init(0), glideConfigFromOfficial(flags));
+  const unet = new UNet(Init.forLoading(), glideConfigFromOfficial(flags));
   try {
     loadOfficial(unet, file, "glide-unet");
   } catch (e) {

@@ -16,6 +16,15 @@ export { avgPool2x, gelu, silu, upsampleNearest2x } from "./ops.ts";
 export class Init {
   private s: Uint32Array;
 
+  /**
+   * An Init for modules whose every parameter a checkpoint is about to overwrite (loadStateDict is strict by
+   * default, so none keeps this value): it allocates zeros and draws nothing, which for GLIDE's 385M-parameter base
+   * saves seconds of Box–Muller at start-up.
+   */
+  static forLoading(): Init {
+    return new LoadingInit(0);
+  }
+
   constructor(seed: number) {
     // splitmix32 expands the seed so that nearby seeds give unrelated streams.
     let z = seed >>> 0;
@@ -81,6 +90,16 @@ export class Init {
 
   ones(shape: number[]): Tensor {
     return tf.ones(shape, "float32");
+  }
+}
+
+class LoadingInit extends Init {
+  override normal(shape: number[]): Tensor {
+    return this.zeros(shape);
+  }
+
+  override uniform(shape: number[]): Tensor {
+    return this.zeros(shape);
   }
 }
 

@@ -92,24 +92,28 @@ export function loadZooModel(name: string, dir = modelsDir()): { info: ModelInfo
   switch (info.task) {
     case "denoiser": {
       const m = denoiserModelSchema.parse(info.config.model);
-      model = new UNet(new Init(0), denoiserUNetConfig(m, info.config.world.size));
+      model = new UNet(Init.forLoading(), denoiserUNetConfig(m, info.config.world.size));
       break;
     }
     case "classifier": {
       const m = classifierModelSchema.parse(info.config.model);
-      model = new EncoderUNet(new Init(0), classifierConfig(m, info.config.world.size, NUM_CLASSES));
+      model = new EncoderUNet(Init.forLoading(), classifierConfig(m, info.config.world.size, NUM_CLASSES));
       break;
     }
     case "noised-clip": {
       const m = noisedClipModelSchema.parse(info.config.model);
       model = new ClipModel(
-        new Init(0),
+        Init.forLoading(),
         noisedClipConfig(m, info.config.world.size, info.config.diffusion.steps),
       );
       break;
     }
     case "eval-clip":
-      model = buildEvalClip(evalClipModelSchema.parse(info.config.model), info.config.world.size, 0);
+      model = buildEvalClip(
+        evalClipModelSchema.parse(info.config.model),
+        info.config.world.size,
+        Init.forLoading(),
+      );
       break;
   }
   const path = join(info.dir, "model.safetensors");

@@ -66,7 +66,7 @@ export function goldenGlide(ctx: SectionContext): UNet {
   const config = glideConfigFromOfficial(block(ctx, "glide"));
   return loadWeights(
     ctx,
-    build(() => new UNet(new Init(0), config)),
+    build(() => new UNet(Init.forLoading(), config)),
     "glide",
   );
 }
@@ -75,7 +75,7 @@ export function goldenGdUnet(ctx: SectionContext): UNet {
   const config = gdUnetConfigFromOfficial(block(ctx, "gdUnet"));
   return loadWeights(
     ctx,
-    build(() => new UNet(new Init(0), config)),
+    build(() => new UNet(Init.forLoading(), config)),
     "gdUnet",
   );
 }
@@ -84,7 +84,7 @@ export function goldenClassifier(ctx: SectionContext): EncoderUNet {
   const config = classifierConfigFromOfficial(block(ctx, "classifier"));
   return loadWeights(
     ctx,
-    build(() => new EncoderUNet(new Init(0), config)),
+    build(() => new EncoderUNet(Init.forLoading(), config)),
     "classifier",
   );
 }
@@ -93,7 +93,7 @@ export function goldenClip(ctx: SectionContext): ClipModel {
   const config = clipConfigFromOfficial(block(ctx, "clip"));
   return loadWeights(
     ctx,
-    build(() => new ClipModel(new Init(0), config)),
+    build(() => new ClipModel(Init.forLoading(), config)),
     "clip",
   );
 }
