@@ -25,6 +25,7 @@ import {
 } from "../src/models/configs.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../src/models/encoder-unet.ts";
 import { UNet, type UNetConfig, unetInputChannels } from "../src/models/unet.ts";
+import { noisedClipConfig, noisedClipModelSchema } from "../src/train/tasks.ts";
 
 const GOLDEN = defaultGoldenDir();
 const MANIFEST = join(GOLDEN, "manifest.json");
@@ -118,6 +119,26 @@ describe("shape counts agree with instantiated modules", () => {
       const real = built(new UNet(new Init(1), config));
       assert.equal(unetParamCount(config), real, `count for ${JSON.stringify(extra)}`);
     }
+  });
+
+  test("the zoo's noised CLIP with and without a convolutional stem", () => {
+    const plain = noisedClipConfig(noisedClipModelSchema.parse({}), 16, 50);
+    assert.equal(plain.convStem, undefined, "no stem unless asked: GLIDE's design");
+    const stem = noisedClipConfig(noisedClipModelSchema.parse({ convStem: [8, 6] }), 16, 50);
+    assert.deepEqual(stem.convStem, [8, 6]);
+    for (const config of [plain, stem]) {
+      const model = new ClipModel(new Init(1), config);
+      const z = tf.tidy(() =>
+        model.embedImage(tf.zeros([2, 16, 16, 3]) as Tensor4D, tf.tensor1d([0, 49], "int32") as Tensor1D),
+      );
+      assert.deepEqual(z.shape, [2, config.nEmbd], "image embedding shape");
+      z.dispose();
+      assert.equal(clipParamCount(config), built(model), `count with stem ${config.convStem}`);
+    }
+    // 3×3 convolutions 3→8→6 with biases, and a patch projection from 6 channels instead of 3.
+    const patch = plain.patchSize ** 2 * plain.nHeadImage * plain.nHeadStateImage;
+    assert.equal(clipParamCount(stem) - clipParamCount(plain), 9 * 3 * 8 + 8 + 9 * 8 * 6 + 6 + 3 * patch);
+    assert.throws(() => noisedClipModelSchema.parse({ convStem: [0] }), /convStem/);
   });
 
   test("the golden set's small models match the manifest's counts", { skip: noGolden }, () => {

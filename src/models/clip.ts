@@ -31,6 +31,12 @@ export interface ClipConfig {
   nTimesteps: number;
   /** exp of the stored logit scale (the official config gives 100, stored as log(100)). */
   logitScale: number;
+  /**
+   * Widths of 3×3 convolution + GELU layers applied before the patch projection (Xiao et al. 2021, "Early
+   * convolutions help transformers see better"). Not in GLIDE's released model (absent or empty there); the zoo's
+   * small CLIP needs them to see shapes a few pixels wide, which a lone 4×4 patch projection did not learn.
+   */
+  convStem?: readonly number[];
 }
 
 /** Builds a ClipConfig from the official config.yaml keys (also the golden manifest's meta.small_clip). */
@@ -245,6 +251,7 @@ const IMAGE_STDS = [68.50053285, 66.63215831, 70.32316309];
 
 class ImageEmbedding extends Module {
   readonly wT: Embedding;
+  readonly stem: Conv2d[];
   readonly patchProj: Conv2d;
   readonly wPos: Variable;
   readonly ln: LayerNorm;
@@ -255,6 +262,7 @@ class ImageEmbedding extends Module {
     readonly patchSize: number,
     readonly nState: number,
     nTimesteps: number,
+    convStem: readonly number[],
   ) {
     super();
     if (imageSize % patchSize !== 0) {
@@ -262,9 +270,15 @@ class ImageEmbedding extends Module {
     }
     const nPatch = (imageSize / patchSize) ** 2;
     this.wT = this.child("w_t", new Embedding(init, nTimesteps, nState, 1 / Math.sqrt(nState)));
+    let inC = 3;
+    this.stem = convStem.map((width, i) => {
+      const conv = this.child(`stem_${i}`, new Conv2d(init, inC, width, 3));
+      inC = width;
+      return conv;
+    });
     this.patchProj = this.child(
       "patch_proj",
-      new Conv2d(init, 3, nState, patchSize, { stride: patchSize, padding: "valid", bias: false }),
+      new Conv2d(init, inC, nState, patchSize, { stride: patchSize, padding: "valid", bias: false }),
     );
     this.wPos = this.param("w_pos", init.normal([1 + nPatch, nState], 1 / Math.sqrt(nState)));
     this.ln = this.child("ln", new LayerNorm(nState, 1e-5));
@@ -279,7 +293,8 @@ class ImageEmbedding extends Module {
       );
     }
     if (t.shape[0] !== b) throw new Error(`CLIP image encoder: ${t.shape[0]} timesteps for a batch of ${b}`);
-    const x = tf.div(tf.sub(pixels, tf.tensor1d(IMAGE_MEANS)), tf.tensor1d(IMAGE_STDS)) as Tensor4D;
+    let x = tf.div(tf.sub(pixels, tf.tensor1d(IMAGE_MEANS)), tf.tensor1d(IMAGE_STDS)) as Tensor4D;
+    for (const conv of this.stem) x = gelu(conv.forward(x)) as Tensor4D;
     const patches = tf.reshape(this.patchProj.forward(x), [b, -1, this.nState]);
     const sot = tf.reshape(this.wT.forward(tf.cast(t, "int32")), [b, 1, this.nState]);
     return this.ln.forward(tf.add(tf.concat([sot, patches], 1), this.wPos)) as Tensor3D;
@@ -354,7 +369,7 @@ export class ClipModel extends Module {
       "blocks",
       new EncoderBlocks(
         init,
-        new ImageEmbedding(init, c.imageSize, c.patchSize, imageState, c.nTimesteps),
+        new ImageEmbedding(init, c.imageSize, c.patchSize, imageState, c.nTimesteps, c.convStem ?? []),
         imageState,
         c.nHeadImage,
         c.nXfBlocksImage,

@@ -277,9 +277,16 @@ export function clipParamCount(c: ClipConfig): number {
   const si = c.nHeadImage * c.nHeadStateImage;
   const patches = (c.imageSize / c.patchSize) ** 2;
   const text = c.nVocab * st + c.maxTextLen * st + c.nXfBlocksText * block(st) + output(st);
+  let stemC = 3;
+  let stem = 0;
+  for (const w of c.convStem ?? []) {
+    stem += conv(stemC, w, 3, true);
+    stemC = w;
+  }
   const image =
     c.nTimesteps * si +
-    conv(3, si, c.patchSize, false) +
+    stem +
+    conv(stemC, si, c.patchSize, false) +
     (1 + patches) * si +
     norm(si) +
     c.nXfBlocksImage * block(si) +

@@ -241,6 +241,8 @@ export const noisedClipModelSchema = z
     heads: posInt(2),
     textBlocks: posInt(2),
     imageBlocks: posInt(3),
+    /** Widths of 3×3 convolutions before the patch projection (ClipConfig.convStem); [] is GLIDE's design. */
+    convStem: z.array(z.number().int().positive()).default([]),
   })
   .strict();
 
@@ -264,6 +266,7 @@ export function noisedClipConfig(
     nXfBlocksImage: m.imageBlocks,
     nTimesteps: steps,
     logitScale: 1 / 0.07,
+    ...(m.convStem.length ? { convStem: m.convStem } : {}),
   };
 }
 
@@ -314,8 +317,8 @@ export const evalClipModelSchema = encoderSchema
   })
   .strict();
 
-export function buildEvalClip(m: z.infer<typeof evalClipModelSchema>, size: number, seed: number): EvalClip {
-  return new EvalClip(new Init(seed), {
+export function buildEvalClip(m: z.infer<typeof evalClipModelSchema>, size: number, init: Init): EvalClip {
+  return new EvalClip(init, {
     image: classifierConfig(m, size, m.embedDim),
     text: textConfig(m),
     embedDim: m.embedDim,
@@ -325,7 +328,7 @@ export function buildEvalClip(m: z.infer<typeof evalClipModelSchema>, size: numb
 function evalClipTask(recipe: Recipe): TaskInstance {
   const m = parseModel(evalClipModelSchema, recipe);
   const size = recipe.world.size;
-  const model = buildEvalClip(m, size, recipe.seed);
+  const model = buildEvalClip(m, size, new Init(recipe.seed));
   return {
     model,
     loss(step, from, to) {
