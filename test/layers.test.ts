@@ -115,7 +115,10 @@ test("Init.forLoading allocates zeros and draws nothing; a load then fills every
       `${n}: zeros (or a norm's ones), no random draw`,
     );
   }
-  assert.ok(arr(empty.qkv.weight).every((x) => x === 0), "a normal-initialised weight is all zeros");
+  assert.ok(
+    arr(empty.qkv.weight).every((x) => x === 0),
+    "a normal-initialised weight is all zeros",
+  );
   const trained = new Tiny(new Init(7));
   empty.loadStateDict(trained.stateDict());
   for (const [n, t] of trained.stateDict()) assert.deepEqual(arr(empty.stateDict().get(n)!), arr(t), n);
