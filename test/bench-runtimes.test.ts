@@ -2,10 +2,12 @@
 // forward and sampling rows on every runtime for a tiny UNet (finite, positive, no tensor left behind), and the
 // --compare-torch preconditions naming what is missing.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import { unetFlops } from "../src/bench/flops.ts";
+import { benchQuickstart, quickstartSummary } from "../src/bench/quickstart.ts";
 import { benchForward, benchSampling, runtimeSpecs } from "../src/bench/runtimes.ts";
 import { torchMissing } from "../src/bench/torch.ts";
 import { createDiffusion } from "../src/core/diffusion.ts";
@@ -15,6 +17,7 @@ import { defaultGoldenDir, REPO_ROOT } from "../src/core/paths.ts";
 import { glideConfigFromOfficial } from "../src/models/configs.ts";
 import { UNet } from "../src/models/unet.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
+import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 before(async () => {
   await initEngine("wasm", { quiet: true });
@@ -119,5 +122,39 @@ describe("bench: FLOPs, runtimes, torch preconditions", () => {
       inside.some((m) => /inside this project/.test(m)),
       "a checkout inside the project is refused",
     );
+  });
+
+  test("--quickstart times a sweep from a fresh folder on each runtime", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "gl-bench-qs-"));
+    const saved = process.env.GUIDANCE_LAB_MODELS;
+    try {
+      await makeTinyZoo(dir);
+      process.env.GUIDANCE_LAB_MODELS = join(dir, "models");
+      const config = join(dir, "sweep.yaml");
+      writeFileSync(
+        config,
+        `prompts: ["a red circle"]\nstrategies: [{ kind: cfg, scales: [1, 3] }]\nsteps: [2]\nsamplesPerPrompt: 2\nmetrics: [cost]\nout: ${join(dir, "unused")}\n`,
+      );
+      const { specs } = await runtimeSpecs();
+      const runtimes = [...new Set(specs.map((s) => s.runtime))];
+      const rows = await benchQuickstart({ config, runtimes, progress: false });
+      assert.deepEqual(
+        rows.map((r) => r.backend),
+        runtimes,
+        "one row per runtime, in order",
+      );
+      for (const r of rows) {
+        assert.ok(r.ms > 0 && r.value > 0, `${r.backend}: ${r.ms} ms, ${r.value} ${r.unit}`);
+        assert.match(r.detail, /^2 cells of /, `${r.backend}: both cells ran (nothing resumed)`);
+      }
+      assert.ok(!existsSync(join(dir, "unused")), "the config's out folder is not touched");
+      const line = quickstartSummary(rows);
+      assert.match(line, /^quickstart sweep: /, `summary: ${line}`);
+      if (rows.length === 2) assert.match(line, /x faster on onnx\)/, `ratio in the summary: ${line}`);
+    } finally {
+      if (saved === undefined) delete process.env.GUIDANCE_LAB_MODELS;
+      else process.env.GUIDANCE_LAB_MODELS = saved;
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

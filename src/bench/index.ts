@@ -2,7 +2,8 @@
 // and 2 threads, TensorFlow.js on the active backend): forward ms and GFLOP/s per model and batch size (the zoo's
 // denoiser; GLIDE's small golden config at batch 4, 64×64; the full GLIDE base at batch 2 with --full-glide), and
 // sampling steps per second per strategy (none, cfg, classifier on the zoo-sized models; cfg on GLIDE small). With
-// --compare-torch PATH the official glide-text2im code runs side by side on the same GLIDE config and inputs.
+// --compare-torch PATH the official glide-text2im code runs side by side on the same GLIDE config and inputs; with
+// --quickstart, the quickstart sweep's wall time on each runtime.
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
@@ -24,6 +25,7 @@ import {
 } from "../train/tasks.ts";
 import { benchEngine, formatTable, type Row } from "./engine.ts";
 import { benchGlide, glideReference, TORCH_BASE_FORWARD_B2_S } from "./glide.ts";
+import { benchQuickstart, quickstartSummary } from "./quickstart.ts";
 import { benchForward, benchSampling, load, runtimeSpecs } from "./runtimes.ts";
 import { type TorchOptions, torchMissing } from "./torch.ts";
 
@@ -36,6 +38,8 @@ export interface BenchOptions {
   compareTorch?: string;
   /** Interpreter for --compare-torch (default python3). */
   python?: string;
+  /** Also the quickstart sweep's wall time per runtime (what `npm start` runs; tens of minutes on TensorFlow.js). */
+  quickstart?: boolean;
 }
 
 async function timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<number> {
@@ -217,9 +221,11 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
     glide.push(...full);
     out(`\n${formatTable(full)}\n`);
   }
-  out(`\n${summary(glide, golden)}`);
+  const quickstart = opts.quickstart ? await benchQuickstart() : [];
+  if (quickstart.length) out(`\n${formatTable(quickstart)}\n`);
+  out(`\n${summary(glide, golden)}${quickstartSummary(quickstart)}`);
   out(`machine: ${load()} at the end\n`);
-  return [...rows, ...fwd, ...sampling, ...glide];
+  return [...rows, ...fwd, ...sampling, ...glide, ...quickstart];
 }
 
 /** The issue's headline figures: GLIDE forwards and cfg steps per runtime against the official code's. */

@@ -80,6 +80,11 @@ async function main(): Promise<void> {
           .option("python", {
             type: "string",
             describe: "interpreter with torch for --compare-torch (default python3)",
+          })
+          .option("quickstart", {
+            type: "boolean",
+            default: false,
+            describe: "also time the quickstart sweep (npm start) on each runtime (tens of minutes on tfjs)",
           }),
       async (argv) => {
         await initEngine(argv.backend);
@@ -89,6 +94,7 @@ async function main(): Promise<void> {
           fullGlide: argv["full-glide"],
           ...(argv["compare-torch"] ? { compareTorch: argv["compare-torch"] } : {}),
           ...(argv.python ? { python: argv.python } : {}),
+          quickstart: argv.quickstart,
         });
       },
     )
