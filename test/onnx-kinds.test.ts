@@ -226,4 +226,24 @@ describe("onnx export of the noised CLIP's towers vs tfjs", () => {
       tf.dispose([x, ts, tokens]);
     }
   });
+  test("with a convolutional stem (the zoo's option), image embeddings agree to 1e-5", (t) => {
+    if (skip) return t.skip(skip);
+    const init = new Init(22);
+    const model = new ClipModel(init, { ...config, convStem: [5, 4] });
+    for (const [, v] of model.namedParameters()) v.assign(tf.mul(init.normal([...v.shape], 1), 0.3));
+    const onnx = new OnnxClip(model, { threads: 1 });
+    const x = init.normal([2, 16, 16, 3], 0.5) as Tensor4D;
+    const ts = tf.tensor1d([3, 700], "int32") as Tensor1D;
+    try {
+      const err = tf.tidy(() =>
+        relErr(onnx.embedImage(x, ts).dataSync(), model.embedImage(x, ts).dataSync()),
+      );
+      errors.push(`clip image with stem ${err.toExponential(1)}`);
+      assert.ok(err <= TOL, `CLIP image with stem: relative error ${err} > ${TOL}`);
+    } finally {
+      onnx.dispose();
+      model.dispose();
+      tf.dispose([x, ts]);
+    }
+  });
 });

@@ -63,7 +63,9 @@ export function exportClipImage(model: ClipModel, batch: number): Uint8Array {
     g.node("Sub", [pixels, g.floats("mean", IMAGE_MEANS, [3])]),
     g.floats("std", IMAGE_STDS, [3]),
   ]);
-  const patches = E.conv2d(g, input.patchProj, E.toNCHW(g, norm), s, s); // [B, width, S/p, S/p]
+  let img = E.toNCHW(g, norm);
+  for (const conv of input.stem) img = E.gelu(g, E.conv2d(g, conv, img, s, s));
+  const patches = E.conv2d(g, input.patchProj, img, s, s); // [B, width, S/p, S/p]
   const n = (s / c.patchSize) ** 2;
   const seq = E.transpose(g, E.reshape(g, patches, [b, width, n]), [0, 2, 1]); // [B, n, width]
   const sot = E.reshape(g, E.embedding(g, g.tensor("w_t", input.wT.weight), t), [b, 1, width]);
