@@ -33,8 +33,9 @@ export interface ClipConfig {
   logitScale: number;
   /**
    * Widths of 3×3 convolution + GELU layers applied before the patch projection (Xiao et al. 2021, "Early
-   * convolutions help transformers see better"). Not in GLIDE's released model (absent or empty there); the zoo's
-   * small CLIP needs them to see shapes a few pixels wide, which a lone 4×4 patch projection did not learn.
+   * convolutions help transformers see better"). Not in GLIDE's released model (absent or empty there). An option
+   * for the zoo's small CLIP, whose 4×4 patches must tell apart shapes 5–9 px wide; tried once (models/noised-clip/
+   * NOTE.md), not adopted.
    */
   convStem?: readonly number[];
 }
