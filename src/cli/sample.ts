@@ -5,7 +5,7 @@ import { parse as parseYaml } from "yaml";
 import { type Tensor4D, tf } from "../core/engine.ts";
 import { seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
-import { loadZoo } from "../models/zoo.ts";
+import { defaultGuideThreads, loadZoo } from "../models/zoo.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { readImages, sampleGuided } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
@@ -79,7 +79,9 @@ export function strategyFromArgs(a: Pick<SampleArgs, "strategy" | "scale" | "str
 }
 
 export async function runSample(a: SampleArgs): Promise<void> {
-  const zoo = loadZoo({ denoiser: a.model }, undefined, await resolveRuntime(a.runtime));
+  const zoo = loadZoo({ denoiser: a.model }, undefined, await resolveRuntime(a.runtime), {
+    guideThreads: defaultGuideThreads(),
+  });
   try {
     const respacing = a.sampler === "ddim" ? `ddim${a.steps}` : String(a.steps);
     const diffusion = zoo.diffusion(respacing);

@@ -2,6 +2,7 @@
 // autoguidance), the noised classifier and the noised CLIP, with the world's tokenizer and label map. Models not
 // shipped yet are simply absent, so a strategy that needs one fails with an error naming it.
 import { existsSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
 import { type Tensor2D, tf } from "../core/engine.ts";
@@ -13,6 +14,7 @@ import { textLengths } from "../train/tasks.ts";
 import type { ClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
+import { splitClassifier, splitClip } from "./split-guide.ts";
 import type { UNet } from "./unet.ts";
 
 export interface ZooNames {
@@ -50,8 +52,32 @@ function encodeWorld(prompts: readonly string[], ctx: number): Conditioning {
 
 const present = (name: string, dir: string) => existsSync(join(dir, name, "model.json"));
 
-export function loadZoo(names: Partial<ZooNames> = {}, dir = modelsDir(), runtime: Runtime = "tfjs"): Zoo {
+/**
+ * Threads for the guidance gradients: 2 on the wasm backend when the machine has two cores (wasm computes on one
+ * thread per process; see split-guide.ts), else 1; GUIDANCE_LAB_GUIDE_THREADS=1|2 overrides.
+ */
+export function defaultGuideThreads(): 1 | 2 {
+  const env = process.env.GUIDANCE_LAB_GUIDE_THREADS;
+  if (env !== undefined && env !== "") {
+    if (env !== "1" && env !== "2") throw new Error(`GUIDANCE_LAB_GUIDE_THREADS=${env}: expected 1 or 2`);
+    return env === "2" ? 2 : 1;
+  }
+  return tf.getBackend() === "wasm" && availableParallelism() >= 2 ? 2 : 1;
+}
+
+export interface LoadZooOptions {
+  /** 2: classifier and CLIP gradients split each batch with a worker thread (split-guide.ts). Default 1. */
+  guideThreads?: 1 | 2;
+}
+
+export function loadZoo(
+  names: Partial<ZooNames> = {},
+  dir = modelsDir(),
+  runtime: Runtime = "tfjs",
+  opts: LoadZooOptions = {},
+): Zoo {
   const n = { ...DEFAULT_ZOO, ...names };
+  const split = opts.guideThreads === 2;
   const owned: { dispose(): void }[] = [];
   // Forward-only denoisers may run on ONNX Runtime; gradient guides (classifier, CLIP) stay on TensorFlow.js.
   const forward = (unet: UNet): ModelFn => {
@@ -83,12 +109,22 @@ export function loadZoo(names: Partial<ZooNames> = {}, dir = modelsDir(), runtim
     const c = loadZooModel(n.classifier, dir).model as EncoderUNet;
     owned.push(c);
     models.classifier = c;
+    if (split) {
+      const s = splitClassifier(c, n.classifier, dir);
+      owned.push(s);
+      models.classifier = s;
+    }
   }
   if (present(n.clip, dir)) {
     const clip = loadZooModel(n.clip, dir).model as ClipModel;
     owned.push(clip);
     const clipCtx = clip.config.maxTextLen;
     models.clip = clip;
+    if (split) {
+      const s = splitClip(clip, n.clip, dir);
+      owned.push(s);
+      models.clip = s;
+    }
     models.clipText = (prompts) =>
       tf.tidy(() => {
         const ids = new Int32Array(prompts.length * clipCtx);

@@ -31,7 +31,7 @@ import type { EncoderUNet } from "../models/encoder-unet.ts";
 import type { EvalClip } from "../models/eval-clip.ts";
 import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
-import { loadZoo, type Zoo } from "../models/zoo.ts";
+import { defaultGuideThreads, loadZoo, type Zoo } from "../models/zoo.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { readImages } from "../pipelines/sampling.ts";
 import { buildReport } from "../report/index.ts";
@@ -156,7 +156,7 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
   }
   let zoo: Zoo;
   try {
-    zoo = loadZoo(config.models, dir, runtime);
+    zoo = loadZoo(config.models, dir, runtime, { guideThreads: defaultGuideThreads() });
   } catch (e) {
     throw new Error(`${source}: models.denoiser: ${(e as Error).message}`);
   }
