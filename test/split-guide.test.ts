@@ -2,7 +2,7 @@
 // one-thread gradient, for the classifier and the noised CLIP, at even, odd and single-row batches; no tensor left
 // behind; a worker that cannot load its model is an error naming the model, not a hang.
 import assert from "node:assert/strict";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -10,6 +10,7 @@ import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine
 import { Init } from "../src/core/layers.ts";
 import { splitClassifier } from "../src/models/split-guide.ts";
 import { defaultGuideThreads, loadZoo, type Zoo } from "../src/models/zoo.ts";
+import { runSweep } from "../src/sweep/runner.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-split-"));
@@ -72,6 +73,46 @@ describe("split guidance gradients", () => {
         assert.equal(tf.memory().numTensors, before, `n=${n}: no tensor left behind`);
       } finally {
         tf.dispose([x, t, y, z]);
+      }
+    }
+  });
+
+  test("a sweep with split gradients still reads the classifier and CLIP forwards for its metrics", async () => {
+    const saved = {
+      models: process.env.GUIDANCE_LAB_MODELS,
+      threads: process.env.GUIDANCE_LAB_GUIDE_THREADS,
+    };
+    process.env.GUIDANCE_LAB_MODELS = models;
+    process.env.GUIDANCE_LAB_GUIDE_THREADS = "2";
+    try {
+      const config = join(dir, "split.yaml");
+      writeFileSync(
+        config,
+        `prompts: ["a red circle", "a blue square"]
+strategies: [{ kind: classifier, scales: [2] }, { kind: clip, scales: [2] }]
+steps: [2]
+samplesPerPrompt: 2
+metrics: [clip_score_guidance, inception_score, cost]
+`,
+      );
+      const out = join(dir, "split-run");
+      const r = await runSweep(config, { out, runtime: "tfjs", quiet: true });
+      assert.equal(r.finished.length, 2, "both cells ran");
+      const [header, ...rows] = readFileSync(r.csvPath, "utf8").trim().split("\n");
+      const cols = header!.split(",");
+      for (const m of ["clip_score_guidance", "is"]) {
+        const i = cols.indexOf(m);
+        assert.ok(i >= 0, `results.csv has ${m}`);
+        for (const row of rows)
+          assert.ok(Number.isFinite(Number(row.split(",")[i])), `${m} is a number: ${row}`);
+      }
+    } finally {
+      for (const [k, v] of [
+        ["GUIDANCE_LAB_MODELS", saved.models],
+        ["GUIDANCE_LAB_GUIDE_THREADS", saved.threads],
+      ] as const) {
+        if (v === undefined) delete process.env[k];
+        else process.env[k] = v;
       }
     }
   });

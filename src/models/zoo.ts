@@ -35,6 +35,10 @@ export interface Zoo {
   models: GuidanceModels;
   info: ModelInfo;
   imageSize: number;
+  /** The noised classifier and CLIP themselves, for their forwards (models.classifier and models.clip may be
+   * gradient-only wrappers), when shipped. */
+  noisedClassifier?: EncoderUNet;
+  noisedClip?: ClipModel;
   /** A diffusion over the denoiser's schedule, respaced as asked ("50", "ddim25", ...). */
   diffusion(respacing: string): GaussianDiffusion;
   dispose(): void;
@@ -105,8 +109,10 @@ export function loadZoo(
     owned.push(weak);
     models.weak = forward(weak);
   }
+  let noisedClassifier: EncoderUNet | undefined;
   if (present(n.classifier, dir)) {
     const c = loadZooModel(n.classifier, dir).model as EncoderUNet;
+    noisedClassifier = c;
     owned.push(c);
     models.classifier = c;
     if (split) {
@@ -115,8 +121,10 @@ export function loadZoo(
       models.classifier = s;
     }
   }
+  let noisedClip: ClipModel | undefined;
   if (present(n.clip, dir)) {
     const clip = loadZooModel(n.clip, dir).model as ClipModel;
+    noisedClip = clip;
     owned.push(clip);
     const clipCtx = clip.config.maxTextLen;
     models.clip = clip;
@@ -140,6 +148,8 @@ export function loadZoo(
     models,
     info,
     imageSize: info.config.world.size,
+    ...(noisedClassifier ? { noisedClassifier } : {}),
+    ...(noisedClip ? { noisedClip } : {}),
     diffusion: (respacing) =>
       createDiffusion({
         schedule: base.schedule,

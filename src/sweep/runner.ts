@@ -26,8 +26,6 @@ import {
   type MetricPrompt,
   openaiClipEmbedder,
 } from "../metrics/index.ts";
-import type { ClipModel } from "../models/clip.ts";
-import type { EncoderUNet } from "../models/encoder-unet.ts";
 import type { EvalClip } from "../models/eval-clip.ts";
 import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
@@ -177,11 +175,10 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
     const textCtx = typeof info.config.model.textCtx === "number" ? info.config.model.textCtx : 16;
     ctx.evalEmbedder = evalClipEmbedder(model as EvalClip, textCtx);
   }
-  if (zoo.models.clip && zoo.models.clipText) {
-    ctx.guidanceEmbedder = guidanceClipEmbedder(zoo.models.clip as ClipModel, zoo.models.clipText);
+  if (zoo.noisedClip && zoo.models.clipText) {
+    ctx.guidanceEmbedder = guidanceClipEmbedder(zoo.noisedClip, zoo.models.clipText);
   }
-  if (zoo.models.classifier)
-    ctx.classProbabilities = classifierProbabilities(zoo.models.classifier as EncoderUNet);
+  if (zoo.noisedClassifier) ctx.classProbabilities = classifierProbabilities(zoo.noisedClassifier);
   return {
     zoo,
     ctx,
