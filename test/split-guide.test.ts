@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import { splitClassifier } from "../src/models/split-guide.ts";
+import { SplitGuide } from "../src/models/split-guide.ts";
 import { defaultGuideThreads, loadZoo, type Zoo } from "../src/models/zoo.ts";
 import { runSweep } from "../src/sweep/runner.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
@@ -118,7 +118,7 @@ metrics: [clip_score_guidance, inception_score, cost]
   });
 
   test("a worker that cannot load its model fails the call with the model's name", () => {
-    const broken = splitClassifier(one.models.classifier!, "no-such-classifier", models);
+    const broken = new SplitGuide<Tensor1D>(one.models.classifier!, "no-such-classifier", models);
     const x = tf.zeros([2, 16, 16, 3]) as Tensor4D;
     const t = tf.tensor1d([1, 2], "int32") as Tensor1D;
     const y = tf.tensor1d([0, 1], "int32") as Tensor1D;

@@ -6,7 +6,6 @@
 // up to float rounding.
 import { Worker } from "node:worker_threads";
 import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
-import type { NoisedClassifier, NoisedClip } from "../strategies/strategy.ts";
 import type { SplitGuideRequest } from "./split-guide-worker.ts";
 
 type Local<C> = { condGrad(x: Tensor4D, t: Tensor1D, cond: C, scale: number): Tensor4D };
@@ -16,7 +15,11 @@ export interface SplitGuideOptions {
   timeoutMs?: number;
 }
 
-class SplitGuide<C extends Tensor1D | Tensor2D> {
+/**
+ * The zoo guidance model `name` in `dir` (a classifier: C = labels, Tensor1D; a noised CLIP: C = text embeddings,
+ * Tensor2D), its gradient split between this thread (`local`, the same model loaded here) and a worker.
+ */
+export class SplitGuide<C extends Tensor1D | Tensor2D> {
   private worker: Worker | undefined;
   private readonly signal = new SharedArrayBuffer(8);
   private readonly flag = new Int32Array(this.signal);
@@ -109,24 +112,4 @@ class SplitGuide<C extends Tensor1D | Tensor2D> {
     void this.worker?.terminate();
     this.worker = undefined;
   }
-}
-
-/** The zoo classifier `name` in `dir`, its gradient split between this thread (`local`) and a worker. */
-export function splitClassifier(
-  local: NoisedClassifier,
-  name: string,
-  dir: string,
-  opts?: SplitGuideOptions,
-): NoisedClassifier & { dispose(): void } {
-  return new SplitGuide<Tensor1D>(local, name, dir, opts);
-}
-
-/** The zoo noised CLIP `name` in `dir`, its gradient split between this thread (`local`) and a worker. */
-export function splitClip(
-  local: NoisedClip,
-  name: string,
-  dir: string,
-  opts?: SplitGuideOptions,
-): NoisedClip & { dispose(): void } {
-  return new SplitGuide<Tensor2D>(local, name, dir, opts);
 }

@@ -5,7 +5,7 @@ import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
-import { type Tensor2D, tf } from "../core/engine.ts";
+import { type Tensor1D, type Tensor2D, tf } from "../core/engine.ts";
 import { labelForPrompt, PAD_ID, tokenize } from "../data/world.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
@@ -14,7 +14,7 @@ import { textLengths } from "../train/tasks.ts";
 import type { ClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
-import { splitClassifier, splitClip } from "./split-guide.ts";
+import { SplitGuide } from "./split-guide.ts";
 import type { UNet } from "./unet.ts";
 
 export interface ZooNames {
@@ -116,7 +116,7 @@ export function loadZoo(
     owned.push(c);
     models.classifier = c;
     if (split) {
-      const s = splitClassifier(c, n.classifier, dir);
+      const s = new SplitGuide<Tensor1D>(c, n.classifier, dir);
       owned.push(s);
       models.classifier = s;
     }
@@ -129,7 +129,7 @@ export function loadZoo(
     const clipCtx = clip.config.maxTextLen;
     models.clip = clip;
     if (split) {
-      const s = splitClip(clip, n.clip, dir);
+      const s = new SplitGuide<Tensor2D>(clip, n.clip, dir);
       owned.push(s);
       models.clip = s;
     }
