@@ -182,11 +182,7 @@ function runUpsample(o: CommonOptions, baseSamples: Tensor4D): { sample: Tensor4
         shape: shapeOf(up.model),
         seed: o.seed ?? 0,
         temperature: up.temperature ?? 0.997,
-        stage: "upsampler",
-        ...(known ? { known } : {}),
-        ...(o.sampler ? { sampler: o.sampler } : {}),
-        ...(o.eta !== undefined ? { eta: o.eta } : {}),
-        ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("upsampler", i) } : {}),
+        ...stageOptions(o, "upsampler", known),
       });
     });
   } finally {
@@ -210,6 +206,17 @@ function finish(o: CommonOptions, base: { sample: Tensor4D; nfe: number }): Glid
   };
 }
 
+/** What both stages take from the common options: stage name, known region, sampler, eta and step hook. */
+function stageOptions(o: CommonOptions, stage: "base" | "upsampler", known?: KnownRegion) {
+  return {
+    stage,
+    ...(known ? { known } : {}),
+    ...(o.sampler ? { sampler: o.sampler } : {}),
+    ...(o.eta !== undefined ? { eta: o.eta } : {}),
+    ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!(stage, i) } : {}),
+  };
+}
+
 /** The base stage: `unet` (whose forward `models.model` wraps) under `strategy`, sampler and hooks from `o`. */
 function runBase(
   o: CommonOptions,
@@ -225,11 +232,7 @@ function runBase(
     diffusion: baseDiffusion(o, unet),
     shape: shapeOf(unet),
     seed: o.seed ?? 0,
-    stage: "base",
-    ...(known ? { known } : {}),
-    ...(o.sampler ? { sampler: o.sampler } : {}),
-    ...(o.eta !== undefined ? { eta: o.eta } : {}),
-    ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!("base", i) } : {}),
+    ...stageOptions(o, "base", known),
   });
 }
 
