@@ -23,9 +23,16 @@ import {
   glideConfigFromOfficial,
   unetParamCount,
 } from "../src/models/configs.ts";
+import { ConvClip } from "../src/models/conv-clip.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../src/models/encoder-unet.ts";
 import { UNet, type UNetConfig, unetInputChannels } from "../src/models/unet.ts";
-import { noisedClipConfig, noisedClipModelSchema } from "../src/train/tasks.ts";
+import {
+  buildNoisedClip,
+  classifierConfig,
+  classifierModelSchema,
+  noisedClipConfig,
+  noisedClipModelSchema,
+} from "../src/train/tasks.ts";
 
 const GOLDEN = defaultGoldenDir();
 const MANIFEST = join(GOLDEN, "manifest.json");
@@ -122,9 +129,14 @@ describe("shape counts agree with instantiated modules", () => {
   });
 
   test("the zoo's noised CLIP with and without a convolutional stem", () => {
-    const plain = noisedClipConfig(noisedClipModelSchema.parse({}), 16, 50);
+    const vit = (raw: object) => {
+      const m = noisedClipModelSchema.parse(raw);
+      assert.equal(m.tower, "vit", "a block without `tower` is GLIDE's ViT");
+      return noisedClipConfig(m as Extract<typeof m, { tower: "vit" }>, 16, 50);
+    };
+    const plain = vit({});
     assert.equal(plain.convStem, undefined, "no stem unless asked: GLIDE's design");
-    const stem = noisedClipConfig(noisedClipModelSchema.parse({ convStem: [8, 6] }), 16, 50);
+    const stem = vit({ convStem: [8, 6] });
     assert.deepEqual(stem.convStem, [8, 6]);
     for (const config of [plain, stem]) {
       const model = new ClipModel(new Init(1), config);
@@ -139,6 +151,37 @@ describe("shape counts agree with instantiated modules", () => {
     const patch = plain.patchSize ** 2 * plain.nHeadImage * plain.nHeadStateImage;
     assert.equal(clipParamCount(stem) - clipParamCount(plain), 9 * 3 * 8 + 8 + 9 * 8 * 6 + 6 + 3 * patch);
     assert.throws(() => noisedClipModelSchema.parse({ convStem: [0] }), /convStem/);
+  });
+
+  test("the zoo's noised CLIP with a convolutional image tower", () => {
+    const m = noisedClipModelSchema.parse({ tower: "conv", modelChannels: 32, channelMult: [1, 2] });
+    const model = buildNoisedClip(m, 16, 50, new Init(1));
+    assert.ok(model instanceof ConvClip);
+    const before = tf.memory().numTensors;
+    const z = tf.tidy(() =>
+      model.embedImage(tf.zeros([2, 16, 16, 3]) as Tensor4D, tf.tensor1d([0, 49], "int32") as Tensor1D),
+    );
+    assert.deepEqual(z.shape, [2, 64], "image embedding shape");
+    const norms = tf.tidy(() => tf.sqrt(tf.sum(tf.square(z), 1)).arraySync() as number[]);
+    for (const n of norms) assert.ok(Math.abs(n - 1) < 1e-5, `unit norm, got ${n}`);
+    z.dispose();
+    assert.equal(tf.memory().numTensors, before, "no tensor leak");
+    // Its image tower is the noised classifier's: the same parameters but for the output width.
+    const classifier = built(
+      new EncoderUNet(
+        new Init(1),
+        classifierConfig(classifierModelSchema.parse({ channelMult: [1, 2] }), 16, 64),
+      ),
+    );
+    const towers = model.namedParameters().filter(([n]) => n.startsWith("image_encoder."));
+    assert.equal(
+      towers.reduce((a, [, p]) => a + p.size, 0),
+      classifier,
+    );
+    // A key of the other tower is an error naming it.
+    assert.throws(() => noisedClipModelSchema.parse({ tower: "conv", patchSize: 2 }), /patchSize/);
+    assert.throws(() => noisedClipModelSchema.parse({ tower: "cnn" }), /tower/);
+    model.dispose();
   });
 
   test("the golden set's small models match the manifest's counts", { skip: noGolden }, () => {

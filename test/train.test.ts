@@ -5,11 +5,13 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { initEngine, tf } from "../src/core/engine.ts";
 import { readSafetensors } from "../src/models/safetensors.ts";
+import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { loadRecipe, parseRecipe, TASKS } from "../src/train/recipe.ts";
 import { buildTask } from "../src/train/tasks.ts";
 import { splitBatch, train } from "../src/train/trainer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-train-"));
+const onnxWhy = await onnxAvailable();
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function recipe(steps: number, extra = ""): string {
@@ -74,10 +76,10 @@ describe("recipes", () => {
   });
 });
 
-describe("trainer", () => {
+describe("trainer on TensorFlow.js workers", () => {
   it("lowers the loss, and a resumed run reproduces an uninterrupted one", { timeout: 240_000 }, async () => {
     const straight = join(dir, "straight");
-    await train(recipe(6), { out: straight, workers: 2, backend: "wasm" });
+    await train(recipe(6), { out: straight, workers: 2, backend: "wasm", runtime: "tfjs" });
     const l = losses(straight);
     assert.equal(l.length, 6);
     assert.ok(l.every(Number.isFinite));
@@ -85,16 +87,16 @@ describe("trainer", () => {
     // Interrupted after 2 steps (as a kill after a checkpoint would leave it), then resumed.
     const split = join(dir, "split");
     const r = recipe(6);
-    await train(r, { out: split, workers: 2, backend: "wasm", maxSteps: 2 });
-    await assert.rejects(train(r, { out: split, workers: 2, backend: "wasm" }), /--resume/);
-    await train(r, { out: split, workers: 2, backend: "wasm", resume: true });
+    await train(r, { out: split, workers: 2, backend: "wasm", runtime: "tfjs", maxSteps: 2 });
+    await assert.rejects(train(r, { out: split, workers: 2, backend: "wasm", runtime: "tfjs" }), /--resume/);
+    await train(r, { out: split, workers: 2, backend: "wasm", runtime: "tfjs", resume: true });
     assert.deepEqual(losses(split), l);
 
     // A worker failing mid-run: the trainer restarts every replica from the last checkpoint, same result.
     const crashed = join(dir, "crashed");
     process.env.GUIDANCE_LAB_FAIL_ONCE = `3:${join(dir, "failed-once")}`;
     try {
-      await train(r, { out: crashed, workers: 2, backend: "wasm" });
+      await train(r, { out: crashed, workers: 2, backend: "wasm", runtime: "tfjs" });
     } finally {
       delete process.env.GUIDANCE_LAB_FAIL_ONCE;
     }
@@ -111,8 +113,8 @@ describe("trainer", () => {
     const one = join(dir, "one");
     const two = join(dir, "two");
     const r = recipe(2);
-    await train(r, { out: one, workers: 1, backend: "wasm" });
-    await train(r, { out: two, workers: 2, backend: "wasm" });
+    await train(r, { out: one, workers: 1, backend: "wasm", runtime: "tfjs" });
+    await train(r, { out: two, workers: 2, backend: "wasm", runtime: "tfjs" });
     const [a, b] = [losses(one), losses(two)];
     for (const [i, v] of a.entries()) {
       assert.ok(Math.abs(v - b[i]!) < 1e-4 * Math.max(1, Math.abs(v)), `step ${i + 1}: ${v} vs ${b[i]}`);
@@ -121,10 +123,72 @@ describe("trainer", () => {
 
   it("overfits one fixed batch (the loss falls)", { timeout: 240_000 }, async () => {
     const out = join(dir, "overfit");
-    await train(recipe(30, "fixedBatch: true\n"), { out, workers: 1, backend: "wasm" });
+    await train(recipe(30, "fixedBatch: true\n"), { out, workers: 1, backend: "wasm", runtime: "onnx" });
     const l = losses(out);
     const head = (l[0]! + l[1]! + l[2]!) / 3;
     const tail = (l.at(-1)! + l.at(-2)! + l.at(-3)!) / 3;
     assert.ok(tail < 0.7 * head, `loss ${head.toFixed(3)} → ${tail.toFixed(3)}`);
+  });
+});
+
+describe("trainer on ONNX Runtime", { skip: onnxWhy && `onnxruntime-node cannot load: ${onnxWhy}` }, () => {
+  it("follows the TensorFlow.js run, and a resumed run reproduces an uninterrupted one", {
+    timeout: 240_000,
+  }, async () => {
+    const r = recipe(6);
+    const tfjs = join(dir, "ref-tfjs");
+    await train(r, { out: tfjs, workers: 1, backend: "wasm", runtime: "tfjs" });
+    const straight = join(dir, "onnx-straight");
+    await train(r, { out: straight, workers: 2, backend: "wasm", runtime: "onnx" });
+    const [a, b] = [losses(tfjs), losses(straight)];
+    assert.equal(b.length, 6);
+    for (const [i, v] of a.entries()) {
+      assert.ok(Math.abs(v - b[i]!) < 1e-3 * Math.max(1, Math.abs(v)), `step ${i + 1}: ${v} vs ${b[i]}`);
+    }
+    const model = JSON.parse(readFileSync(join(straight, "model.json"), "utf8"));
+    assert.equal(model.runtime, "onnx");
+    assert.equal(model.workers, 1, "one slice: the whole batch in one call");
+
+    const split = join(dir, "onnx-split");
+    await train(r, { out: split, workers: 2, backend: "wasm", runtime: "onnx", maxSteps: 2 });
+    await train(r, { out: split, workers: 2, backend: "wasm", runtime: "onnx", resume: true });
+    assert.deepEqual(losses(split), b);
+    const x = readSafetensors(join(straight, "model.safetensors"));
+    const y = readSafetensors(join(split, "model.safetensors"));
+    for (const name of x.names()) assert.deepEqual(x.get(name).data, y.get(name).data, name);
+    x.close();
+    y.close();
+  });
+
+  it("starts a run from an exported model (--init-from): its weights, its step, a fresh optimizer", {
+    timeout: 240_000,
+  }, async () => {
+    const r = recipe(6);
+    const first = join(dir, "init-source");
+    await train(r, { out: first, workers: 1, backend: "wasm", runtime: "onnx", maxSteps: 3 });
+    const next = join(dir, "init-next");
+    await train(r, { out: next, workers: 1, backend: "wasm", runtime: "onnx", initFrom: first, maxSteps: 1 });
+    const meta = JSON.parse(readFileSync(join(next, "ckpt", "state.json"), "utf8"));
+    assert.equal(meta.step, 4, "the step count continues from the export's");
+    assert.equal(meta.optimStep, 1, "the optimizer starts over");
+    assert.deepEqual(meta.initFrom, { model: first, step: 3 });
+    assert.equal(losses(next).length, 4, "the source's loss.csv is carried over");
+    // A checkpoint of the run is refused as a start (its folder already holds one), and so is another architecture.
+    await assert.rejects(
+      train(r, { out: next, workers: 1, backend: "wasm", runtime: "onnx", initFrom: first, resume: true }),
+      /--init-from starts a new run/,
+    );
+    const other = recipe(6);
+    writeFileSync(other, readFileSync(other, "utf8").replace("modelChannels: 32", "modelChannels: 64"));
+    await assert.rejects(
+      train(other, {
+        out: join(dir, "init-other"),
+        workers: 1,
+        backend: "wasm",
+        runtime: "onnx",
+        initFrom: first,
+      }),
+      /its model .* differs from the recipe's/,
+    );
   });
 });

@@ -112,7 +112,18 @@ async function main(): Promise<void> {
           })
           .option("workers", {
             type: "number",
-            describe: "data-parallel worker threads (default: one per core)",
+            describe: "TensorFlow.js worker threads, or ONNX Runtime threads (default: one per core)",
+          })
+          .option("runtime", {
+            choices: ["auto", "onnx", "tfjs"] as const,
+            default: "auto" as const,
+            describe:
+              "where gradients are computed: the traced step on ONNX Runtime, or TensorFlow.js workers (auto: ONNX Runtime when it loads)",
+          })
+          .option("init-from", {
+            type: "string",
+            describe:
+              "start a new run from an exported model of the same architecture (a models/ name or folder): its weights, its step count, a fresh optimizer",
           })
           .option("max-steps", { type: "number", describe: "stop after this many steps in this invocation" })
           .option("max-minutes", {
@@ -128,6 +139,8 @@ async function main(): Promise<void> {
           workers: argv.workers,
           backend: argv.backend,
           maxSteps: argv["max-steps"],
+          runtime: argv.runtime,
+          ...(argv["init-from"] ? { initFrom: argv["init-from"] } : {}),
           maxSeconds: argv["max-minutes"] !== undefined ? argv["max-minutes"] * 60 : undefined,
         });
       },

@@ -9,8 +9,11 @@ import type { CondFn, Prediction, StepInfo } from "./types.ts";
 export type ScheduleName = "linear" | "squaredcos_cap_v2" | "cosine";
 export type ModelMeanType = "eps" | "x0" | "v";
 export type ModelVarType = "learned_range" | "fixed_small" | "fixed_large";
-/** A respaced index i, one for the whole batch or one per batch element. */
-export type TimestepArg = number | readonly number[];
+/**
+ * A respaced index i, one for the whole batch or one per batch element; as an int32 tensor [B] the lookups stay
+ * inside the graph (the trainer's losses, which must be pure functions of their input tensors).
+ */
+export type TimestepArg = number | readonly number[] | Tensor1D;
 
 /**
  * Betas of a named schedule. "linear" is guided-diffusion's scaled form (scale = 1000/T so that any T spans the
@@ -278,6 +281,23 @@ export class GaussianDiffusion implements DiffusionTables {
     this.modelVarType = opts.modelVarType ?? "fixed_small";
   }
 
+  private fixed: { variance: Float64Array; logVariance: Float64Array } | undefined;
+
+  /** Σ of the fixed variance types per index: β̃ (fixed_small), or β with β̃_1 at t = 0 (fixed_large). */
+  private fixedVariance(): { variance: Float64Array; logVariance: Float64Array } {
+    if (!this.fixed) {
+      const large = this.modelVarType === "fixed_large";
+      const variance = large
+        ? Float64Array.from(this.betas, (b, i) =>
+            i === 0 && this.numTimesteps > 1 ? this.posteriorVariance[1]! : b,
+          )
+        : this.posteriorVariance;
+      const logVariance = large ? variance.map(Math.log) : this.posteriorLogVarianceClipped;
+      this.fixed = { variance, logVariance };
+    }
+    return this.fixed;
+  }
+
   /** StepInfo of respaced index i in a full reverse loop. */
   stepInfo(index: number): StepInfo {
     return { index, t: this.timestepMap[index]!, k: this.numTimesteps - 1 - index };
@@ -293,6 +313,12 @@ export class GaussianDiffusion implements DiffusionTables {
       return v;
     };
     if (typeof t === "number") return tf.scalar(at(t), "float32");
+    if (t instanceof tf.Tensor) {
+      if (t.dtype !== "int32" || t.rank !== 1) {
+        throw new Error(`timesteps: expected an int32 tensor [B], got ${t.dtype} [${t.shape}]`);
+      }
+      return tf.reshape(tf.gather(tf.tensor1d(Float32Array.from(table)), t), [t.shape[0], 1, 1, 1]);
+    }
     return tf.tensor4d(Float32Array.from(t, at), [t.length, 1, 1, 1]);
   }
 
@@ -395,21 +421,10 @@ export class GaussianDiffusion implements DiffusionTables {
         logVariance = tf.add(tf.mul(frac, maxLog), tf.mul(tf.sub(1, frac), minLog)) as Tensor4D;
         variance = tf.exp(logVariance);
       } else {
-        const large = this.modelVarType === "fixed_large";
-        const pick = (i: number) =>
-          large
-            ? i === 0 && this.numTimesteps > 1
-              ? this.posteriorVariance[1]!
-              : this.betas[i]!
-            : this.posteriorVariance[i]!;
-        const pickLog = (i: number) => (large ? Math.log(pick(i)) : this.posteriorLogVarianceClipped[i]!);
-        const idx = typeof t === "number" ? [t] : [...t];
-        const v = Float64Array.from(idx, pick);
-        const lv = Float64Array.from(idx, pickLog);
-        const shape = typeof t === "number" ? [] : [idx.length, 1, 1, 1];
+        const fixed = this.fixedVariance();
         const ones = tf.onesLike(x);
-        variance = tf.mul(tf.tensor(Float32Array.from(v), shape, "float32"), ones) as Tensor4D;
-        logVariance = tf.mul(tf.tensor(Float32Array.from(lv), shape, "float32"), ones) as Tensor4D;
+        variance = tf.mul(this.extract(fixed.variance, t), ones) as Tensor4D;
+        logVariance = tf.mul(this.extract(fixed.logVariance, t), ones) as Tensor4D;
       }
       let x0: Tensor4D;
       if (pred.kind === "eps") x0 = this.predictXstartFromEps(x, t, pred.out);
@@ -472,7 +487,7 @@ export class GaussianDiffusion implements DiffusionTables {
     pred: Prediction,
     x0: Tensor4D,
     xt: Tensor4D,
-    t: readonly number[],
+    t: readonly number[] | Tensor1D,
     clipDenoised = false,
   ): Tensor1D {
     return tf.tidy(() => {
@@ -488,10 +503,13 @@ export class GaussianDiffusion implements DiffusionTables {
         ),
         Math.LN2,
       );
-      const isFirst = tf.tensor1d(
-        Uint8Array.from(t, (i) => (i === 0 ? 1 : 0)),
-        "bool",
-      );
+      const isFirst =
+        t instanceof tf.Tensor
+          ? tf.equal(t, 0)
+          : tf.tensor1d(
+              Uint8Array.from(t, (i) => (i === 0 ? 1 : 0)),
+              "bool",
+            );
       return tf.where(isFirst, nll, kl) as Tensor1D;
     });
   }
@@ -502,7 +520,12 @@ export class GaussianDiffusion implements DiffusionTables {
    * learned-range variance, L_vlb computed with the mean's gradient stopped so that L_vlb only trains Σ. The vb term
    * is scaled by T/1000 as guided-diffusion's RESCALED_MSE does.
    */
-  trainingLosses(pred: Prediction, x0: Tensor4D, t: readonly number[], noise: Tensor4D): TrainingLosses {
+  trainingLosses(
+    pred: Prediction,
+    x0: Tensor4D,
+    t: readonly number[] | Tensor1D,
+    noise: Tensor4D,
+  ): TrainingLosses {
     return tf.tidy(() => {
       const xt = this.qSample(x0, t, noise);
       const target =

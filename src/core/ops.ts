@@ -45,8 +45,10 @@ export function convOutSize(n: number, k: number, stride: number, lo: number, hi
  * "native": tf's Conv2DBackpropInput/Filter (wasm has no Filter kernel, so only for comparison on cpu).
  * "auto": what measured fastest per backend: wasm custom dx (10x tf's) and custom dw (tf has none); cpu tf's
  * dx (its JS loop beats reverse+pad+conv there) and custom dw (70x tf's); other backends (tfjs-node, webgl) native.
+ * "replay": custom dx, native dw, for src/onnx/trace.ts, which records the Conv2DBackpropFilter kernel as one node
+ * (computing it with convFilterGrad where the backend has none) so that its ONNX replay can choose the formulation.
  */
-export type ConvGradMode = "auto" | "custom" | "native";
+export type ConvGradMode = "auto" | "custom" | "native" | "replay";
 let convGradMode: ConvGradMode = "auto";
 /** Set when this module registered Conv2D's gradient, i.e. tf.conv2d is differentiable with the functions below. */
 let ownsConv2DGrad = false;
@@ -58,6 +60,7 @@ export function getConvGradMode(): ConvGradMode {
 }
 /** Whether conv2d's gradient wrt input ("x") or filter ("w") uses the custom formulation on the active backend. */
 export function useCustomConvGrad(which: "x" | "w"): boolean {
+  if (convGradMode === "replay") return which === "x";
   if (convGradMode !== "auto") return convGradMode === "custom";
   const b = tf.getBackend();
   return b === "wasm" || (b === "cpu" && which === "w");

@@ -14,9 +14,8 @@ import {
 import { attention, Conv2d, Embedding, gelu, type Init, LayerNorm, Linear, Module } from "../core/layers.ts";
 import { Container } from "./container.ts";
 
-export interface ClipConfig {
-  imageSize: number;
-  patchSize: number;
+/** The text tower and the shared embedding space: what every noised CLIP here has in common. */
+export interface ClipTextConfig {
   nVocab: number;
   maxTextLen: number;
   /** Width of the shared embedding space (the output projections). */
@@ -24,13 +23,19 @@ export interface ClipConfig {
   nHeadStateText: number;
   nHeadText: number;
   nXfBlocksText: number;
+  /** exp of the stored logit scale (the official config gives 100, stored as log(100)). */
+  logitScale: number;
+}
+
+/** GLIDE's noised CLIP: the text tower and a ViT image tower whose first token embeds the timestep. */
+export interface ClipConfig extends ClipTextConfig {
+  imageSize: number;
+  patchSize: number;
   nHeadStateImage: number;
   nHeadImage: number;
   nXfBlocksImage: number;
   /** Number of diffusion timesteps the image encoder has a token for (w_t). */
   nTimesteps: number;
-  /** exp of the stored logit scale (the official config gives 100, stored as log(100)). */
-  logitScale: number;
   /**
    * Widths of 3×3 convolution + GELU layers applied before the patch projection (Xiao et al. 2021, "Early
    * convolutions help transformers see better"). Not in GLIDE's released model (absent or empty there). An option
@@ -339,20 +344,23 @@ class EncoderBlocks extends Container {
   }
 }
 
-export class ClipModel extends Module {
-  readonly config: ClipConfig;
+/**
+ * A noised CLIP: GLIDE's causal text tower, an image tower on (x_t, t) chosen by the subclass, a learned logit
+ * scale, and the CLIP-guidance gradient. Children are registered text, image, logit scale, as the official module.
+ */
+export abstract class NoisedClipModel<I extends Module = Module> extends Module {
+  readonly config: ClipTextConfig;
   readonly text: EncoderBlocks;
-  readonly image: EncoderBlocks;
+  readonly image: I;
   /** log of the logit scale, as the official model stores it. */
   readonly logitScale: Variable;
 
-  constructor(init: Init, config: ClipConfig) {
+  /** `image` adds the image tower's modules to the image_encoder container and returns the tower. */
+  constructor(init: Init, config: ClipTextConfig, image: (init: Init, into: Container) => I) {
     super();
     this.config = config;
     const c = config;
     const textState = c.nHeadText * c.nHeadStateText;
-    const imageState = c.nHeadImage * c.nHeadStateImage;
-    const nImageContext = 1 + (c.imageSize / c.patchSize) ** 2;
     this.text = this.child("text_encoder", new Container()).add(
       "blocks",
       new EncoderBlocks(
@@ -366,21 +374,12 @@ export class ClipModel extends Module {
         true,
       ),
     );
-    this.image = this.child("image_encoder", new Container()).add(
-      "blocks",
-      new EncoderBlocks(
-        init,
-        new ImageEmbedding(init, c.imageSize, c.patchSize, imageState, c.nTimesteps, c.convStem ?? []),
-        imageState,
-        c.nHeadImage,
-        c.nXfBlocksImage,
-        c.nEmbd,
-        nImageContext,
-        false,
-      ),
-    );
+    this.image = image(init, this.child("image_encoder", new Container()));
     this.logitScale = this.param("logit_scale", tf.tensor1d([Math.log(c.logitScale)]));
   }
+
+  /** Raw image features [B, nEmbd] of NHWC x in [-1, 1] at original timesteps t. */
+  abstract encodeImage(x: Tensor4D, t: Tensor1D): Tensor2D;
 
   /** Raw text features [B, nEmbd] (official text_encoder(tokens, lens)); tokens [B, maxTextLen], lens ≥ 1. */
   encodeText(tokens: Tensor2D, lens: Tensor1D | number[]): Tensor2D {
@@ -390,31 +389,32 @@ export class ClipModel extends Module {
         `CLIP text encoder: tokens have context ${t}, the model expects ${this.config.maxTextLen}`,
       );
     }
-    const lengths = Array.isArray(lens) ? lens : Array.from(lens.dataSync());
-    if (lengths.length !== b)
-      throw new Error(`CLIP text encoder: ${lengths.length} lengths for a batch of ${b}`);
-    const rows = lengths.map((n, i) => {
-      if (!Number.isInteger(n) || n < 1 || n > t)
-        throw new Error(`CLIP text encoder: length ${n} outside 1..${t}`);
-      return i * t + n - 1;
-    });
+    // Lengths given as an int32 tensor stay in the graph (the trainer's losses are pure functions of their input
+    // tensors); given as numbers they are checked here.
+    if (Array.isArray(lens)) {
+      if (lens.length !== b) throw new Error(`CLIP text encoder: ${lens.length} lengths for a batch of ${b}`);
+      for (const n of lens) {
+        if (!Number.isInteger(n) || n < 1 || n > t)
+          throw new Error(`CLIP text encoder: length ${n} outside 1..${t}`);
+      }
+    } else if (lens.shape[0] !== b) {
+      throw new Error(`CLIP text encoder: ${lens.shape[0]} lengths for a batch of ${b}`);
+    }
     return tf.tidy(() => {
+      const rows = Array.isArray(lens)
+        ? tf.tensor1d(
+            lens.map((n, i) => i * t + n - 1),
+            "int32",
+          )
+        : tf.add(
+            tf.mul(tf.range(0, b, 1, "int32"), tf.scalar(t, "int32")),
+            tf.sub(tf.cast(lens as Tensor1D, "int32"), tf.scalar(1, "int32")),
+          );
       const input = this.text.input as TextEmbedding;
       const h = this.text.run(input.forward(tf.cast(tokens, "int32")));
       const width = h.shape[2];
-      const last = tf.gather(tf.reshape(h, [b * t, width]), tf.tensor1d(rows, "int32")) as Tensor2D;
+      const last = tf.gather(tf.reshape(h, [b * t, width]), rows) as Tensor2D;
       return this.text.output.forward(last);
-    });
-  }
-
-  /** Raw image features [B, nEmbd] of NHWC x in [-1, 1] at original timesteps t (official image_encoder). */
-  encodeImage(x: Tensor4D, t: Tensor1D): Tensor2D {
-    return tf.tidy(() => {
-      const input = this.image.input as ImageEmbedding;
-      const pixels = tf.mul(tf.add(x, 1), 127.5) as Tensor4D;
-      const h = this.image.run(input.forward(pixels, t));
-      const [b, , width] = h.shape;
-      return this.image.output.forward(tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, width]), [b, width]));
     });
   }
 
@@ -437,6 +437,43 @@ export class ClipModel extends Module {
           tf.sum(tf.mul(zText, this.embedImage(xv as Tensor4D, t))),
         ) as Tensor;
       return tf.mul(tf.grad(loss)(x), scale) as Tensor4D;
+    });
+  }
+}
+
+/** GLIDE's noised CLIP (glide_text2im/clip): the ViT image tower. */
+export class ClipModel extends NoisedClipModel<EncoderBlocks> {
+  declare readonly config: ClipConfig;
+
+  constructor(init: Init, config: ClipConfig) {
+    const c = config;
+    const imageState = c.nHeadImage * c.nHeadStateImage;
+    const nImageContext = 1 + (c.imageSize / c.patchSize) ** 2;
+    super(init, config, (i, into) =>
+      into.add(
+        "blocks",
+        new EncoderBlocks(
+          i,
+          new ImageEmbedding(i, c.imageSize, c.patchSize, imageState, c.nTimesteps, c.convStem ?? []),
+          imageState,
+          c.nHeadImage,
+          c.nXfBlocksImage,
+          c.nEmbd,
+          nImageContext,
+          false,
+        ),
+      ),
+    );
+  }
+
+  /** Raw image features [B, nEmbd] of NHWC x in [-1, 1] at original timesteps t (official image_encoder). */
+  override encodeImage(x: Tensor4D, t: Tensor1D): Tensor2D {
+    return tf.tidy(() => {
+      const input = this.image.input as ImageEmbedding;
+      const pixels = tf.mul(tf.add(x, 1), 127.5) as Tensor4D;
+      const h = this.image.run(input.forward(pixels, t));
+      const [b, , width] = h.shape;
+      return this.image.output.forward(tf.reshape(tf.slice(h, [0, 0, 0], [b, 1, width]), [b, width]));
     });
   }
 }

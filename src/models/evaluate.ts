@@ -29,7 +29,7 @@ import type { Runtime } from "../onnx/choice.ts";
 import { readImages, sampleGuided } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { textLengths } from "../train/tasks.ts";
-import type { ClipModel } from "./clip.ts";
+import type { NoisedClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
 import type { EvalClip } from "./eval-clip.ts";
 import { loadZooModel, type ModelInfo, modelInfo, modelsDir } from "./registry.ts";
@@ -172,7 +172,7 @@ function classifierLike(name: string, dir: string): { info: ModelInfo; judge: Cl
       return { info, judge: { scores: (x, t) => c.logits(x, t), dispose: () => c.dispose() } };
     }
     case "noised-clip": {
-      const c = model as ClipModel;
+      const c = model as NoisedClipModel;
       const ctx = c.config.maxTextLen;
       const { ids, tokens } = worldTokens(CLASS_CAPTIONS, ctx);
       const text = c.embedText(tokens, textLengths(ids, ctx));

@@ -9,15 +9,14 @@ import { NUM_CLASSES } from "../data/world.ts";
 import { type Recipe, TASKS } from "../train/recipe.ts";
 import {
   buildEvalClip,
+  buildNoisedClip,
   classifierConfig,
   classifierModelSchema,
   denoiserModelSchema,
   denoiserUNetConfig,
   evalClipModelSchema,
-  noisedClipConfig,
   noisedClipModelSchema,
 } from "../train/tasks.ts";
-import { ClipModel } from "./clip.ts";
 import { EncoderUNet } from "./encoder-unet.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { UNet } from "./unet.ts";
@@ -45,8 +44,13 @@ export interface ExportedConfig {
   world: Recipe["world"];
   step: number;
   wallSeconds: number;
-  /** Worker threads of the session that exported it (absent in exports older than the field). */
+  /** Slices of each batch in the session that exported it: TensorFlow.js workers, 1 on ONNX Runtime (absent in
+   * exports older than the field). */
   workers?: number;
+  /** Where its gradients were computed in the session that exported it: "onnx" or "tfjs" (absent before the field). */
+  runtime?: string;
+  /** The exported model a run started from (train --init-from), when it did. */
+  initFrom?: { model: string; step: number };
 }
 
 export function listModels(dir = modelsDir()): ModelInfo[] {
@@ -100,14 +104,14 @@ export function loadZooModel(name: string, dir = modelsDir()): { info: ModelInfo
       model = new EncoderUNet(Init.forLoading(), classifierConfig(m, info.config.world.size, NUM_CLASSES));
       break;
     }
-    case "noised-clip": {
-      const m = noisedClipModelSchema.parse(info.config.model);
-      model = new ClipModel(
+    case "noised-clip":
+      model = buildNoisedClip(
+        noisedClipModelSchema.parse(info.config.model),
+        info.config.world.size,
+        info.config.diffusion.steps,
         Init.forLoading(),
-        noisedClipConfig(m, info.config.world.size, info.config.diffusion.steps),
       );
       break;
-    }
     case "eval-clip":
       model = buildEvalClip(
         evalClipModelSchema.parse(info.config.model),

@@ -3,7 +3,7 @@
 // Atomics.wait while it computes the other part of the batch.
 import { parentPort, workerData } from "node:worker_threads";
 import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
-import type { ClipModel } from "./clip.ts";
+import type { NoisedClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
 import { loadZooModel } from "./registry.ts";
 
@@ -46,7 +46,7 @@ parentPort!.on("message", async (req: SplitGuideRequest) => {
         return (model as EncoderUNet).condGrad(x, t, y, req.scale);
       }
       const z = tf.tensor2d(req.cond as Float32Array, req.condShape as [number, number]) as Tensor2D;
-      return (model as ClipModel).condGrad(x, t, z, req.scale);
+      return (model as NoisedClipModel).condGrad(x, t, z, req.scale);
     });
     const data = grad.dataSync() as Float32Array;
     grad.dispose();

@@ -11,7 +11,7 @@ import type { Runtime } from "../onnx/choice.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
 import type { Conditioning, GuidanceModels, ModelFn } from "../strategies/strategy.ts";
 import { textLengths } from "../train/tasks.ts";
-import type { ClipModel } from "./clip.ts";
+import type { NoisedClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
 import { SplitGuide } from "./split-guide.ts";
@@ -38,7 +38,7 @@ export interface Zoo {
   /** The noised classifier and CLIP themselves, for their forwards (models.classifier and models.clip may be
    * gradient-only wrappers), when shipped. */
   noisedClassifier?: EncoderUNet;
-  noisedClip?: ClipModel;
+  noisedClip?: NoisedClipModel;
   /** A diffusion over the denoiser's schedule, respaced as asked ("50", "ddim25", ...). */
   diffusion(respacing: string): GaussianDiffusion;
   dispose(): void;
@@ -121,9 +121,9 @@ export function loadZoo(
       models.classifier = s;
     }
   }
-  let noisedClip: ClipModel | undefined;
+  let noisedClip: NoisedClipModel | undefined;
   if (present(n.clip, dir)) {
-    const clip = loadZooModel(n.clip, dir).model as ClipModel;
+    const clip = loadZooModel(n.clip, dir).model as NoisedClipModel;
     noisedClip = clip;
     owned.push(clip);
     const clipCtx = clip.config.maxTextLen;

@@ -153,6 +153,25 @@ export class Graph {
     return name;
   }
 
+  /** Initializer of any supported dtype (tfjs names: bool values as 0/1). */
+  constant(
+    prefix: string,
+    dtype: "float32" | "int32" | "bool",
+    data: ArrayLike<number>,
+    dims: number[],
+  ): string {
+    if (dtype === "float32") return this.floats(prefix, Float32Array.from(data), dims);
+    const arr = dtype === "int32" ? Int32Array.from(data) : Uint8Array.from(data, (v) => (v ? 1 : 0));
+    const name = this.fresh(prefix);
+    this.inits.push({
+      name,
+      dims,
+      dtype: dtype === "int32" ? "int32" : "bool",
+      raw: new Uint8Array(arr.buffer, arr.byteOffset, arr.byteLength),
+    });
+    return name;
+  }
+
   scalar(prefix: string, v: number): string {
     return this.floats(prefix, [v], []);
   }

@@ -1,7 +1,8 @@
-// AdamW (Loshchilov & Hutter 2019) over named variables, with an exponential moving average of the weights
-// (the EMA is what diffusion models ship: Ho et al. 2020, §4). State is plain named tensors so a checkpoint is
-// one safetensors file and a resumed run continues bit-for-bit.
-import { type Tensor, tf, type Variable } from "../core/engine.ts";
+// AdamW (Loshchilov & Hutter 2019) over one flat float32 buffer of named parameters, with an exponential moving
+// average of the weights (the EMA is what diffusion models ship: Ho et al. 2020, §4). It runs in the trainer's own
+// thread on plain arrays, whichever runtime computes the gradients (TensorFlow.js workers or ONNX Runtime), so one
+// optimizer serves both and a checkpoint is one safetensors file of named arrays that resumes bit for bit.
+import type { NamedArrays } from "./worker.ts";
 
 export interface AdamOptions {
   lr: number;
@@ -15,28 +16,51 @@ export interface AdamOptions {
   ema: number;
 }
 
+/** A parameter's place in the flat buffer. */
+export interface Slot {
+  name: string;
+  shape: number[];
+  offset: number;
+  size: number;
+}
+
+export function layout(params: readonly { name: string; shape: readonly number[] }[]): Slot[] {
+  let offset = 0;
+  return params.map(({ name, shape }) => {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const slot = { name, shape: [...shape], offset, size };
+    offset += size;
+    return slot;
+  });
+}
+
 export class Adam {
+  /** Number of updates applied (bias correction and the EMA warm-up count from it). */
   step = 0;
-  readonly m = new Map<string, Variable>();
-  readonly v = new Map<string, Variable>();
-  readonly emaWeights = new Map<string, Variable>();
+  readonly m: Float32Array;
+  readonly v: Float32Array;
+  readonly ema: Float32Array | undefined;
 
   constructor(
-    readonly params: [string, Variable][],
+    readonly slots: readonly Slot[],
+    readonly params: Float32Array,
     readonly opts: AdamOptions,
   ) {
-    for (const [name, p] of params) {
-      this.m.set(name, tf.variable(tf.zerosLike(p), false));
-      this.v.set(name, tf.variable(tf.zerosLike(p), false));
-      if (opts.ema > 0) this.emaWeights.set(name, tf.variable(p.clone(), false));
-    }
+    this.m = new Float32Array(params.length);
+    this.v = new Float32Array(params.length);
+    this.ema = opts.ema > 0 ? params.slice() : undefined;
   }
 
-  /** Applies one update from gradients given in the params' order. Returns the pre-clip global gradient norm. */
-  apply(grads: Tensor[], lr = this.opts.lr): number {
+  /** Applies one update from the flat gradient (same layout as the parameters). Returns the pre-clip norm. */
+  apply(grad: Float32Array, lr = this.opts.lr): number {
+    if (grad.length !== this.params.length) {
+      throw new Error(`Adam: gradient of ${grad.length} values for ${this.params.length} parameters`);
+    }
     this.step += 1;
     const { beta1, beta2, eps, weightDecay, clipNorm, ema } = this.opts;
-    const norm = tf.tidy(() => tf.sqrt(tf.addN(grads.map((g) => tf.sum(tf.square(g))))).dataSync()[0] ?? 0);
+    let sq = 0;
+    for (let i = 0; i < grad.length; i++) sq += grad[i]! * grad[i]!;
+    const norm = Math.sqrt(sq);
     const scale = clipNorm > 0 && norm > clipNorm ? clipNorm / norm : 1;
     const bc1 = 1 - beta1 ** this.step;
     const bc2 = 1 - beta2 ** this.step;
@@ -44,50 +68,49 @@ export class Adam {
     // which ruins short runs and early checkpoints; this is the warm-up of TensorFlow's
     // ExponentialMovingAverage(num_updates) used by guided-diffusion-era code.
     const decay = Math.min(ema, (1 + this.step) / (10 + this.step));
-    tf.tidy(() => {
-      this.params.forEach(([name, p], i) => {
-        const g = tf.mul(grads[i]!, scale);
-        const m = this.m.get(name)!;
-        const v = this.v.get(name)!;
-        m.assign(tf.add(tf.mul(m, beta1), tf.mul(g, 1 - beta1)));
-        v.assign(tf.add(tf.mul(v, beta2), tf.mul(tf.square(g), 1 - beta2)));
-        const update = tf.div(tf.div(m, bc1), tf.add(tf.sqrt(tf.div(v, bc2)), eps));
-        const decayed = weightDecay > 0 && p.rank > 1 ? tf.mul(p, 1 - lr * weightDecay) : p;
-        p.assign(tf.sub(decayed, tf.mul(update, lr)));
-        const e = this.emaWeights.get(name);
-        if (e) e.assign(tf.add(tf.mul(e, decay), tf.mul(p, 1 - decay)));
-      });
-    });
+    const { m, v, params: p } = this;
+    for (const s of this.slots) {
+      // Decoupled weight decay on matrices and filters only, not on biases, norms and scalars.
+      const keep = weightDecay > 0 && s.shape.length > 1 ? 1 - lr * weightDecay : 1;
+      for (let i = s.offset; i < s.offset + s.size; i++) {
+        const g = grad[i]! * scale;
+        m[i] = beta1 * m[i]! + (1 - beta1) * g;
+        v[i] = beta2 * v[i]! + (1 - beta2) * g * g;
+        p[i] = p[i]! * keep - (lr * (m[i]! / bc1)) / (Math.sqrt(v[i]! / bc2) + eps);
+      }
+    }
+    const e = this.ema;
+    if (e) for (let i = 0; i < p.length; i++) e[i] = decay * e[i]! + (1 - decay) * p[i]!;
     return norm;
   }
 
-  /** Named state for checkpoints: `m.<name>`, `v.<name>`, `ema.<name>`. */
-  state(): Map<string, Tensor> {
-    const out = new Map<string, Tensor>();
-    for (const [n, t] of this.m) out.set(`m.${n}`, t);
-    for (const [n, t] of this.v) out.set(`v.${n}`, t);
-    for (const [n, t] of this.emaWeights) out.set(`ema.${n}`, t);
+  /** Named state for checkpoints: `m.<name>`, `v.<name>`, `ema.<name>` (views into the buffers). */
+  state(): NamedArrays {
+    const out: NamedArrays = {};
+    for (const s of this.slots) {
+      const view = (a: Float32Array) => ({ data: a.subarray(s.offset, s.offset + s.size), shape: s.shape });
+      out[`m.${s.name}`] = view(this.m);
+      out[`v.${s.name}`] = view(this.v);
+      if (this.ema) out[`ema.${s.name}`] = view(this.ema);
+    }
     return out;
   }
 
-  load(state: Map<string, Tensor>, step: number, source: string): void {
-    const put = (prefix: string, map: Map<string, Variable>) => {
-      for (const [n, t] of map) {
-        const s = state.get(`${prefix}.${n}`);
-        if (!s) throw new Error(`${source}: optimizer state '${prefix}.${n}' is missing`);
-        if (s.shape.join(",") !== t.shape.join(",")) {
-          throw new Error(`${source}: '${prefix}.${n}' has shape [${s.shape}], expected [${t.shape}]`);
+  load(state: NamedArrays, step: number, source: string): void {
+    const put = (prefix: string, into: Float32Array | undefined) => {
+      if (!into) return;
+      for (const s of this.slots) {
+        const a = state[`${prefix}.${s.name}`];
+        if (!a) throw new Error(`${source}: optimizer state '${prefix}.${s.name}' is missing`);
+        if (a.shape.join(",") !== s.shape.join(",")) {
+          throw new Error(`${source}: '${prefix}.${s.name}' has shape [${a.shape}], expected [${s.shape}]`);
         }
-        t.assign(s);
+        into.set(a.data, s.offset);
       }
     };
     put("m", this.m);
     put("v", this.v);
-    put("ema", this.emaWeights);
+    put("ema", this.ema);
     this.step = step;
-  }
-
-  dispose(): void {
-    for (const map of [this.m, this.v, this.emaWeights]) for (const t of map.values()) t.dispose();
   }
 }

@@ -5,13 +5,14 @@ import { createDiffusion } from "../core/diffusion.ts";
 import { type Scalar, type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { Init } from "../core/layers.ts";
 import { END_ID, NUM_CLASSES, parseCaption, satisfies, sceneLabels, VOCAB_SIZE } from "../data/world.ts";
-import { type ClipConfig, ClipModel } from "../models/clip.ts";
+import { type ClipConfig, ClipModel, type ClipTextConfig, type NoisedClipModel } from "../models/clip.ts";
+import { ConvClip } from "../models/conv-clip.ts";
 import { EncoderUNet, type EncoderUNetConfig } from "../models/encoder-unet.ts";
 import { EvalClip } from "../models/eval-clip.ts";
 import { UNet, type UNetConfig } from "../models/unet.ts";
 import { worldBatch } from "./data.ts";
 import { formatZodError, type Recipe } from "./recipe.ts";
-import type { TaskInstance } from "./task.ts";
+import { defineTask, floats, ints, type StepInput, type StepInputs, type TaskInstance } from "./task.ts";
 
 /** A positive integer key with its default. */
 const posInt = (d: number) => z.number().int().positive().default(d);
@@ -102,28 +103,30 @@ function denoiserTask(recipe: Recipe): TaskInstance {
     steps: recipe.diffusion.steps,
     modelVarType: "learned_range",
   });
-  return {
-    model,
-    loss(step, from, to) {
+  return defineTask(model, {
+    inputs(step, from, to) {
       const b = to - from;
       const batch = taskBatch(recipe, "denoiser", step, from, to, {
         ctx: m.textCtx,
         captionDropout: recipe.captionDropout,
         timesteps: d.numTimesteps,
       });
-      const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
-      const noise = tf.tensor4d(batch.noise, [b, size, size, 3]);
-      const t = Array.from(batch.t);
+      return {
+        x0: floats(batch.images, [b, size, size, 3]),
+        noise: floats(batch.noise, [b, size, size, 3]),
+        t: ints(batch.t, [b]),
+        tokens: ints(batch.tokens, [b, m.textCtx]),
+        mask: floats(batch.mask, [b, m.textCtx]),
+      };
+    },
+    lossOf(x) {
+      const [x0, noise, t] = [x.x0 as Tensor4D, x.noise as Tensor4D, x.t as Tensor1D];
       const xt = d.qSample(x0, t, noise);
-      const out = model.forward(xt, tf.tensor1d(batch.t, "int32") as Tensor1D, {
-        tokens: tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D,
-        mask: tf.tensor2d(batch.mask, [b, m.textCtx]) as Tensor2D,
-      });
+      const out = model.forward(xt, t, { tokens: x.tokens as Tensor2D, mask: x.mask as Tensor2D });
       const [eps, varValues] = tf.split(out, 2, 3) as [Tensor4D, Tensor4D];
       return tf.mean(d.trainingLosses({ out: eps, kind: "eps", varValues }, x0, t, noise).loss) as Scalar;
     },
-    dispose: () => model.dispose(),
-  };
+  });
 }
 
 const encoderSchema = z
@@ -161,25 +164,13 @@ export function classifierConfig(
   };
 }
 
-/** The batch's images noised to their timesteps, x_t = q_sample(x_0, t, noise) (NHWC). */
-function noisedImages(
-  d: ReturnType<typeof createDiffusion>,
-  batch: ReturnType<typeof taskBatch>,
-  b: number,
-  size: number,
-): Tensor4D {
-  const x0 = tf.tensor4d(batch.images, [b, size, size, 3]);
-  return d.qSample(x0, Array.from(batch.t), tf.tensor4d(batch.noise, [b, size, size, 3]));
-}
-
 function classifierTask(recipe: Recipe): TaskInstance {
   const m = parseModel(classifierModelSchema, recipe);
   const size = recipe.world.size;
   const model = new EncoderUNet(new Init(recipe.seed), classifierConfig(m, size, NUM_CLASSES));
   const d = createDiffusion({ schedule: recipe.diffusion.schedule, steps: recipe.diffusion.steps });
-  return {
-    model,
-    loss(step, from, to) {
+  return defineTask(model, {
+    inputs(step, from, to) {
       const b = to - from;
       const batch = taskBatch(recipe, "classifier", step, from, to, {
         ctx: 1,
@@ -187,13 +178,29 @@ function classifierTask(recipe: Recipe): TaskInstance {
         captionDropout: 1,
         timesteps: d.numTimesteps,
       });
-      const labels = batch.scenes.map((sc) => sceneLabels(sc)[0]!);
-      const xt = noisedImages(d, batch, b, size);
-      const logits = model.logits(xt, tf.tensor1d(batch.t, "int32") as Tensor1D);
-      const onehot = tf.oneHot(tf.tensor1d(labels, "int32"), NUM_CLASSES);
+      return {
+        ...noisedInputs(batch, b, size),
+        labels: ints(
+          Int32Array.from(batch.scenes, (sc) => sceneLabels(sc)[0]!),
+          [b],
+        ),
+      };
+    },
+    lossOf(x) {
+      const t = x.t as Tensor1D;
+      const logits = model.logits(d.qSample(x.x0 as Tensor4D, t, x.noise as Tensor4D), t);
+      const onehot = tf.oneHot(x.labels as Tensor1D, NUM_CLASSES);
       return tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits), onehot), 1))) as Scalar;
     },
-    dispose: () => model.dispose(),
+  });
+}
+
+/** Clean images, noise and timesteps of a batch: the inputs of x_t = q_sample(x_0, t, noise) (NHWC). */
+function noisedInputs(batch: ReturnType<typeof taskBatch>, b: number, size: number): StepInputs {
+  return {
+    x0: floats(batch.images, [b, size, size, 3]),
+    noise: floats(batch.noise, [b, size, size, 3]),
+    t: ints(batch.t, [b]),
   };
 }
 
@@ -201,15 +208,8 @@ function classifierTask(recipe: Recipe): TaskInstance {
  * Contrastive loss with every true match as a positive: captions are partial ("a circle"), so several images of a
  * batch can satisfy one caption; the world knows exactly which (CLIP's InfoNCE with multi-positive targets).
  */
-function contrastiveLoss(
-  zi: Tensor2D,
-  zt: Tensor2D,
-  logScale: Tensor,
-  match: Float32Array,
-  b: number,
-): Scalar {
+function contrastiveLoss(zi: Tensor2D, zt: Tensor2D, logScale: Tensor, m: Tensor2D): Scalar {
   const logits = tf.mul(tf.matMul(zi, zt, false, true), tf.exp(tf.reshape(logScale, [])));
-  const m = tf.tensor2d(match, [b, b]);
   const rowTargets = tf.div(m, tf.sum(m, 1, true));
   const colTargets = tf.div(m, tf.sum(m, 0, true));
   const i2t = tf.neg(tf.mean(tf.sum(tf.mul(tf.logSoftmax(logits, 1), rowTargets), 1)));
@@ -219,7 +219,7 @@ function contrastiveLoss(
   return tf.div(tf.add(i2t, t2i), 2) as Scalar;
 }
 
-function matchMatrix(batch: ReturnType<typeof worldBatch>): Float32Array {
+function matchMatrix(batch: ReturnType<typeof worldBatch>): StepInput {
   const b = batch.scenes.length;
   const specs = batch.captions.map((c) => parseCaption(c));
   const match = new Float32Array(b * b);
@@ -229,45 +229,81 @@ function matchMatrix(batch: ReturnType<typeof worldBatch>): Float32Array {
       match[i * b + j] = i === j || (spec !== undefined && satisfies(batch.scenes[i]!, spec)) ? 1 : 0;
     }
   }
-  return match;
+  return floats(match, [b, b]);
 }
 
-export const noisedClipModelSchema = z
+/** The noised CLIP's text tower and embedding width (both towers). */
+const clipTextFields = {
+  textCtx: posInt(16),
+  embedDim: posInt(64),
+  headState: posInt(32),
+  heads: posInt(2),
+  textBlocks: posInt(2),
+};
+
+const vitClipSchema = z
   .object({
+    tower: z.literal("vit"),
     patchSize: posInt(4),
-    textCtx: posInt(16),
-    embedDim: posInt(64),
-    headState: posInt(32),
-    heads: posInt(2),
-    textBlocks: posInt(2),
     imageBlocks: posInt(3),
     /** Widths of 3×3 convolutions before the patch projection (ClipConfig.convStem); [] is GLIDE's design. */
     convStem: z.array(z.number().int().positive()).default([]),
+    ...clipTextFields,
   })
   .strict();
 
+const convClipSchema = encoderSchema.extend({ tower: z.literal("conv"), ...clipTextFields }).strict();
+
+/**
+ * The noised CLIP's image tower: "vit", GLIDE's design (the default, and what exports without the key hold), or
+ * "conv", the noised classifier's EncoderUNet (src/models/conv-clip.ts).
+ */
+export const noisedClipModelSchema = z.preprocess(
+  (v) => (v && typeof v === "object" && !Array.isArray(v) && !("tower" in v) ? { ...v, tower: "vit" } : v),
+  z.discriminatedUnion("tower", [vitClipSchema, convClipSchema]),
+);
+export type NoisedClipModelConfig = z.infer<typeof noisedClipModelSchema>;
+
 /** GLIDE's noised CLIP (ViT on (x_t, t) with a timestep token) at the world's size and vocabulary. */
 export function noisedClipConfig(
-  m: z.infer<typeof noisedClipModelSchema>,
+  m: z.infer<typeof vitClipSchema>,
   imageSize: number,
   steps: number,
 ): ClipConfig {
   return {
     imageSize,
     patchSize: m.patchSize,
+    ...clipTextConfig(m),
+    nHeadStateImage: m.headState,
+    nHeadImage: m.heads,
+    nXfBlocksImage: m.imageBlocks,
+    nTimesteps: steps,
+    ...(m.convStem.length ? { convStem: m.convStem } : {}),
+  };
+}
+
+function clipTextConfig(m: NoisedClipModelConfig): ClipTextConfig {
+  return {
     nVocab: VOCAB_SIZE,
     maxTextLen: m.textCtx,
     nEmbd: m.embedDim,
     nHeadStateText: m.headState,
     nHeadText: m.heads,
     nXfBlocksText: m.textBlocks,
-    nHeadStateImage: m.headState,
-    nHeadImage: m.heads,
-    nXfBlocksImage: m.imageBlocks,
-    nTimesteps: steps,
     logitScale: 1 / 0.07,
-    ...(m.convStem.length ? { convStem: m.convStem } : {}),
   };
+}
+
+/** The zoo's noised CLIP of either image tower. */
+export function buildNoisedClip(
+  m: NoisedClipModelConfig,
+  imageSize: number,
+  steps: number,
+  init: Init,
+): NoisedClipModel {
+  if (m.tower === "vit") return new ClipModel(init, noisedClipConfig(m, imageSize, steps));
+  const { outChannels: _, ...image } = classifierConfig(m, imageSize, m.embedDim);
+  return new ConvClip(init, { ...clipTextConfig(m), image });
 }
 
 /** CLIP's text length: up to and including the end token (the text feature is read there). */
@@ -289,25 +325,30 @@ export function textLengths(tokens: Int32Array, ctx: number): number[] {
 function noisedClipTask(recipe: Recipe): TaskInstance {
   const m = parseModel(noisedClipModelSchema, recipe);
   const size = recipe.world.size;
-  const model = new ClipModel(new Init(recipe.seed), noisedClipConfig(m, size, recipe.diffusion.steps));
+  const model = buildNoisedClip(m, size, recipe.diffusion.steps, new Init(recipe.seed));
   const d = createDiffusion({ schedule: recipe.diffusion.schedule, steps: recipe.diffusion.steps });
-  return {
-    model,
-    loss(step, from, to) {
+  return defineTask(model, {
+    inputs(step, from, to) {
       const b = to - from;
       const batch = taskBatch(recipe, "noised-clip", step, from, to, {
         ctx: m.textCtx,
         captionDropout: 0,
         timesteps: d.numTimesteps,
       });
-      const xt = noisedImages(d, batch, b, size);
-      const zi = model.embedImage(xt, tf.tensor1d(batch.t, "int32") as Tensor1D);
-      const tokens = tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D;
-      const zt = model.embedText(tokens, textLengths(batch.tokens, m.textCtx));
-      return contrastiveLoss(zi, zt, model.logitScale, matchMatrix(batch), b);
+      return {
+        ...noisedInputs(batch, b, size),
+        tokens: ints(batch.tokens, [b, m.textCtx]),
+        lengths: ints(Int32Array.from(textLengths(batch.tokens, m.textCtx)), [b]),
+        match: matchMatrix(batch),
+      };
     },
-    dispose: () => model.dispose(),
-  };
+    lossOf(x) {
+      const t = x.t as Tensor1D;
+      const zi = model.embedImage(d.qSample(x.x0 as Tensor4D, t, x.noise as Tensor4D), t);
+      const zt = model.embedText(x.tokens as Tensor2D, x.lengths as Tensor1D);
+      return contrastiveLoss(zi, zt, model.logitScale, x.match as Tensor2D);
+    },
+  });
 }
 
 export const evalClipModelSchema = encoderSchema
@@ -329,20 +370,23 @@ function evalClipTask(recipe: Recipe): TaskInstance {
   const m = parseModel(evalClipModelSchema, recipe);
   const size = recipe.world.size;
   const model = buildEvalClip(m, size, new Init(recipe.seed));
-  return {
-    model,
-    loss(step, from, to) {
+  return defineTask(model, {
+    inputs(step, from, to) {
       const b = to - from;
       const batch = taskBatch(recipe, "eval-clip", step, from, to, { ctx: m.textCtx, captionDropout: 0 });
-      const zi = model.embedImage(tf.tensor4d(batch.images, [b, size, size, 3]));
-      const zt = model.embedText(
-        tf.tensor2d(batch.tokens, [b, m.textCtx], "int32") as Tensor2D,
-        tf.tensor2d(batch.mask, [b, m.textCtx]) as Tensor2D,
-      );
-      return contrastiveLoss(zi, zt, model.logitScale, matchMatrix(batch), b);
+      return {
+        x0: floats(batch.images, [b, size, size, 3]),
+        tokens: ints(batch.tokens, [b, m.textCtx]),
+        mask: floats(batch.mask, [b, m.textCtx]),
+        match: matchMatrix(batch),
+      };
     },
-    dispose: () => model.dispose(),
-  };
+    lossOf(x) {
+      const zi = model.embedImage(x.x0 as Tensor4D);
+      const zt = model.embedText(x.tokens as Tensor2D, x.mask as Tensor2D);
+      return contrastiveLoss(zi, zt, model.logitScale, x.match as Tensor2D);
+    },
+  });
 }
 
 const TASK_BUILDERS: Record<Recipe["task"], (r: Recipe) => TaskInstance> = {

@@ -1,6 +1,8 @@
-// `guidance-lab train <recipe>`: data-parallel training over worker threads with checkpoints, resume and a loss
-// CSV. The run folder holds everything a resumed or audited run needs:
-//   recipe.json  loss.csv  ckpt/state.safetensors (+ state.json)  model.safetensors (EMA weights) + config.json
+// `guidance-lab train <recipe>`: training with checkpoints, resume and a loss CSV. The gradients come from a
+// GradEngine (src/train/engines.ts: TensorFlow.js worker threads, or the traced step on ONNX Runtime); the
+// parameters and the optimizer live here, in one flat buffer. The run folder holds everything a resumed or audited
+// run needs:
+//   recipe.json  loss.csv  ckpt/state.safetensors (+ state.json)  model.safetensors (EMA weights) + model.json
 import {
   appendFileSync,
   existsSync,
@@ -12,61 +14,53 @@ import {
 } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
-import type { Worker } from "node:worker_threads";
-import { type BackendChoice, spawnTsWorker } from "../core/engine.ts";
+import { type BackendChoice, initEngine } from "../core/engine.ts";
+import { type ExportedConfig, modelsDir } from "../models/registry.ts";
 import { readSafetensors, writeSafetensors } from "../models/safetensors.ts";
+import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
+import { Adam, layout, type Slot } from "./adam.ts";
+import { type GradEngine, onnxEngine, splitBatch, tfjsEngine } from "./engines.ts";
 import { Progress } from "./progress.ts";
 import { CONTRASTIVE_TASKS, loadRecipe, type Recipe } from "./recipe.ts";
-import type { NamedArrays, WorkerReply, WorkerRequest } from "./worker.ts";
+import { buildTask } from "./tasks.ts";
+import type { NamedArrays } from "./worker.ts";
+
+export { splitBatch };
 
 export interface TrainOptions {
   out?: string;
   resume?: boolean;
+  /** TensorFlow.js worker threads, or ONNX Runtime's threads (default: one per core). */
   workers?: number;
   backend?: BackendChoice;
+  /** Where gradients are computed (default auto: ONNX Runtime when onnxruntime-node loads). */
+  runtime?: RuntimeChoice;
   /** Stop after this many steps in this invocation (for time-boxed sessions); the run resumes later. */
   maxSteps?: number;
   /** Stop (with a checkpoint) after this many seconds. */
   maxSeconds?: number;
+  /**
+   * Start a new run from an exported model of the same task and architecture (a models/ name or a folder with
+   * model.json + model.safetensors): its weights become the parameters and the EMA, the step count continues from
+   * its step, and the optimizer starts fresh (zero moments, its own warm-up), as when a run folder was lost.
+   */
+  initFrom?: string;
 }
 
-class WorkerHandle {
-  private pending: ((r: WorkerReply) => void) | undefined;
-  private failure: Error | undefined;
-
-  private constructor(private readonly worker: Worker) {
-    this.worker.on("message", (r: WorkerReply) => {
-      const p = this.pending;
-      this.pending = undefined;
-      p?.(r);
-    });
-    this.worker.on("error", (e) => {
-      this.failure = e;
-      this.pending?.({ type: "error", message: e.stack ?? e.message });
-    });
-  }
-
-  static async start(): Promise<WorkerHandle> {
-    return new WorkerHandle(await spawnTsWorker(new URL("./worker.ts", import.meta.url)));
-  }
-
-  request(msg: WorkerRequest, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
-    if (this.failure) return Promise.reject(this.failure);
-    return new Promise((resolve, reject) => {
-      this.pending = (r) =>
-        r.type === "error" ? reject(new Error(`training worker: ${r.message}`)) : resolve(r);
-      this.worker.postMessage(msg, transfer);
-    });
-  }
-
-  async close(): Promise<void> {
-    await this.worker.terminate();
-  }
+/** What state.json records beside the step: the optimizer's own update count and where the run started from. */
+interface CheckpointMeta {
+  step: number;
+  elapsed: number;
+  recipe: Recipe;
+  /** Adam's update count (bias correction, warm-up); equals `step` unless the run began with --init-from. */
+  optimStep?: number;
+  initFrom?: { model: string; step: number };
 }
 
-function lrAt(recipe: Recipe, step: number): number {
+/** The learning rate of the optimizer's update number `optimStep` (linear warm-up, then constant). */
+function lrAt(recipe: Recipe, optimStep: number): number {
   const { lr, warmupSteps } = recipe.optim;
-  return warmupSteps > 0 ? lr * Math.min(1, (step + 1) / warmupSteps) : lr;
+  return warmupSteps > 0 ? lr * Math.min(1, (optimStep + 1) / warmupSteps) : lr;
 }
 
 /** Writes through a temporary name and renames, so a kill never leaves a half-written file that a resume trusts. */
@@ -74,6 +68,25 @@ function atomicWrite(path: string, write: (tmp: string) => void): void {
   const tmp = `${path}.tmp-${process.pid}`;
   write(tmp);
   renameSync(tmp, path);
+}
+
+/** The parameters' named views (`model.<name>`) into the flat buffer. */
+function modelState(slots: readonly Slot[], params: Float32Array): NamedArrays {
+  const out: NamedArrays = {};
+  for (const s of slots)
+    out[`model.${s.name}`] = { data: params.subarray(s.offset, s.offset + s.size), shape: s.shape };
+  return out;
+}
+
+function loadParams(slots: readonly Slot[], state: NamedArrays, into: Float32Array, source: string): void {
+  for (const s of slots) {
+    const a = state[`model.${s.name}`];
+    if (!a) throw new Error(`${source}: parameter '${s.name}' is missing`);
+    if (a.shape.join(",") !== s.shape.join(",")) {
+      throw new Error(`${source}: parameter '${s.name}' has shape [${a.shape}], expected [${s.shape}]`);
+    }
+    into.set(a.data, s.offset);
+  }
 }
 
 export async function train(
@@ -86,18 +99,23 @@ export async function train(
   const statePath = join(ckptDir, "state.json");
   let startStep = 0;
   let elapsedBefore = 0;
+  let optimStep = 0;
+  let initFrom: CheckpointMeta["initFrom"];
   let state: NamedArrays | undefined;
+  let stateSource = "";
+  const lossCsv = join(out, "loss.csv");
   if (existsSync(statePath)) {
     if (!opts.resume) {
       throw new Error(
         `${out} already holds a checkpoint: pass --resume to continue it, or choose another --out`,
       );
     }
-    const meta = JSON.parse(readFileSync(statePath, "utf8")) as {
-      step: number;
-      elapsed: number;
-      recipe: Recipe;
-    };
+    if (opts.initFrom) {
+      throw new Error(
+        `${out} already holds a checkpoint: --init-from starts a new run, choose another --out`,
+      );
+    }
+    const meta = JSON.parse(readFileSync(statePath, "utf8")) as CheckpointMeta;
     if (
       JSON.stringify(meta.recipe.model) !== JSON.stringify(recipe.model) ||
       meta.recipe.task !== recipe.task
@@ -108,33 +126,58 @@ export async function train(
     }
     startStep = meta.step;
     elapsedBefore = meta.elapsed;
+    optimStep = meta.optimStep ?? meta.step;
+    initFrom = meta.initFrom;
     state = readCheckpointState(ckptDir);
+    stateSource = join(ckptDir, "state.safetensors");
   } else if (existsSync(out) && readdirSync(out).length > 0) {
     throw new Error(`${out} exists and holds no checkpoint to resume: choose an empty or new --out`);
+  } else if (opts.initFrom) {
+    const init = initialState(opts.initFrom, recipe);
+    startStep = init.step;
+    elapsedBefore = init.wallSeconds;
+    initFrom = { model: init.dir, step: init.step };
+    state = init.state;
+    stateSource = join(init.dir, "model.safetensors");
+    mkdirSync(out, { recursive: true });
+    if (init.lossCsv) writeFileSync(lossCsv, init.lossCsv);
   }
   mkdirSync(ckptDir, { recursive: true });
   writeFileSync(join(out, "recipe.json"), `${JSON.stringify(recipe, null, 2)}\n`);
-  const lossCsv = join(out, "loss.csv");
   if (startStep === 0) writeFileSync(lossCsv, "step,loss,lr,grad_norm,seconds\n");
   else truncateCsv(lossCsv, startStep);
 
-  const nWorkers = Math.max(1, Math.min(opts.workers ?? availableParallelism(), recipe.batchSize));
+  // This thread builds the model too: its initial weights seed the run, and the ONNX engine traces it.
   const backend = opts.backend ?? "auto";
-  const startWorkers = async (st: NamedArrays | undefined, at: number) => {
-    const ws = await Promise.all(Array.from({ length: nWorkers }, () => WorkerHandle.start()));
-    const ready = await Promise.all(
-      ws.map((w) => w.request({ type: "init", recipe, backend, state: st, step: at })),
-    );
-    return { ws, info: ready[0] as Extract<WorkerReply, { type: "ready" }> };
-  };
-  const started = await startWorkers(state, startStep);
-  let workers = started.ws;
-  const info = started.info;
+  await initEngine(backend, { quiet: true });
+  const task = buildTask(recipe);
+  const named = task.model.namedParameters();
+  const slots = layout(named.map(([name, p]) => ({ name, shape: p.shape })));
+  const params = new Float32Array(slots.reduce((n, s) => n + s.size, 0));
+  if (state) loadParams(slots, state, params, stateSource);
+  else for (const [i, [, p]] of named.entries()) params.set(p.dataSync() as Float32Array, slots[i]!.offset);
+  const adam = new Adam(slots, params, recipe.optim);
+  if (state) {
+    const optim: NamedArrays = {};
+    for (const [k, v] of Object.entries(state))
+      if (k.startsWith("optim.")) optim[k.slice("optim.".length)] = v;
+    adam.load(optim, optimStep, stateSource);
+  }
+
+  const runtime = await resolveRuntime(opts.runtime ?? "auto", true);
+  const cores = Math.max(1, opts.workers ?? availableParallelism());
+  let engine: GradEngine;
+  if (runtime === "onnx") {
+    engine = await onnxEngine(task, named, slots, recipe, cores, startStep);
+  } else {
+    task.dispose();
+    engine = await tfjsEngine(recipe, backend, Math.min(cores, recipe.batchSize));
+  }
   process.stderr.write(
-    `[train] ${recipe.name}: ${recipe.task}, ${info.numParams.toLocaleString()} parameters, ${nWorkers} worker(s) on ${info.backend}, step ${startStep}/${recipe.steps}\n`,
+    `[train] ${recipe.name}: ${recipe.task}, ${params.length.toLocaleString()} parameters, gradients on ${engine.describe}, step ${startStep}/${recipe.steps}\n`,
   );
-  if (nWorkers > 1 && CONTRASTIVE_TASKS.has(recipe.task)) {
-    const per = splitBatch(recipe.batchSize, nWorkers);
+  if (engine.slices > 1 && CONTRASTIVE_TASKS.has(recipe.task)) {
+    const per = splitBatch(recipe.batchSize, engine.slices);
     process.stderr.write(
       `[train] note: ${recipe.task} is contrastive; each worker draws its negatives from its own slice (${per[1]! - per[0]!} of ${recipe.batchSize} examples), so results depend on --workers\n`,
     );
@@ -150,13 +193,23 @@ export async function train(
 
   const t0 = performance.now();
   const seconds = () => elapsedBefore + (performance.now() - t0) / 1000;
-  const checkpoint = async (step: number) => {
-    const reply = (await workers[0]!.request({ type: "state" })) as Extract<WorkerReply, { type: "state" }>;
+  const run = () => ({
+    wall: seconds(),
+    slices: engine.slices,
+    runtime,
+    ...(initFrom ? { initFrom } : {}),
+  });
+  const checkpoint = (step: number) => {
+    const optim: NamedArrays = {};
+    for (const [k, v] of Object.entries(adam.state())) optim[`optim.${k}`] = v;
     atomicWrite(join(ckptDir, "state.safetensors"), (tmp) =>
-      writeSafetensors(tmp, reply.state, { dtype: "F32" }),
+      writeSafetensors(tmp, { ...modelState(slots, params), ...optim }, { dtype: "F32" }),
     );
     atomicWrite(statePath, (tmp) =>
-      writeFileSync(tmp, `${JSON.stringify({ step, elapsed: seconds(), recipe }, null, 2)}\n`),
+      writeFileSync(
+        tmp,
+        `${JSON.stringify({ step, elapsed: seconds(), recipe, optimStep, ...(initFrom ? { initFrom } : {}) } satisfies CheckpointMeta, null, 2)}\n`,
+      ),
     );
   };
 
@@ -167,63 +220,25 @@ export async function train(
     recipe.steps,
     opts.maxSteps !== undefined ? startStep + opts.maxSteps : recipe.steps,
   );
-  let restarts = 0;
   try {
     while (step < stopAt && !stopRequested) {
-      const bounds = splitBatch(recipe.batchSize, nWorkers);
-      let replies: Extract<WorkerReply, { type: "grad" }>[];
-      try {
-        replies = (await Promise.all(
-          workers.map((w, i) => w.request({ type: "grad", step, from: bounds[i]!, to: bounds[i + 1]! })),
-        )) as Extract<WorkerReply, { type: "grad" }>[];
-      } catch (e) {
-        // A worker that dies (e.g. the wasm heap failing an allocation after hours) costs at most the steps since
-        // the last checkpoint: restart every replica from it. Examples depend on the step only, so the run stays
-        // the run it would have been.
-        if (restarts >= MAX_RESTARTS || !existsSync(statePath)) throw e;
-        restarts += 1;
-        const meta = JSON.parse(readFileSync(statePath, "utf8")) as { step: number };
-        process.stderr.write(
-          `\n[train] a worker failed at step ${step} (${(e as Error).message.split("\n")[0]}); restarting from the checkpoint at step ${meta.step} (restart ${restarts}/${MAX_RESTARTS})\n`,
-        );
-        await Promise.all(workers.map((w) => w.close()));
-        step = meta.step;
-        truncateCsv(lossCsv, step);
-        workers = (await startWorkers(readCheckpointState(ckptDir), step)).ws;
-        continue;
-      }
-      const grad = new Float32Array(replies[0]!.grad.length);
-      let loss = 0;
-      replies.forEach((r, i) => {
-        const w = (bounds[i + 1]! - bounds[i]!) / recipe.batchSize;
-        for (let j = 0; j < grad.length; j++) grad[j]! += w * r.grad[j]!;
-        loss += w * r.loss;
-      });
+      const { grad, loss } = await engine.grads(step, params);
       if (!Number.isFinite(loss)) throw new Error(`loss became ${loss} at step ${step}: lower optim.lr`);
-      const lr = lrAt(recipe, step);
-      const applied = (await Promise.all(
-        workers.map((w) => w.request({ type: "apply", grad: grad.slice(), lr })),
-      )) as Extract<WorkerReply, { type: "applied" }>[];
+      const lr = lrAt(recipe, optimStep);
+      const gradNorm = adam.apply(grad, lr);
       step += 1;
+      optimStep += 1;
       smooth = Number.isNaN(smooth) ? loss : 0.98 * smooth + 0.02 * loss;
-      appendFileSync(lossCsv, `${step},${loss},${lr},${applied[0]!.gradNorm},${seconds().toFixed(1)}\n`);
+      appendFileSync(lossCsv, `${step},${loss},${lr},${gradNorm},${seconds().toFixed(1)}\n`);
       progress.update(step, { loss: smooth, lr });
-      if (step % recipe.checkpointEvery === 0) await checkpoint(step);
+      if (step % recipe.checkpointEvery === 0) checkpoint(step);
       if (recipe.snapshots.includes(step)) {
-        await exportModel(
-          workers[0]!,
-          recipe,
-          join(out, "snapshots"),
-          step,
-          seconds(),
-          nWorkers,
-          `step-${step}`,
-        );
+        exportModel(recipe, join(out, "snapshots"), slots, adam, { step, ...run() }, `step-${step}`);
       }
       if (opts.maxSeconds !== undefined && (performance.now() - t0) / 1000 > opts.maxSeconds) break;
     }
-    await checkpoint(step);
-    await exportModel(workers[0]!, recipe, out, step, seconds(), nWorkers);
+    checkpoint(step);
+    exportModel(recipe, out, slots, adam, { step, ...run() });
     progress.update(step, { loss: smooth }, true);
     process.stderr.write(
       `\n[train] ${recipe.name}: step ${step}/${recipe.steps}, checkpoint in ${ckptDir}\n`,
@@ -231,41 +246,96 @@ export async function train(
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    await Promise.all(workers.map((w) => w.close()));
+    await engine.close();
+    if (runtime === "onnx") task.dispose();
   }
   return { out, step };
 }
 
 /** Model weights for shipping: the EMA weights when the recipe keeps an EMA, with the config beside them. */
-async function exportModel(
-  w: WorkerHandle,
+function exportModel(
   recipe: Recipe,
   out: string,
-  step: number,
-  wall: number,
-  workers: number,
+  slots: readonly Slot[],
+  adam: Adam,
+  run: {
+    step: number;
+    wall: number;
+    slices: number;
+    runtime: string;
+    initFrom?: CheckpointMeta["initFrom"];
+  },
   stem = "model",
-): Promise<void> {
+): void {
   mkdirSync(out, { recursive: true });
-  const reply = (await w.request({ type: "state" })) as Extract<WorkerReply, { type: "state" }>;
-  const weights: NamedArrays = {};
-  for (const [k, v] of Object.entries(reply.state)) {
-    if (!k.startsWith("model.")) continue;
-    const name = k.slice("model.".length);
-    weights[name] = reply.state[`optim.ema.${name}`] ?? v;
-  }
+  const weights = adam.ema ?? adam.params;
+  const named: NamedArrays = {};
+  for (const s of slots)
+    named[s.name] = { data: weights.subarray(s.offset, s.offset + s.size), shape: s.shape };
+  const { step, wall, slices, runtime, initFrom } = run;
   atomicWrite(join(out, `${stem}.safetensors`), (tmp) =>
-    writeSafetensors(tmp, weights, { dtype: "F16", metadata: { step: String(step) } }),
+    writeSafetensors(tmp, named, { dtype: "F16", metadata: { step: String(step) } }),
   );
-  atomicWrite(join(out, `${stem}.json`), (tmp) =>
-    writeFileSync(
-      tmp,
-      `${JSON.stringify({ name: recipe.name, task: recipe.task, model: recipe.model, diffusion: recipe.diffusion, world: recipe.world, step, wallSeconds: Math.round(wall), workers }, null, 2)}\n`,
-    ),
-  );
+  const config = {
+    name: recipe.name,
+    task: recipe.task,
+    model: recipe.model,
+    diffusion: recipe.diffusion,
+    world: recipe.world,
+    step,
+    wallSeconds: Math.round(wall),
+    // Contrastive losses see negatives from one slice of the batch; `workers` records how many slices there were.
+    workers: slices,
+    runtime,
+    ...(initFrom ? { initFrom } : {}),
+  };
+  atomicWrite(join(out, `${stem}.json`), (tmp) => writeFileSync(tmp, `${JSON.stringify(config, null, 2)}\n`));
 }
 
-const MAX_RESTARTS = 3;
+/**
+ * A new run's state from an exported model (--init-from): the weights as parameters and EMA, zero Adam moments.
+ * The model must come from the same task, architecture, world and diffusion as the recipe.
+ */
+function initialState(
+  nameOrDir: string,
+  recipe: Recipe,
+): { dir: string; step: number; wallSeconds: number; state: NamedArrays; lossCsv?: string } {
+  const dir = existsSync(join(nameOrDir, "model.json")) ? nameOrDir : join(modelsDir(), nameOrDir);
+  const cfgPath = join(dir, "model.json");
+  if (!existsSync(cfgPath)) {
+    throw new Error(`--init-from ${nameOrDir}: no model.json there or in ${modelsDir()}`);
+  }
+  const cfg = JSON.parse(readFileSync(cfgPath, "utf8")) as ExportedConfig;
+  for (const key of ["task", "model", "world", "diffusion"] as const) {
+    if (JSON.stringify(cfg[key]) !== JSON.stringify(recipe[key])) {
+      throw new Error(
+        `--init-from ${cfgPath}: its ${key} ${JSON.stringify(cfg[key])} differs from the recipe's ${JSON.stringify(recipe[key])}`,
+      );
+    }
+  }
+  const file = readSafetensors(join(dir, "model.safetensors"));
+  const state: NamedArrays = {};
+  try {
+    for (const name of file.names()) {
+      const t = file.get(name);
+      const data = Float32Array.from(t.data);
+      state[`model.${name}`] = { data, shape: t.shape };
+      state[`optim.ema.${name}`] = { data: data.slice(), shape: t.shape };
+      state[`optim.m.${name}`] = { data: new Float32Array(data.length), shape: t.shape };
+      state[`optim.v.${name}`] = { data: new Float32Array(data.length), shape: t.shape };
+    }
+  } finally {
+    file.close();
+  }
+  const csv = join(dir, "loss.csv");
+  return {
+    dir,
+    step: cfg.step,
+    wallSeconds: cfg.wallSeconds,
+    state,
+    ...(existsSync(csv) ? { lossCsv: readFileSync(csv, "utf8") } : {}),
+  };
+}
 
 function readCheckpointState(ckptDir: string): NamedArrays {
   const file = readSafetensors(join(ckptDir, "state.safetensors"));
@@ -273,18 +343,12 @@ function readCheckpointState(ckptDir: string): NamedArrays {
     const state: NamedArrays = {};
     for (const name of file.names()) {
       const t = file.get(name);
-      state[name] = { data: t.data, shape: t.shape };
+      state[name] = { data: Float32Array.from(t.data), shape: t.shape };
     }
     return state;
   } finally {
     file.close();
   }
-}
-
-export function splitBatch(batch: number, parts: number): number[] {
-  const bounds = [0];
-  for (let i = 1; i <= parts; i++) bounds.push(Math.round((batch * i) / parts));
-  return bounds;
 }
 
 function truncateCsv(path: string, step: number): void {

@@ -1,10 +1,10 @@
-// A data-parallel training worker: one model replica with its own TensorFlow.js backend (wasm runs one thread per
-// process, so one worker per core). It returns gradients for its slice of the batch and applies the averaged
-// gradient with the same optimizer as every other replica, so replicas stay identical without sending weights.
+// A data-parallel gradient worker: one model replica with its own TensorFlow.js backend (wasm runs one thread per
+// process, so one worker per core). Each request carries the current parameters (flat, in the model's parameter
+// order) and asks for the gradient of a slice of a step's batch; the optimizer lives in the trainer's thread, so a
+// worker holds no state a crash could lose.
 import { writeFileSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 import { type BackendChoice, initEngine, type Tensor, tf } from "../core/engine.ts";
-import { Adam } from "./adam.ts";
 import type { Recipe } from "./recipe.ts";
 import type { TaskInstance } from "./task.ts";
 import { buildTask } from "./tasks.ts";
@@ -13,17 +13,13 @@ import { buildTask } from "./tasks.ts";
 export type NamedArrays = Record<string, { data: Float32Array; shape: number[] }>;
 
 export type WorkerRequest =
-  | { type: "init"; recipe: Recipe; backend: BackendChoice; state?: NamedArrays; step: number }
-  | { type: "grad"; step: number; from: number; to: number }
-  | { type: "apply"; grad: Float32Array; lr: number }
-  | { type: "state" }
+  | { type: "init"; recipe: Recipe; backend: BackendChoice }
+  | { type: "grad"; step: number; from: number; to: number; params: Float32Array }
   | { type: "exit" };
 
 export type WorkerReply =
   | { type: "ready"; numParams: number; backend: string }
   | { type: "grad"; grad: Float32Array; loss: number }
-  | { type: "applied"; gradNorm: number }
-  | { type: "state"; state: NamedArrays }
   | { type: "error"; message: string };
 
 let task: TaskInstance | undefined;
@@ -44,30 +40,42 @@ function injectFault(step: number): void {
   }
   throw new Error(`injected failure at step ${step}`);
 }
-let adam: Adam | undefined;
 
 function flatGrad(grads: Tensor[]): Float32Array {
   // One read-back per step: concatenating first avoids one slow dataSync per variable.
   return tf.tidy(() => tf.concat(grads.map((g) => tf.reshape(g, [-1])))).dataSync() as Float32Array;
 }
 
+function setParams(t: TaskInstance, flat: Float32Array): void {
+  let offset = 0;
+  for (const [, p] of t.model.namedParameters()) {
+    const v = tf.tensor(flat.subarray(offset, offset + p.size), p.shape);
+    p.assign(v);
+    v.dispose();
+    offset += p.size;
+  }
+  if (offset !== flat.length)
+    throw new Error(`worker: ${flat.length} parameter values for a model of ${offset}`);
+}
+
 function handle(msg: WorkerRequest): WorkerReply | undefined {
   switch (msg.type) {
     case "init": {
       task = buildTask(msg.recipe);
-      const params = task.model.namedParameters();
-      adam = new Adam(params, msg.recipe.optim);
-      if (msg.state) loadState(msg.state, msg.step);
       return { type: "ready", numParams: task.model.numParams(), backend: tf.getBackend() };
     }
     case "grad": {
-      if (!task || !adam) throw new Error("worker not initialised");
+      if (!task) throw new Error("worker not initialised");
       injectFault(msg.step);
-      const vars = adam.params.map(([, p]) => p);
       const t = task;
-      const { value, grads } = tf.variableGrads(() => t.loss(msg.step, msg.from, msg.to), vars);
+      setParams(t, msg.params);
+      const named = t.model.namedParameters();
+      const { value, grads } = tf.variableGrads(
+        () => t.loss(msg.step, msg.from, msg.to),
+        named.map(([, p]) => p),
+      );
       // variableGrads keys gradients by the variables' engine names, not by our parameter names.
-      const ordered = adam.params.map(([n, p]) => {
+      const ordered = named.map(([n, p]) => {
         const g = grads[p.name];
         if (!g) throw new Error(`no gradient for parameter ${n}`);
         return g;
@@ -78,51 +86,10 @@ function handle(msg: WorkerRequest): WorkerReply | undefined {
       for (const g of Object.values(grads)) g.dispose();
       return { type: "grad", grad, loss };
     }
-    case "apply": {
-      if (!adam) throw new Error("worker not initialised");
-      const a = adam;
-      let offset = 0;
-      const grads = a.params.map(([, p]) => {
-        const g = tf.tensor(msg.grad.subarray(offset, offset + p.size), p.shape);
-        offset += p.size;
-        return g;
-      });
-      const gradNorm = a.apply(grads, msg.lr);
-      for (const g of grads) g.dispose();
-      return { type: "applied", gradNorm };
-    }
-    case "state": {
-      if (!task || !adam) throw new Error("worker not initialised");
-      const state: NamedArrays = {};
-      for (const [n, p] of task.model.namedParameters()) {
-        state[`model.${n}`] = { data: p.dataSync() as Float32Array, shape: p.shape };
-      }
-      for (const [n, t] of adam.state())
-        state[`optim.${n}`] = { data: t.dataSync() as Float32Array, shape: t.shape };
-      return { type: "state", state };
-    }
     case "exit":
       task?.dispose();
-      adam?.dispose();
       process.exit(0);
   }
-}
-
-function loadState(state: NamedArrays, step: number): void {
-  if (!task || !adam) return;
-  const model = new Map<string, Tensor>();
-  const optim = new Map<string, Tensor>();
-  for (const [n] of task.model.namedParameters()) {
-    const a = state[`model.${n}`];
-    if (a) model.set(n, tf.tensor(a.data, a.shape));
-  }
-  task.model.loadStateDict(model, { source: "checkpoint" });
-  for (const n of adam.state().keys()) {
-    const a = state[`optim.${n}`];
-    if (a) optim.set(n, tf.tensor(a.data, a.shape));
-  }
-  adam.load(optim, step, "checkpoint");
-  for (const t of [...model.values(), ...optim.values()]) t.dispose();
 }
 
 if (parentPort) {
