@@ -10,12 +10,14 @@ import { unetFlops } from "../src/bench/flops.ts";
 import { benchQuickstart, quickstartSummary } from "../src/bench/quickstart.ts";
 import { benchForward, benchSampling, runtimeSpecs } from "../src/bench/runtimes.ts";
 import { torchMissing } from "../src/bench/torch.ts";
+import { benchTraining } from "../src/bench/train.ts";
 import { createDiffusion } from "../src/core/diffusion.ts";
 import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
 import { defaultGoldenDir, REPO_ROOT } from "../src/core/paths.ts";
 import { glideConfigFromOfficial } from "../src/models/configs.ts";
 import { UNet } from "../src/models/unet.ts";
+import { parseRecipe } from "../src/train/recipe.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
@@ -29,6 +31,33 @@ const GOLDEN = defaultGoldenDir();
 const noManifest = existsSync(join(GOLDEN, "manifest.json")) ? false : `no golden manifest at ${GOLDEN}`;
 
 describe("bench: FLOPs, runtimes, torch preconditions", () => {
+  test("training-step rows for TensorFlow.js and ONNX Runtime are finite, positive and leave no tensor", async () => {
+    const { onnxMissing } = await runtimeSpecs();
+    const recipe = parseRecipe(
+      {
+        name: "tiny",
+        task: "denoiser",
+        steps: 1,
+        model: {
+          modelChannels: 32,
+          channelMult: [1, 2],
+          attentionResolutions: [8],
+          xfWidth: 32,
+          xfLayers: 1,
+          xfHeads: 2,
+        },
+        world: { size: 16 },
+      },
+      "tiny",
+    );
+    const before = tf.memory().numTensors;
+    const rows = await benchTraining(recipe, { batch: 2, minMs: 0, onnx: !onnxMissing });
+    assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+    assert.equal(rows.length, onnxMissing ? 1 : 3);
+    for (const r of rows)
+      assert.ok(Number.isFinite(r.value) && r.value > 0 && r.unit === "img/s", JSON.stringify(r));
+  });
+
   test("the FLOP count of GLIDE small at batch 4 equals the official counter's, op class by op class", {
     skip: noManifest,
   }, () => {

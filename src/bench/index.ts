@@ -1,17 +1,17 @@
 // `npm run bench`: engine micro-benchmarks, then the project's real denoisers on each runtime (ONNX Runtime with 1
 // and 2 threads, TensorFlow.js on the active backend): forward ms and GFLOP/s per model and batch size (the zoo's
 // denoiser; GLIDE's small golden config at batch 4, 64×64; the full GLIDE base at batch 2 with --full-glide), and
-// sampling steps per second per strategy (none, cfg, classifier on the zoo-sized models; cfg on GLIDE small). With
+// sampling steps per second per strategy (none, cfg, classifier on the zoo-sized models; cfg on GLIDE small), and the
+// zoo recipes' training steps per runtime (TensorFlow.js worker vs the traced step on ONNX Runtime). With
 // --compare-torch PATH the official glide-text2im code runs side by side on the same GLIDE config and inputs; with
 // --quickstart, the quickstart sweep's wall time on each runtime.
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createDiffusion } from "../core/diffusion.ts";
-import { type Scalar, type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
+import { type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { Init } from "../core/layers.ts";
 import { defaultGoldenDir } from "../core/paths.ts";
-import { setWasmMatMul } from "../core/wasm-matmul.ts";
 import { labelForPrompt, NUM_CLASSES, PAD_ID, tokenize, VOCAB_SIZE } from "../data/world.ts";
 import { EncoderUNet } from "../models/encoder-unet.ts";
 import { UNet, type UNetConfig } from "../models/unet.ts";
@@ -28,6 +28,7 @@ import { benchGlide, glideReference, TORCH_BASE_FORWARD_B2_S } from "./glide.ts"
 import { benchQuickstart, quickstartSummary } from "./quickstart.ts";
 import { benchForward, benchSampling, load, runtimeSpecs } from "./runtimes.ts";
 import { type TorchOptions, torchMissing } from "./torch.ts";
+import { benchTraining } from "./train.ts";
 
 export interface BenchOptions {
   /** Tiny sizes and no GLIDE (a smoke test). */
@@ -42,7 +43,7 @@ export interface BenchOptions {
   quickstart?: boolean;
 }
 
-async function timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<number> {
+async function _timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<number> {
   const run = async () => {
     const out = fn();
     await Promise.all(out.map((t) => t.data()));
@@ -56,37 +57,6 @@ async function timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<n
     reps++;
   }
   return (performance.now() - t0) / reps;
-}
-
-/** The zoo's training step (TensorFlow.js only: ONNX Runtime never trains here). */
-async function benchTrainStep(name: string, model: UNet, batch: number, minMs: number): Promise<Row> {
-  const s = model.config.imageSize;
-  const ctx = model.config.text?.ctx ?? 1;
-  const init = new Init(2);
-  const x = init.normal([batch, s, s, 3], 1) as Tensor4D;
-  const t = tf.tensor1d(
-    Array.from({ length: batch }, (_, i) => (i * 997) % 1000),
-    "int32",
-  ) as Tensor1D;
-  const tokens = tf.zeros([batch, ctx], "int32") as Tensor2D;
-  const mask = tf.ones([batch, ctx]) as Tensor2D;
-  const params = model.parameters();
-  const ms = await timeMs(() => {
-    const { value, grads } = tf.variableGrads(
-      () => tf.mean(tf.square(model.forward(x, t, { tokens, mask }))) as Scalar,
-      params,
-    );
-    return [value, ...Object.values(grads)];
-  }, minMs);
-  tf.dispose([x, t, tokens, mask]);
-  return {
-    name: `${name} train step`,
-    backend: `tfjs-${tf.getBackend()}`,
-    value: (batch * 1000) / ms,
-    unit: "img/s",
-    ms,
-    detail: `batch ${batch}, ${s}x${s}, ${(model.numParams() / 1e6).toFixed(2)}M params`,
-  };
 }
 
 /** World prompts → the zoo denoiser's conditioning (as src/models/zoo.ts encodes them). */
@@ -149,16 +119,16 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
       tf.dispose([x, t, cond.tokens!, cond.mask!]);
     }
   }
-  // The trainer's workers run the fast wasm matMul kernel (src/core/wasm-matmul.ts); both rows, then the stock one back.
-  fwd.push(await benchTrainStep("zoo denoiser", zoo, quick ? 2 : 16, minMs));
-  if (tf.getBackend() === "wasm") {
-    setWasmMatMul("fast");
-    try {
-      const r = await benchTrainStep("zoo denoiser", zoo, quick ? 2 : 16, minMs);
-      fwd.push({ ...r, backend: `${r.backend} (fast matMul, as the trainer)` });
-    } finally {
-      setWasmMatMul("reference");
-    }
+  // Training steps of the zoo's recipes on each runtime (the trainer's, data and loss included).
+  for (const name of ["denoiser", "noised-clip"]) {
+    const r = loadRecipe(resolveRecipe(name));
+    fwd.push(
+      ...(await benchTraining(quick ? { ...r, world: { ...r.world, size: 16 } } : r, {
+        batch: quick ? 2 : r.batchSize,
+        minMs,
+        onnx: !onnxMissing,
+      })),
+    );
   }
   out(`\n${formatTable(fwd)}\n`);
 
