@@ -8,7 +8,7 @@ import { readSafetensors } from "../src/models/safetensors.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { loadRecipe, parseRecipe, TASKS } from "../src/train/recipe.ts";
 import { buildTask } from "../src/train/tasks.ts";
-import { splitBatch, train } from "../src/train/trainer.ts";
+import { exportCheckpoint, splitBatch, train } from "../src/train/trainer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-train-"));
 const onnxWhy = await onnxAvailable();
@@ -156,8 +156,20 @@ describe("trainer on ONNX Runtime", { skip: onnxWhy && `onnxruntime-node cannot 
     const x = readSafetensors(join(straight, "model.safetensors"));
     const y = readSafetensors(join(split, "model.safetensors"));
     for (const name of x.names()) assert.deepEqual(x.get(name).data, y.get(name).data, name);
-    x.close();
     y.close();
+
+    // `models ship`: the latest checkpoint as a model folder equals the run's own export at that step.
+    const shipped = join(dir, "shipped", "tiny");
+    assert.deepEqual(exportCheckpoint(straight, shipped), { step: 6, task: "denoiser" });
+    const z = readSafetensors(join(shipped, "model.safetensors"));
+    for (const name of x.names()) assert.deepEqual(z.get(name).data, x.get(name).data, name);
+    z.close();
+    x.close();
+    const cfg = JSON.parse(readFileSync(join(shipped, "model.json"), "utf8"));
+    assert.equal(cfg.step, 6);
+    assert.equal(cfg.runtime, "onnx");
+    assert.equal(losses(shipped).length, 6, "the loss curve up to the checkpoint");
+    assert.throws(() => exportCheckpoint(join(dir, "no-such-run"), shipped), /no checkpoint/);
   });
 
   it("starts a run from an exported model (--init-from): its weights, its step, a fresh optimizer", {

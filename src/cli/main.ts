@@ -147,11 +147,15 @@ async function main(): Promise<void> {
     )
     .command(
       "models <action> [name]",
-      "The shipped model zoo (models/): list, or evaluate [NAME] (recomputes the model cards' figures)",
+      "The shipped model zoo (models/): list; evaluate [NAME] (recomputes the model cards' figures); ship NAME --run DIR (a training run's latest checkpoint becomes models/NAME)",
       (y) =>
         y
-          .positional("action", { choices: ["list", "evaluate"] as const, demandOption: true })
-          .positional("name", { type: "string", describe: "evaluate: one model (default: every model)" })
+          .positional("action", { choices: ["list", "evaluate", "ship"] as const, demandOption: true })
+          .positional("name", {
+            type: "string",
+            describe: "evaluate: one model (default: every model); ship: the model's name",
+          })
+          .option("run", { type: "string", describe: "ship: the run folder (guidance-lab train --out)" })
           .option("renders", {
             type: "number",
             describe: "evaluate: clean renders per figure (default 1000)",
@@ -168,6 +172,18 @@ async function main(): Promise<void> {
           .option("steps", { type: "number", describe: "evaluate a denoiser: DDPM steps (default 50)" }),
       async (argv) => {
         const { listModels, modelsDir } = await import("../models/registry.ts");
+        if (argv.action === "ship") {
+          if (!argv.name || !argv.run)
+            throw new Error("models ship NAME --run RUN_DIR: both the name and the run");
+          const { exportCheckpoint } = await import("../train/trainer.ts");
+          const { writeCard } = await import("../models/card.ts");
+          const { step } = exportCheckpoint(argv.run, join(modelsDir(), argv.name));
+          const card = writeCard(argv.name, modelsDir());
+          process.stdout.write(
+            `${argv.name}: step ${step} shipped from ${argv.run} → ${card} (then: guidance-lab models evaluate ${argv.name})\n`,
+          );
+          return;
+        }
         if (argv.action === "evaluate") {
           const { initEngine } = await import("../core/engine.ts");
           const { resolveRuntime } = await import("../onnx/choice.ts");

@@ -15,8 +15,24 @@ const ROLE: Record<ModelInfo["task"], string> = {
   "noised-clip":
     "Noised CLIP in GLIDE's form (ViT image encoder on (x_t, t), causal text transformer), trained contrastively on q_sample-noised renders, for CLIP guidance.",
   "eval-clip":
-    "Evaluation CLIP, trained on clean renders only, of another architecture and seed than the noised CLIP; never used for guidance. CLIP score, diversity and Fréchet distance use it.",
+    "Evaluation CLIP, trained on clean renders only, with its own seed and architecture (a shallower convolutional image tower without timestep input or self-attention); never used for guidance. CLIP score, diversity and Fréchet distance use it.",
 };
+
+/** The card's opening line: the task's role, and for the noised CLIP which image tower it has. */
+function role(info: ModelInfo): string {
+  if (info.task === "noised-clip" && info.config.model.tower === "conv") {
+    return "Noised CLIP: GLIDE's causal text transformer and, as image encoder on (x_t, t), the noised classifier's timestep-conditioned EncoderUNet with attention pooling (GLIDE's ViT tower, with 4×4 patches, never told the world's 5–9 px circles from squares); trained contrastively on q_sample-noised renders, for CLIP guidance.";
+  }
+  return ROLE[info.task];
+}
+
+/** Where the last session computed gradients, as model.json records it. */
+function trainedOn(info: ModelInfo): string {
+  const { runtime, workers } = info.config;
+  if (runtime === "onnx")
+    return "gradients on ONNX Runtime, the traced TensorFlow.js step, in the last session";
+  return `wasm backend, worker threads${workers !== undefined ? `; ${workers} in the last session` : ""}`;
+}
 
 function fmt(key: string, v: number): string {
   if (!Number.isFinite(v)) return "n/a";
@@ -38,14 +54,14 @@ export function cardText(info: ModelInfo, evaluation: Evaluation | undefined, no
   const lines = [
     `# ${info.name}`,
     "",
-    ROLE[info.task],
+    role(info),
     "",
     "| | |",
     "| --- | --- |",
     `| task | ${info.task} |`,
     `| recipe | \`${relative(REPO_ROOT, recipePath)}\` (\`guidance-lab train ${info.config.name}\`) |`,
-    `| training steps | ${info.step} |`,
-    `| training wall time | ${(info.wallSeconds / 3600).toFixed(2)} h on this project's 2-core CPU machine (wasm backend, worker threads${info.config.workers !== undefined ? `; ${info.config.workers} in the last session` : ""}) |`,
+    `| training steps | ${info.step}${info.config.initFrom ? ` (this run started from an export at step ${info.config.initFrom.step}, with a fresh optimizer)` : ""} |`,
+    `| training wall time | ${(info.wallSeconds / 3600).toFixed(2)} h on this project's 2-core CPU machine (${trainedOn(info)}) |`,
     `| weights | model.safetensors, float16, ${(statSync(join(info.dir, "model.safetensors")).size / 1e6).toFixed(2)} MB |`,
     `| world | ${info.config.world.size}×${info.config.world.size} renders, diffusion ${info.config.diffusion.schedule} ${info.config.diffusion.steps} steps |`,
     "",

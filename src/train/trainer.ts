@@ -55,6 +55,9 @@ interface CheckpointMeta {
   /** Adam's update count (bias correction, warm-up); equals `step` unless the run began with --init-from. */
   optimStep?: number;
   initFrom?: { model: string; step: number };
+  /** How the session that wrote it computed gradients (absent in checkpoints older than the fields). */
+  slices?: number;
+  runtime?: string;
 }
 
 /** The learning rate of the optimizer's update number `optimStep` (linear warm-up, then constant). */
@@ -208,7 +211,7 @@ export async function train(
     atomicWrite(statePath, (tmp) =>
       writeFileSync(
         tmp,
-        `${JSON.stringify({ step, elapsed: seconds(), recipe, optimStep, ...(initFrom ? { initFrom } : {}) } satisfies CheckpointMeta, null, 2)}\n`,
+        `${JSON.stringify({ step, elapsed: seconds(), recipe, optimStep, slices: engine.slices, runtime, ...(initFrom ? { initFrom } : {}) } satisfies CheckpointMeta, null, 2)}\n`,
       ),
     );
   };
@@ -252,29 +255,37 @@ export async function train(
   return { out, step };
 }
 
+/** What an export records about the run beside the weights. */
+interface RunInfo {
+  step: number;
+  wall: number;
+  /** Slices of each batch (TensorFlow.js workers; 1 on ONNX Runtime). */
+  slices: number;
+  runtime: string;
+  initFrom?: CheckpointMeta["initFrom"];
+}
+
 /** Model weights for shipping: the EMA weights when the recipe keeps an EMA, with the config beside them. */
 function exportModel(
   recipe: Recipe,
   out: string,
   slots: readonly Slot[],
   adam: Adam,
-  run: {
-    step: number;
-    wall: number;
-    slices: number;
-    runtime: string;
-    initFrom?: CheckpointMeta["initFrom"];
-  },
+  run: RunInfo,
   stem = "model",
-): void {
-  mkdirSync(out, { recursive: true });
+) {
   const weights = adam.ema ?? adam.params;
   const named: NamedArrays = {};
   for (const s of slots)
     named[s.name] = { data: weights.subarray(s.offset, s.offset + s.size), shape: s.shape };
+  writeExport(recipe, out, named, run, stem);
+}
+
+function writeExport(recipe: Recipe, out: string, weights: NamedArrays, run: RunInfo, stem = "model"): void {
+  mkdirSync(out, { recursive: true });
   const { step, wall, slices, runtime, initFrom } = run;
   atomicWrite(join(out, `${stem}.safetensors`), (tmp) =>
-    writeSafetensors(tmp, named, { dtype: "F16", metadata: { step: String(step) } }),
+    writeSafetensors(tmp, weights, { dtype: "F16", metadata: { step: String(step) } }),
   );
   const config = {
     name: recipe.name,
@@ -290,6 +301,37 @@ function exportModel(
     ...(initFrom ? { initFrom } : {}),
   };
   atomicWrite(join(out, `${stem}.json`), (tmp) => writeFileSync(tmp, `${JSON.stringify(config, null, 2)}\n`));
+}
+
+/**
+ * A run's latest checkpoint as a model folder (`models ship`): its EMA weights (model.safetensors), model.json and
+ * the loss curve up to the checkpoint's step, so a long run can be shipped while it continues.
+ */
+export function exportCheckpoint(runDir: string, out: string): { step: number; task: Recipe["task"] } {
+  const ckptDir = join(runDir, "ckpt");
+  const statePath = join(ckptDir, "state.json");
+  if (!existsSync(statePath)) throw new Error(`${runDir}: no checkpoint (ckpt/state.json) to ship`);
+  const meta = JSON.parse(readFileSync(statePath, "utf8")) as CheckpointMeta;
+  const state = readCheckpointState(ckptDir);
+  const weights: NamedArrays = {};
+  for (const [k, v] of Object.entries(state)) {
+    if (!k.startsWith("model.")) continue;
+    const name = k.slice("model.".length);
+    weights[name] = state[`optim.ema.${name}`] ?? v;
+  }
+  writeExport(meta.recipe, out, weights, {
+    step: meta.step,
+    wall: meta.elapsed,
+    slices: meta.slices ?? 1,
+    runtime: meta.runtime ?? "tfjs",
+    ...(meta.initFrom ? { initFrom: meta.initFrom } : {}),
+  });
+  const csv = join(runDir, "loss.csv");
+  if (existsSync(csv)) {
+    writeFileSync(join(out, "loss.csv"), readFileSync(csv));
+    truncateCsv(join(out, "loss.csv"), meta.step);
+  }
+  return { step: meta.step, task: meta.recipe.task };
 }
 
 /**
