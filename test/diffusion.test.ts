@@ -12,7 +12,14 @@ import {
   normalKl,
   spaceTimesteps,
 } from "../src/core/diffusion.ts";
-import { backendFromEnv, initEngine, type Tensor, type Tensor4D, tf } from "../src/core/engine.ts";
+import {
+  backendFromEnv,
+  initEngine,
+  type Tensor,
+  type Tensor1D,
+  type Tensor4D,
+  tf,
+} from "../src/core/engine.ts";
 import { npyToNumbers, readNpy } from "../src/core/npy.ts";
 import { seededNoise } from "../src/core/samplers.ts";
 
@@ -264,6 +271,49 @@ describe("training losses", () => {
         tf.sum(d.trainingLosses({ out: o as Tensor4D, kind: "eps", varValues }, x0, t, noise).mse),
       )(out);
       ok(tf.max(tf.abs(gMse)).dataSync()[0]! > 0);
+    });
+  });
+
+  test("min-SNR-γ weighting: the x0-space weight min(SNR, γ) per prediction kind, applied to L_simple only", () => {
+    const d = createDiffusion({ schedule: "cosine", steps: 100, modelVarType: "learned_range" });
+    const gamma = 5;
+    const eps = d.minSnrWeights("eps", gamma);
+    const x0w = d.minSnrWeights("x0", gamma);
+    const v = d.minSnrWeights("v", gamma);
+    for (let i = 0; i < 100; i++) {
+      const snr = d.alphasCumprod[i]! / (1 - d.alphasCumprod[i]!);
+      // An ε error e is an x0 error e/√SNR and a v error e an x0 error e/√(SNR + 1): each is min(SNR, γ) in x0.
+      ok(Math.abs(eps[i]! * snr - Math.min(snr, gamma)) < 1e-9 * Math.max(1, snr), `eps weight at ${i}`);
+      ok(Math.abs(x0w[i]! - Math.min(snr, gamma)) < 1e-12, `x0 weight at ${i}`);
+      ok(Math.abs(v[i]! * (snr + 1) - Math.min(snr, gamma)) < 1e-9 * Math.max(1, snr), `v weight at ${i}`);
+      if (snr <= gamma) ok(eps[i] === 1, "noisy steps keep weight 1 for ε");
+    }
+    ok(eps[0]! < 0.01, "the nearly clean first step is scaled far down");
+    assert.throws(() => d.minSnrWeights("eps", 0), /gamma/);
+    const shape: [number, number, number, number] = [2, 4, 4, 3];
+    tf.tidy(() => {
+      const x0 = tf.randomUniform(shape, -1, 1, "float32", 7) as Tensor4D;
+      const noise = seededNoise(3)(0, [...shape]);
+      const out = tf.randomNormal(shape, 0, 1, "float32", 8) as Tensor4D;
+      const varValues = tf.randomUniform(shape, -1, 1, "float32", 9) as Tensor4D;
+      const t = [3, 90];
+      const plain = d.trainingLosses({ out, kind: "eps", varValues }, x0, t, noise);
+      const weighted = d.trainingLosses({ out, kind: "eps", varValues }, x0, t, noise, {
+        minSnrGamma: gamma,
+      });
+      const [m0, m1] = plain.mse.dataSync();
+      const [w0, w1] = weighted.mse.dataSync();
+      ok(Math.abs(w0! - m0! * eps[3]!) < 1e-6 * m0!, `mse weighted at t = 3: ${w0} vs ${m0! * eps[3]!}`);
+      ok(Math.abs(w1! - m1! * eps[90]!) < 1e-6 * m1!, "mse weighted at t = 90");
+      assert.deepEqual(weighted.vb.dataSync(), plain.vb.dataSync(), "L_vlb unweighted");
+      // With t as an int32 tensor (the trainer's traced losses) the weights are gathered in the graph, same values.
+      const tt = tf.tensor1d(t, "int32") as Tensor1D;
+      const inGraph = d.trainingLosses({ out, kind: "eps", varValues }, x0, tt, noise, {
+        minSnrGamma: gamma,
+      });
+      const g = inGraph.loss.dataSync();
+      const l = weighted.loss.dataSync();
+      for (let i = 0; i < 2; i++) ok(Math.abs(g[i]! - l[i]!) < 1e-6 * Math.abs(l[i]!), "tensor t");
     });
   });
 });

@@ -283,6 +283,21 @@ export class GaussianDiffusion implements DiffusionTables {
 
   private fixed: { variance: Float64Array; logVariance: Float64Array } | undefined;
 
+  /**
+   * Min-SNR-γ loss weights per index (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+   * Strategy", eq. 7 and §3.4): the x0-space weight min(SNR, γ), expressed for what the model predicts —
+   * min(SNR, γ)/SNR for ε, min(SNR, γ) for x0, min(SNR, γ)/(SNR + 1) for v — with SNR_t = ᾱ_t/(1 − ᾱ_t). For ε it
+   * leaves the noisy steps (SNR ≤ γ) at 1 and scales down the nearly clean ones that otherwise dominate the loss.
+   */
+  minSnrWeights(kind: Prediction["kind"], gamma: number): Float64Array {
+    if (!(gamma > 0)) throw new Error(`min-SNR weighting: gamma must be positive, got ${gamma}`);
+    return this.alphasCumprod.map((a) => {
+      const snr = a / (1 - a);
+      const w = Math.min(snr, gamma);
+      return kind === "eps" ? w / snr : kind === "x0" ? w : w / (snr + 1);
+    });
+  }
+
   /** Σ of the fixed variance types per index: β̃ (fixed_small), or β with β̃_1 at t = 0 (fixed_large). */
   private fixedVariance(): { variance: Float64Array; logVariance: Float64Array } {
     if (!this.fixed) {
@@ -518,19 +533,24 @@ export class GaussianDiffusion implements DiffusionTables {
    * Training losses at respaced indices t for one batch (improved-diffusion's hybrid objective, Nichol & Dhariwal
    * 2021 §3.1): L_simple = ||target − out||² (Ho et al. 2020 eq. 14) with target ε, x0 or v, plus, for
    * learned-range variance, L_vlb computed with the mean's gradient stopped so that L_vlb only trains Σ. The vb term
-   * is scaled by T/1000 as guided-diffusion's RESCALED_MSE does.
+   * is scaled by T/1000 as guided-diffusion's RESCALED_MSE does. `minSnrGamma` weights L_simple per timestep
+   * (minSnrWeights); L_vlb keeps its weight.
    */
   trainingLosses(
     pred: Prediction,
     x0: Tensor4D,
     t: readonly number[] | Tensor1D,
     noise: Tensor4D,
+    opts: { minSnrGamma?: number } = {},
   ): TrainingLosses {
     return tf.tidy(() => {
       const xt = this.qSample(x0, t, noise);
       const target =
         pred.kind === "eps" ? noise : pred.kind === "x0" ? x0 : (this.vTarget(x0, t, noise) as Tensor4D);
-      const mse = meanFlat(tf.squaredDifference(target, pred.out));
+      let mse = meanFlat(tf.squaredDifference(target, pred.out));
+      if (opts.minSnrGamma) {
+        mse = tf.mul(mse, tf.reshape(this.extract(this.minSnrWeights(pred.kind, opts.minSnrGamma), t), [-1]));
+      }
       let vb: Tensor1D;
       if (this.modelVarType === "learned_range") {
         const frozen: Prediction = { ...pred, out: stopGradient(pred.out) };

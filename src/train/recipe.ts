@@ -57,6 +57,12 @@ export const recipeSchema = z
     optim: optimSchema.default(optimSchema.parse({})),
     world: worldSchema.default(worldSchema.parse({})),
     diffusion: diffusionSchema.default(diffusionSchema.parse({})),
+    /**
+     * Denoiser: min-SNR-γ weighting of the diffusion loss (Hang et al. 2023); 0 keeps the uniform weighting of Ho
+     * et al. With ε-prediction it stops the nearly clean timesteps, whose loss is several times the noisy ones',
+     * from taking most of each update, while the noisy ones decide the layout, the colours and what the text says.
+     */
+    minSnrGamma: z.number().min(0).default(0),
     /** Probability of training on the empty caption (classifier-free guidance needs an unconditional model). */
     captionDropout: z.number().min(0).max(1).default(0.2),
     /** Reuse step 0's examples at every step: a model that cannot overfit one batch has a bug. */

@@ -124,7 +124,10 @@ function denoiserTask(recipe: Recipe): TaskInstance {
       const xt = d.qSample(x0, t, noise);
       const out = model.forward(xt, t, { tokens: x.tokens as Tensor2D, mask: x.mask as Tensor2D });
       const [eps, varValues] = tf.split(out, 2, 3) as [Tensor4D, Tensor4D];
-      return tf.mean(d.trainingLosses({ out: eps, kind: "eps", varValues }, x0, t, noise).loss) as Scalar;
+      const losses = d.trainingLosses({ out: eps, kind: "eps", varValues }, x0, t, noise, {
+        minSnrGamma: recipe.minSnrGamma,
+      });
+      return tf.mean(losses.loss) as Scalar;
     },
   });
 }
