@@ -47,6 +47,17 @@ const maxRel = (ref: ArrayLike<number>, got: ArrayLike<number>) => {
   return m / (r || 1);
 };
 
+/** A batch of two 4×4 images with noise, an ε prediction and variance values, for the hybrid-loss tests. */
+function hybridInputs() {
+  const shape: [number, number, number, number] = [2, 4, 4, 3];
+  return {
+    x0: tf.randomUniform(shape, -1, 1, "float32", 7) as Tensor4D,
+    noise: seededNoise(3)(0, [...shape]),
+    out: tf.randomNormal(shape, 0, 1, "float32", 8) as Tensor4D,
+    varValues: tf.randomUniform(shape, -1, 1, "float32", 9) as Tensor4D,
+  };
+}
+
 describe("schedules", () => {
   test("linear is guided-diffusion's scaled linear", () => {
     const b = getNamedBetaSchedule("linear", 1000);
@@ -249,12 +260,8 @@ describe("training losses", () => {
 
   test("hybrid loss: vb trains only the variance (mean gradient stopped)", () => {
     const d = createDiffusion({ schedule: "cosine", steps: 100, modelVarType: "learned_range" });
-    const shape: [number, number, number, number] = [2, 4, 4, 3];
     tf.tidy(() => {
-      const x0 = tf.randomUniform(shape, -1, 1, "float32", 7) as Tensor4D;
-      const noise = seededNoise(3)(0, [...shape]);
-      const out = tf.randomNormal(shape, 0, 1, "float32", 8) as Tensor4D;
-      const varValues = tf.randomUniform(shape, -1, 1, "float32", 9) as Tensor4D;
+      const { x0, noise, out, varValues } = hybridInputs();
       const t = [0, 57];
       const losses = d.trainingLosses({ out, kind: "eps", varValues }, x0, t, noise);
       assert.deepEqual(losses.loss.shape, [2]);
@@ -290,12 +297,8 @@ describe("training losses", () => {
     }
     ok(eps[0]! < 0.01, "the nearly clean first step is scaled far down");
     assert.throws(() => d.minSnrWeights("eps", 0), /gamma/);
-    const shape: [number, number, number, number] = [2, 4, 4, 3];
     tf.tidy(() => {
-      const x0 = tf.randomUniform(shape, -1, 1, "float32", 7) as Tensor4D;
-      const noise = seededNoise(3)(0, [...shape]);
-      const out = tf.randomNormal(shape, 0, 1, "float32", 8) as Tensor4D;
-      const varValues = tf.randomUniform(shape, -1, 1, "float32", 9) as Tensor4D;
+      const { x0, noise, out, varValues } = hybridInputs();
       const t = [3, 90];
       const plain = d.trainingLosses({ out, kind: "eps", varValues }, x0, t, noise);
       const weighted = d.trainingLosses({ out, kind: "eps", varValues }, x0, t, noise, {
