@@ -319,11 +319,14 @@ export function exportCheckpoint(runDir: string, out: string): { step: number; t
     const name = k.slice("model.".length);
     weights[name] = state[`optim.ema.${name}`] ?? v;
   }
+  // Checkpoints older than the slices/runtime fields: the run's own export says them, if one was written.
+  const exported = join(runDir, "model.json");
+  const last = existsSync(exported) ? (JSON.parse(readFileSync(exported, "utf8")) as Partial<ExportedConfig>) : {};
   writeExport(meta.recipe, out, weights, {
     step: meta.step,
     wall: meta.elapsed,
-    slices: meta.slices ?? 1,
-    runtime: meta.runtime ?? "tfjs",
+    slices: meta.slices ?? last.workers ?? 1,
+    runtime: meta.runtime ?? last.runtime ?? "unknown",
     ...(meta.initFrom ? { initFrom: meta.initFrom } : {}),
   });
   const csv = join(runDir, "loss.csv");
