@@ -321,7 +321,9 @@ export function exportCheckpoint(runDir: string, out: string): { step: number; t
   }
   // Checkpoints older than the slices/runtime fields: the run's own export says them, if one was written.
   const exported = join(runDir, "model.json");
-  const last = existsSync(exported) ? (JSON.parse(readFileSync(exported, "utf8")) as Partial<ExportedConfig>) : {};
+  const last = existsSync(exported)
+    ? (JSON.parse(readFileSync(exported, "utf8")) as Partial<ExportedConfig>)
+    : {};
   writeExport(meta.recipe, out, weights, {
     step: meta.step,
     wall: meta.elapsed,
