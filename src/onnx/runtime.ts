@@ -39,6 +39,17 @@ export interface OnnxOptions {
 export const ONNX_PROVIDERS = ["cpu", "cuda"] as const;
 export type OnnxProvider = (typeof ONNX_PROVIDERS)[number];
 
+/**
+ * GUIDANCE_LAB_ONNX_SPIN=1|0: whether ONNX Runtime's pool threads spin between ops. Spinning saves the wake-up of
+ * every parallel op, worth it when the process has the cores to itself; on a shared machine the spinning threads
+ * take cores from the others. Unset: `fallback`.
+ */
+export function spinFromEnv(fallback: boolean, raw = process.env.GUIDANCE_LAB_ONNX_SPIN): boolean {
+  if (raw === undefined || raw === "") return fallback;
+  if (raw !== "0" && raw !== "1") throw new Error(`GUIDANCE_LAB_ONNX_SPIN=${raw}: expected 0 or 1`);
+  return raw === "1";
+}
+
 /** GUIDANCE_LAB_ONNX_PROVIDERS ("cuda,cpu", ...) parsed and checked; ["cpu"] when unset. */
 export function providersFromEnv(raw = process.env.GUIDANCE_LAB_ONNX_PROVIDERS): OnnxProvider[] {
   if (raw === undefined || raw.trim() === "") return ["cpu"];
@@ -100,7 +111,7 @@ export class OnnxSessions {
   constructor(opts: OnnxOptions = {}) {
     this.providers = opts.providers ?? providersFromEnv();
     this.threads = opts.threads ?? availableParallelism();
-    this.spin = opts.spin ?? false;
+    this.spin = opts.spin ?? spinFromEnv(false);
     this.timeoutMs = opts.timeoutMs ?? 600_000;
     this.worker = new Worker(new URL("./worker.mjs", import.meta.url), {
       workerData: { signal: this.signal },

@@ -5,6 +5,7 @@
 //         one call over all cores: measured 3.6x the throughput of a wasm worker per core on the zoo denoiser.
 import type { Worker } from "node:worker_threads";
 import { type BackendChoice, spawnTsWorker, type Variable } from "../core/engine.ts";
+import { spinFromEnv } from "../onnx/runtime.ts";
 import { buildStepGraph } from "../onnx/train-step.ts";
 import type { Slot } from "./adam.ts";
 import type { Recipe } from "./recipe.ts";
@@ -128,7 +129,7 @@ export async function onnxEngine(
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
     logSeverityLevel: 3,
-    extra: { session: { intra_op: { allow_spinning: "0" } } },
+    extra: { session: { intra_op: { allow_spinning: spinFromEnv(false) ? "1" : "0" } } },
   });
   return {
     describe: `ONNX Runtime, ${threads} thread(s) (${graph.kernels.kept} traced kernels)`,
