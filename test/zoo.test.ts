@@ -4,10 +4,11 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { runSample } from "../src/cli/sample.ts";
-import { initEngine, tf } from "../src/core/engine.ts";
+import { createDiffusion } from "../src/core/diffusion.ts";
+import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { readPng, writePng } from "../src/data/png.ts";
 import { listModels } from "../src/models/registry.ts";
-import { loadZoo } from "../src/models/zoo.ts";
+import { epsFromV, loadZoo } from "../src/models/zoo.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
@@ -21,6 +22,35 @@ before(async () => {
 });
 
 describe("zoo", () => {
+  it("presents a v-predicting denoiser as ε (epsFromV), exactly, variance values passed through", () => {
+    const d = createDiffusion({ schedule: "squaredcos_cap_v2", steps: 1000 });
+    const t = [0, 500, 980, 999];
+    const shape: [number, number, number, number] = [4, 2, 2, 3];
+    tf.tidy(() => {
+      const x0 = tf.randomUniform(shape, -1, 1, "float32", 1) as Tensor4D;
+      const eps = tf.randomNormal(shape, 0, 1, "float32", 2) as Tensor4D;
+      const xt = d.qSample(x0, t, eps);
+      const v = d.vTarget(x0, t, eps);
+      const varValues = tf.zeros(shape) as Tensor4D;
+      const model = () => ({
+        out: tf.clone(v) as Tensor4D,
+        kind: "v" as const,
+        varValues: tf.clone(varValues) as Tensor4D,
+      });
+      const before = tf.memory().numTensors;
+      const p = epsFromV(model, d.alphasCumprod)(xt, tf.tensor1d(t, "int32") as Tensor1D, {});
+      assert.equal(tf.memory().numTensors, before + 3, "only the prediction (ε, variance) and t are new");
+      assert.equal(p.kind, "eps");
+      const err = tf.max(tf.abs(tf.sub(p.out, eps))).dataSync()[0]!;
+      assert.ok(err < 2e-5, `ε recovered to ${err}`);
+      assert.ok(p.varValues, "variance values kept");
+      // Through the sampler's x0 formula, even at t = 999 where √ᾱ ≈ 1.6e-3.
+      const x0Back = d.predictXstartFromEps(xt, t, p.out);
+      const x0Err = tf.max(tf.abs(tf.sub(x0Back, x0))).dataSync()[0]!;
+      assert.ok(x0Err < 5e-3, `x0 recovered to ${x0Err}`);
+    });
+  });
+
   it("lists and loads a trained model by name; missing models are named", () => {
     const list = listModels(models);
     assert.deepEqual(

@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { initEngine, tf } from "../../src/core/engine.ts";
 import { seededNoise } from "../../src/core/samplers.ts";
-import { encodePng, gridImage } from "../../src/data/png.ts";
+import { encodePng, gridImage, upscaleNearest } from "../../src/data/png.ts";
 import { loadZoo } from "../../src/models/zoo.ts";
 import { resolveRuntime } from "../../src/onnx/choice.ts";
 import { readImages, sampleGuided } from "../../src/pipelines/sampling.ts";
@@ -42,17 +42,6 @@ const ROWS: { name: string; configs: Record<string, unknown>[] }[] = [
   },
 ];
 
-function upscale(img: { data: Float32Array; width: number; height: number }, f: number) {
-  const w = img.width * f;
-  const h = img.height * f;
-  const data = new Float32Array(w * h * 3);
-  for (let y = 0; y < h; y++)
-    for (let x = 0; x < w; x++)
-      for (let c = 0; c < 3; c++)
-        data[(y * w + x) * 3 + c] = img.data[(Math.floor(y / f) * img.width + Math.floor(x / f)) * 3 + c]!;
-  return { data, width: w, height: h };
-}
-
 const out = process.argv[2] ?? join("docs", "strategies");
 await initEngine("auto");
 const zoo = loadZoo({}, undefined, await resolveRuntime("auto"));
@@ -74,7 +63,7 @@ try {
       tf.dispose([sample, xT]);
       binding.dispose();
     }
-    const g = upscale(gridImage(images, s, SEEDS, 1), UPSCALE);
+    const g = upscaleNearest(gridImage(images, s, SEEDS, 1), UPSCALE);
     writeFileSync(join(out, `strategy-${row.name}.png`), encodePng(g.data, g.width, g.height));
     const line = `${row.name}: ${row.configs.map((c) => JSON.stringify(c)).join(" | ")} (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
     log.push(line);

@@ -87,3 +87,15 @@ export function writeGrid(
   const g = gridImage(images, size, cols, pad, padValue);
   writePng(path, g.data, g.width, g.height);
 }
+
+/** Nearest-neighbour enlargement by an integer factor (README figures of 32×32 samples). */
+export function upscaleNearest(img: DecodedImage, f: number): DecodedImage {
+  const w = img.width * f;
+  const h = img.height * f;
+  const data = new Float32Array(w * h * 3);
+  for (let y = 0; y < h; y++)
+    for (let x = 0; x < w; x++)
+      for (let c = 0; c < 3; c++)
+        data[(y * w + x) * 3 + c] = img.data[(Math.floor(y / f) * img.width + Math.floor(x / f)) * 3 + c]!;
+  return { data, width: w, height: h };
+}

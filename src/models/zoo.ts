@@ -5,12 +5,12 @@ import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
-import { type Tensor1D, type Tensor2D, tf } from "../core/engine.ts";
+import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { labelForPrompt, PAD_ID, tokenize } from "../data/world.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
 import type { Conditioning, GuidanceModels, ModelFn } from "../strategies/strategy.ts";
-import { textLengths } from "../train/tasks.ts";
+import { denoiserModelSchema, textLengths } from "../train/tasks.ts";
 import type { NoisedClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
@@ -57,6 +57,28 @@ function encodeWorld(prompts: readonly string[], ctx: number): Conditioning {
 const present = (name: string, dir: string) => existsSync(join(dir, name, "model.json"));
 
 /**
+ * A v-predicting denoiser (Salimans & Ho 2022) as the ε-predictor every sampler and strategy expects:
+ * ε = √ᾱ_t·v + √(1 − ᾱ_t)·x_t at the original timesteps t (v = √ᾱ·ε − √(1−ᾱ)·x0 with x_t = √ᾱ·x0 + √(1−ᾱ)·ε).
+ * Exact in float32 even at t = 999 (√ᾱ ≈ 1.6e-3): the sampler's x0 = (x_t − √(1−ᾱ)·ε)/√ᾱ loses ~1e-4.
+ */
+export function epsFromV(model: ModelFn, alphasCumprod: Float64Array): ModelFn {
+  const sqrtA = Float32Array.from(alphasCumprod, Math.sqrt);
+  const sqrtOneMinusA = Float32Array.from(alphasCumprod, (a) => Math.sqrt(1 - a));
+  return (x, t, cond) => {
+    const p = model(x, t, cond);
+    return tf.tidy(() => {
+      const idx = tf.cast(t, "int32");
+      const at = (table: Float32Array) => tf.reshape(tf.gather(tf.tensor1d(table), idx), [-1, 1, 1, 1]);
+      const eps = tf.add(tf.mul(at(sqrtA), p.out), tf.mul(at(sqrtOneMinusA), x)) as Tensor4D;
+      tf.dispose(p.out);
+      return p.varValues
+        ? { out: eps, kind: "eps" as const, varValues: tf.keep(p.varValues) }
+        : { out: eps, kind: "eps" as const };
+    });
+  };
+}
+
+/**
  * Threads for the guidance gradients: 2 on the wasm backend when the machine has two cores (wasm computes on one
  * thread per process; see split-guide.ts), else 1; GUIDANCE_LAB_GUIDE_THREADS=1|2 overrides.
  */
@@ -84,17 +106,19 @@ export function loadZoo(
   const split = opts.guideThreads === 2;
   const owned: { dispose(): void }[] = [];
   // Forward-only denoisers may run on ONNX Runtime; gradient guides (classifier, CLIP) stay on TensorFlow.js.
-  const forward = (unet: UNet): ModelFn => {
+  const forward = (unet: UNet, info: ModelInfo): ModelFn => {
     const f = denoiserOn(unet, runtime);
     owned.push(f);
-    return f.model;
+    if (denoiserModelSchema.parse(info.config.model).prediction === "eps") return f.model;
+    const { steps, schedule } = info.config.diffusion;
+    return epsFromV(f.model, createDiffusion({ schedule, steps }).alphasCumprod);
   };
   const { info, model } = loadZooModel(n.denoiser, dir);
   owned.push(model);
   const unet = model as UNet;
   const ctx = unet.config.text?.ctx ?? 16;
   const models: GuidanceModels = {
-    model: forward(unet),
+    model: forward(unet, info),
     encode: (prompts) => encodeWorld(prompts, ctx),
     unconditionalPrompt: "",
     classifierLabel: (prompt) => {
@@ -105,9 +129,9 @@ export function loadZoo(
     },
   };
   if (present(n.weak, dir)) {
-    const weak = loadZooModel(n.weak, dir).model as UNet;
-    owned.push(weak);
-    models.weak = forward(weak);
+    const weakModel = loadZooModel(n.weak, dir);
+    owned.push(weakModel.model);
+    models.weak = forward(weakModel.model as UNet, weakModel.info);
   }
   let noisedClassifier: EncoderUNet | undefined;
   if (present(n.classifier, dir)) {

@@ -35,6 +35,11 @@ function textConfig(m: { textCtx: number; xfWidth: number; xfLayers: number; xfH
 
 export const denoiserModelSchema = z
   .object({
+    /**
+     * What the UNet's first three output channels predict: "eps" (GLIDE, guided-diffusion) or "v" = √ᾱ·ε − √(1−ᾱ)·x0
+     * (Salimans & Ho 2022). The zoo presents either as ε to the samplers and strategies (src/models/zoo.ts).
+     */
+    prediction: z.enum(["eps", "v"]).default("eps"),
     modelChannels: posInt(32),
     channelMult: z.array(z.number().positive()).nonempty().default([1, 2, 2]),
     numResBlocks: posInt(2),
@@ -123,8 +128,8 @@ function denoiserTask(recipe: Recipe): TaskInstance {
       const [x0, noise, t] = [x.x0 as Tensor4D, x.noise as Tensor4D, x.t as Tensor1D];
       const xt = d.qSample(x0, t, noise);
       const out = model.forward(xt, t, { tokens: x.tokens as Tensor2D, mask: x.mask as Tensor2D });
-      const [eps, varValues] = tf.split(out, 2, 3) as [Tensor4D, Tensor4D];
-      const losses = d.trainingLosses({ out: eps, kind: "eps", varValues }, x0, t, noise, {
+      const [pred, varValues] = tf.split(out, 2, 3) as [Tensor4D, Tensor4D];
+      const losses = d.trainingLosses({ out: pred, kind: m.prediction, varValues }, x0, t, noise, {
         minSnrGamma: recipe.minSnrGamma,
       });
       return tf.mean(losses.loss) as Scalar;

@@ -157,8 +157,16 @@ export async function train(
   const named = task.model.namedParameters();
   const slots = layout(named.map(([name, p]) => ({ name, shape: p.shape })));
   const params = new Float32Array(slots.reduce((n, s) => n + s.size, 0));
-  if (state) loadParams(slots, state, params, stateSource);
-  else for (const [i, [, p]] of named.entries()) params.set(p.dataSync() as Float32Array, slots[i]!.offset);
+  if (state) {
+    loadParams(slots, state, params, stateSource);
+    const known = new Set(slots.map((sl) => `model.${sl.name}`));
+    const extra = Object.keys(state).filter((k) => k.startsWith("model.") && !known.has(k));
+    if (extra.length) {
+      throw new Error(
+        `${stateSource}: parameters the recipe's model does not have: ${extra.slice(0, 5).join(", ")}`,
+      );
+    }
+  } else for (const [i, [, p]] of named.entries()) params.set(p.dataSync() as Float32Array, slots[i]!.offset);
   const adam = new Adam(slots, params, recipe.optim);
   if (state) {
     const optim: NamedArrays = {};
@@ -341,7 +349,7 @@ export function exportCheckpoint(runDir: string, out: string): { step: number; t
 
 /**
  * A new run's state from an exported model (--init-from): the weights as parameters and EMA, zero Adam moments.
- * The model must come from the same task, architecture, world and diffusion as the recipe.
+ * The model must come from the same task, world and diffusion as the recipe, with exactly its parameters.
  */
 function initialState(
   nameOrDir: string,
@@ -353,7 +361,9 @@ function initialState(
     throw new Error(`--init-from ${nameOrDir}: no model.json there or in ${modelsDir()}`);
   }
   const cfg = JSON.parse(readFileSync(cfgPath, "utf8")) as ExportedConfig;
-  for (const key of ["task", "model", "world", "diffusion"] as const) {
+  // The model block may differ where the parameters do not (e.g. `prediction`, what the output means): the weights
+  // must then fit the recipe's model exactly, which loading them checks name by name.
+  for (const key of ["task", "world", "diffusion"] as const) {
     if (JSON.stringify(cfg[key]) !== JSON.stringify(recipe[key])) {
       throw new Error(
         `--init-from ${cfgPath}: its ${key} ${JSON.stringify(cfg[key])} differs from the recipe's ${JSON.stringify(recipe[key])}`,
