@@ -135,7 +135,7 @@ describe("trainer on ONNX Runtime", { skip: onnxWhy && `onnxruntime-node cannot 
   it("follows the TensorFlow.js run, and a resumed run reproduces an uninterrupted one", {
     timeout: 240_000,
   }, async () => {
-    const r = recipe(6);
+    const r = recipe(6, "snapshots: [3]\n");
     const tfjs = join(dir, "ref-tfjs");
     await train(r, { out: tfjs, workers: 1, backend: "wasm", runtime: "tfjs" });
     const straight = join(dir, "onnx-straight");
@@ -170,6 +170,12 @@ describe("trainer on ONNX Runtime", { skip: onnxWhy && `onnxruntime-node cannot 
     assert.equal(cfg.runtime, "onnx");
     assert.equal(losses(shipped).length, 6, "the loss curve up to the checkpoint");
     assert.throws(() => exportCheckpoint(join(dir, "no-such-run"), shipped), /no checkpoint/);
+    // A snapshot the recipe asked for ships the same way, with the loss curve up to its step.
+    const early = join(dir, "shipped", "tiny-early");
+    assert.deepEqual(exportCheckpoint(straight, early, 3), { step: 3, task: "denoiser" });
+    assert.equal(JSON.parse(readFileSync(join(early, "model.json"), "utf8")).step, 3);
+    assert.equal(losses(early).length, 3);
+    assert.throws(() => exportCheckpoint(straight, early, 4), /no snapshot at step 4/);
   });
 
   it("starts a run from an exported model (--init-from): its weights, its step, a fresh optimizer", {

@@ -147,7 +147,7 @@ async function main(): Promise<void> {
     )
     .command(
       "models <action> [name]",
-      "The shipped model zoo (models/): list; evaluate [NAME] (recomputes the model cards' figures); ship NAME --run DIR (a training run's latest checkpoint becomes models/NAME)",
+      "The shipped model zoo (models/): list; evaluate [NAME] (recomputes the model cards' figures); ship NAME --run DIR [--snapshot STEP] (a training run's latest checkpoint, or a snapshot, becomes models/NAME)",
       (y) =>
         y
           .positional("action", { choices: ["list", "evaluate", "ship"] as const, demandOption: true })
@@ -156,6 +156,10 @@ async function main(): Promise<void> {
             describe: "evaluate: one model (default: every model); ship: the model's name",
           })
           .option("run", { type: "string", describe: "ship: the run folder (guidance-lab train --out)" })
+          .option("snapshot", {
+            type: "number",
+            describe: "ship: a snapshot the recipe asked for (its step) instead of the latest checkpoint",
+          })
           .option("renders", {
             type: "number",
             describe: "evaluate: clean renders per figure (default 1000)",
@@ -177,7 +181,7 @@ async function main(): Promise<void> {
             throw new Error("models ship NAME --run RUN_DIR: both the name and the run");
           const { exportCheckpoint } = await import("../train/trainer.ts");
           const { writeCard } = await import("../models/card.ts");
-          const { step } = exportCheckpoint(argv.run, join(modelsDir(), argv.name));
+          const { step } = exportCheckpoint(argv.run, join(modelsDir(), argv.name), argv.snapshot);
           const card = writeCard(argv.name, modelsDir());
           process.stdout.write(
             `${argv.name}: step ${step} shipped from ${argv.run} → ${card} (then: guidance-lab models evaluate ${argv.name})\n`,

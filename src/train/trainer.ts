@@ -315,7 +315,12 @@ function writeExport(recipe: Recipe, out: string, weights: NamedArrays, run: Run
  * A run's latest checkpoint as a model folder (`models ship`): its EMA weights (model.safetensors), model.json and
  * the loss curve up to the checkpoint's step, so a long run can be shipped while it continues.
  */
-export function exportCheckpoint(runDir: string, out: string): { step: number; task: Recipe["task"] } {
+export function exportCheckpoint(
+  runDir: string,
+  out: string,
+  snapshot?: number,
+): { step: number; task: Recipe["task"] } {
+  if (snapshot !== undefined) return exportSnapshot(runDir, out, snapshot);
   const ckptDir = join(runDir, "ckpt");
   const statePath = join(ckptDir, "state.json");
   if (!existsSync(statePath)) throw new Error(`${runDir}: no checkpoint (ckpt/state.json) to ship`);
@@ -345,6 +350,24 @@ export function exportCheckpoint(runDir: string, out: string): { step: number; t
     truncateCsv(join(out, "loss.csv"), meta.step);
   }
   return { step: meta.step, task: meta.recipe.task };
+}
+
+/** A snapshot the recipe asked for (snapshots/step-N.*) as a model folder, with the loss curve up to N. */
+function exportSnapshot(runDir: string, out: string, step: number): { step: number; task: Recipe["task"] } {
+  const stem = join(runDir, "snapshots", `step-${step}`);
+  if (!existsSync(`${stem}.json`) || !existsSync(`${stem}.safetensors`)) {
+    throw new Error(`${runDir}: no snapshot at step ${step} (snapshots/step-${step}.json and .safetensors)`);
+  }
+  mkdirSync(out, { recursive: true });
+  const config = JSON.parse(readFileSync(`${stem}.json`, "utf8")) as ExportedConfig;
+  writeFileSync(join(out, "model.json"), readFileSync(`${stem}.json`));
+  writeFileSync(join(out, "model.safetensors"), readFileSync(`${stem}.safetensors`));
+  const csv = join(runDir, "loss.csv");
+  if (existsSync(csv)) {
+    writeFileSync(join(out, "loss.csv"), readFileSync(csv));
+    truncateCsv(join(out, "loss.csv"), step);
+  }
+  return { step, task: config.task };
 }
 
 /**
