@@ -14,6 +14,8 @@ export interface EmitContext {
   /** ONNX value name of input `key` of the kernel. */
   input(key: string): string;
   inputValue(key: string): TracedValue;
+  /** The single value every element of input `key` has, when the trace shows it (Fill, OnesLike, a uniform constant). */
+  uniform(key: string): number | undefined;
   kernel: TracedKernel;
 }
 
@@ -161,7 +163,25 @@ const EMITTERS: Record<string, Emitter> = {
   },
   Add: binary("Add"),
   Sub: binary("Sub"),
-  Multiply: binary("Mul"),
+  Multiply: (c) => {
+    // The tape's Sum/Mean gradients broadcast dy by multiplying with a filled tensor of the input's shape; ONNX
+    // Runtime broadcasts such a Mul slowly and the filled tensor costs a pass of its own: Expand (and a scalar Mul).
+    const o = out(c);
+    for (const [k, other] of [
+      ["b", "a"],
+      ["a", "b"],
+    ] as const) {
+      const u = c.uniform(k);
+      if (u === undefined || o.dtype !== "float32") continue;
+      const v = c.inputValue(other);
+      const full = v.shape.length === o.shape.length && v.shape.every((d, i) => d === o.shape[i]);
+      const x = full ? c.input(other) : c.g.node("Expand", [c.input(other), c.g.int64s("shape", o.shape)]);
+      return [
+        u === 1 ? (full ? c.g.node("Identity", [x]) : x) : c.g.node("Mul", [x, scalarOf(c.g, u, "float32")]),
+      ];
+    }
+    return [c.g.node("Mul", [c.input("a"), c.input("b")])];
+  },
   RealDiv: binary("Div"),
   Maximum: binary("Max"),
   Minimum: binary("Min"),
