@@ -3,8 +3,17 @@
 // other than their inputs, or kernels without a translation, are refused with errors that say so.
 import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
-import { initEngine, type Scalar, type Tensor1D, tf } from "../src/core/engine.ts";
+import {
+  initEngine,
+  type Scalar,
+  type Tensor,
+  type Tensor1D,
+  type Tensor2D,
+  type Tensor4D,
+  tf,
+} from "../src/core/engine.ts";
 import { Init, Linear } from "../src/core/layers.ts";
+import { conv2d } from "../src/core/ops.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { buildStepGraph } from "../src/onnx/train-step.ts";
 import { parseRecipe } from "../src/train/recipe.ts";
@@ -109,6 +118,112 @@ describe("training steps replayed on ONNX Runtime", {
     });
   }
 
+  // Every kernel the translation table knows, each inside a small loss over a parameter so that its gradient
+  // kernels are replayed too: values and gradients against TensorFlow.js's.
+  const OPS: Record<string, (y: Tensor2D) => Tensor> = {
+    "min/max over an axis": (y) => tf.addN([tf.min(y, 0), tf.reshape(tf.max(y, 0, true), [-1])]),
+    "unary maths": (y) =>
+      tf.addN([
+        tf.exp(tf.tanh(y)),
+        tf.log(tf.add(tf.abs(y), 1)),
+        tf.rsqrt(tf.add(tf.square(y), 1)),
+        tf.erf(y),
+      ]),
+    "more unary": (y) =>
+      tf.addN([
+        tf.reciprocal(tf.add(tf.sigmoid(y), 1)),
+        tf.sqrt(tf.add(tf.relu(y), 1)),
+        tf.cos(y),
+        tf.sin(y),
+      ]),
+    "sign, floor, clip, neg": (y) =>
+      tf.addN([tf.mul(tf.sign(y), tf.floor(tf.mul(y, 3))), tf.clipByValue(y, -0.2, 0.3), tf.neg(y)]),
+    "binary and broadcast": (y) =>
+      tf.addN([
+        tf.div(y, tf.add(tf.abs(tf.reshape(tf.slice(y, [0, 0], [1, 4]), [4])), 1)),
+        tf.maximum(y, 0.1),
+        tf.minimum(y, tf.reshape(tf.transpose(tf.reshape(tf.reverse(y, [1]), [4, 2])), [2, 4])),
+        tf.pow(tf.add(tf.abs(y), 1), 1.5),
+        tf.squaredDifference(y, 0.5),
+      ]),
+    "comparisons and select": (y) =>
+      tf.where(
+        tf.logicalOr(tf.logicalAnd(tf.greater(y, -0.5), tf.lessEqual(y, 0.5)), tf.equal(y, 0)),
+        tf.mul(y, 2),
+        tf.where(tf.logicalNot(tf.less(y, 0)), tf.cast(tf.greaterEqual(y, 1), "float32"), y),
+      ),
+    "shape ops": (y) => {
+      const [a, b] = tf.split(tf.tile(y, [1, 2]), [3, 5], 1);
+      return tf.concat(
+        [
+          tf.pad(a!, [
+            [1, 0],
+            [0, 2],
+          ]),
+          tf.reverse(
+            tf.pad(b!, [
+              [0, 1],
+              [0, 0],
+            ]),
+            [0, 1],
+          ),
+        ],
+        1,
+      );
+    },
+    "softmax, gather, one-hot": (y) =>
+      tf.addN([
+        tf.softmax(y),
+        tf.gather(y, tf.tensor1d([1, 0], "int32"), 0),
+        tf.mul(tf.oneHot(tf.tensor1d([3, 1], "int32"), 4), y),
+      ]),
+    "batch matmul, every transpose": (y) => {
+      const a = tf.reshape(y, [2, 2, 2]);
+      return tf.addN([
+        tf.matMul(a, a),
+        tf.matMul(a, a, true),
+        tf.matMul(a, a, false, true),
+        tf.matMul(a, a, true, true),
+      ]);
+    },
+    "conv (stride 2, same and valid), nearest resize": (y) => {
+      const img = tf.reshape(tf.tile(y, [1, 8]), [2, 4, 4, 2]) as Tensor4D;
+      const w3 = tf.reshape(tf.tile(y, [1, 9]), [3, 3, 2, 4]) as Tensor4D;
+      const w2 = tf.reshape(tf.tile(y, [1, 2]), [2, 2, 2, 2]) as Tensor4D;
+      const up = tf.image.resizeNearestNeighbor(conv2d(img, w3, 2, "same"), [4, 4]);
+      return tf.add(tf.sum(up), tf.sum(conv2d(img, w2, 2, "valid")));
+    },
+  };
+  for (const [label, op] of Object.entries(OPS)) {
+    it(`kernels: ${label}`, async () => {
+      const model = new Linear(new Init(3), 3, 4);
+      const task = defineTask(model, {
+        inputs: () => ({ x: floats(new Float32Array([0.3, -1.2, 0.8, 1.5, 0.1, -0.4]), [2, 3]) }),
+        lossOf: (x) => {
+          const y = model.forward(x.x as never) as Tensor2D;
+          const r = op(y);
+          return tf.sum(tf.mul(r, tf.sin(tf.add(tf.reshape(tf.range(0, r.size), r.shape), 1)))) as Scalar;
+        },
+      });
+      const { graph, loss, grads } = await replay(task, task.inputs(0, 0, 2));
+      const ref = graph.reference;
+      assert.ok(
+        Math.abs(loss - ref.loss) <= 1e-5 * Math.max(1, Math.abs(ref.loss)),
+        `loss ${loss} vs ${ref.loss}`,
+      );
+      graph.params.forEach((name, i) => {
+        let worst = 0;
+        let scale = 0;
+        for (let j = 0; j < grads[i]!.length; j++) {
+          worst = Math.max(worst, Math.abs(grads[i]![j]! - ref.grads[i]![j]!));
+          scale = Math.max(scale, Math.abs(ref.grads[i]![j]!));
+        }
+        assert.ok(worst <= 1e-4 * Math.max(1, scale), `${name}: max |Δ| ${worst} (scale ${scale})`);
+      });
+      model.dispose();
+    });
+  }
+
   it("refuses a loss that reads a step-dependent value besides its inputs", async () => {
     const init = new Init(0);
     const model = new Linear(init, 3, 1);
@@ -126,6 +241,21 @@ describe("training steps replayed on ONNX Runtime", {
     assert.throws(
       () => buildStepGraph(task, model.namedParameters(), inputs, task.inputs(1, 0, 2)),
       /not replayable.*constant whose values changed/,
+    );
+    model.dispose();
+  });
+
+  it("refuses a loss that freezes a parameter's value into a constant", () => {
+    const model = new Linear(new Init(0), 3, 1);
+    const task = defineTask(model, {
+      inputs: () => ({ x: floats(new Float32Array([1, 2, 3, 4, 5, 6]), [2, 3]) }),
+      // Read back to JS: the replay would keep the traced value forever.
+      lossOf: (x) =>
+        tf.mean(tf.mul(model.forward(x.x as never), tf.scalar(model.weight.dataSync()[0]!))) as Scalar,
+    });
+    assert.throws(
+      () => buildStepGraph(task, model.namedParameters(), task.inputs(0, 0, 2), task.inputs(1, 0, 2)),
+      /not replayable/,
     );
     model.dispose();
   });

@@ -35,7 +35,7 @@ async function main(): Promise<void> {
       // verify-reference to tfjs.
       default: process.env.GUIDANCE_LAB_RUNTIME as "auto" | "onnx" | "tfjs" | undefined,
       describe:
-        "runtime of denoiser forwards: ONNX Runtime (fast, forward-only) or TensorFlow.js (env GUIDANCE_LAB_RUNTIME; default auto, verify-reference tfjs)",
+        "where denoiser forwards (sample, sweep, glide) and training steps (train) run: ONNX Runtime or TensorFlow.js (env GUIDANCE_LAB_RUNTIME; default auto, verify-reference tfjs)",
     })
     .command(
       "verify-reference <dir>",
@@ -114,12 +114,7 @@ async function main(): Promise<void> {
             type: "number",
             describe: "TensorFlow.js worker threads, or ONNX Runtime threads (default: one per core)",
           })
-          .option("runtime", {
-            choices: ["auto", "onnx", "tfjs"] as const,
-            default: "auto" as const,
-            describe:
-              "where gradients are computed: the traced step on ONNX Runtime, or TensorFlow.js workers (auto: ONNX Runtime when it loads)",
-          })
+
           .option("init-from", {
             type: "string",
             describe:

@@ -375,6 +375,13 @@ const zeroBinary: GradSpec = {
   gradFunc: (_dy, [a, b]) => ({ a: () => tf.zerosLike(a!), b: () => tf.zerosLike(b!) }),
 };
 
+// Logical ops on comparisons of values that require a gradient: zero, and float32 as the tape demands of every
+// gradient even for bool inputs.
+const zeroLogical: GradSpec = {
+  inputsToSave: ["a", "b"],
+  gradFunc: (_dy, [a, b]) => ({ a: () => tf.zeros(a!.shape), b: () => tf.zeros(b!.shape) }),
+};
+
 function minMaxGrad(dy: Tensor, saved: Tensor[], attrs: NamedAttrMap) {
   const [x, y] = saved as [Tensor, Tensor];
   const axes = axesOf(attrs.reductionIndices ?? attrs.axis, x.shape);
@@ -758,6 +765,9 @@ const GRADIENTS: Record<string, GradSpec> = {
   LessEqual: zeroBinary,
   Equal: zeroBinary,
   NotEqual: zeroBinary,
+  LogicalAnd: zeroLogical,
+  LogicalOr: zeroLogical,
+  LogicalNot: { inputsToSave: ["x"], gradFunc: (_dy, [x]) => ({ x: () => tf.zeros(x!.shape) }) },
   IsNan: zeroGrad,
   IsInf: zeroGrad,
   IsFinite: zeroGrad,

@@ -1,7 +1,8 @@
-// Which runtime runs the denoisers' forwards: ONNX Runtime (fast, forward-only) or TensorFlow.js (everything,
-// gradients included). Gradient guidance always differentiates its guidance model in TensorFlow.js. `auto` (the
-// default of sample and sweep) takes ONNX Runtime whenever onnxruntime-node loads: every UNet kind exports, and its
-// forward agrees with TensorFlow.js's to ~2e-6 relative.
+// Which runtime runs the denoisers' forwards and the trainer's steps: ONNX Runtime (fast; training replays the step
+// traced from TensorFlow.js, src/onnx/train-step.ts) or TensorFlow.js (everything). Gradient guidance always
+// differentiates its guidance model in TensorFlow.js. `auto` (the default of sample, sweep and train) takes ONNX
+// Runtime whenever onnxruntime-node loads: every UNet kind exports, and its forward agrees with TensorFlow.js's to
+// ~2e-6 relative.
 
 export const RUNTIMES = ["auto", "onnx", "tfjs"] as const;
 export type RuntimeChoice = (typeof RUNTIMES)[number];

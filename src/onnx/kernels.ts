@@ -1,7 +1,7 @@
 // TensorFlow.js kernels as ONNX nodes: replays a Trace (src/onnx/trace.ts) as a graph. Every value keeps its tfjs
-// layout (NHWC images); a convolution is wrapped in the two transposes ONNX's NCHW Conv needs. Shapes and dtypes
+// layout (NHWC images); a convolution transposes its input and filter to ONNX's NCHW/OIHW and its output back. Shapes and dtypes
 // come from the trace, so every shape-like input is a constant here. A kernel without an entry is an error that
-// names it: the replay is exact or it does not run.
+// names it. test/onnx-train.test.ts replays every kernel of the table against TensorFlow.js (values and gradients).
 import { tf } from "../core/engine.ts";
 import { DType, type DTypeName, type Graph } from "./graph.ts";
 import type { TfDtype, TracedKernel, TracedValue } from "./trace.ts";
@@ -85,6 +85,8 @@ const conv2d: Emitter = (c) => {
     a.pad as "same",
     a.dimRoundingMode as "floor" | undefined,
   );
+  // ONNX's Conv floors output sizes; tfjs's "ceil" rounding would need other pads.
+  if (a.dimRoundingMode === "ceil") throw new Error("Conv2D: dimRoundingMode 'ceil' is not supported");
   const p = info.padInfo;
   const g = c.g;
   const xn = g.node("Transpose", [c.input("x")], { perm: [0, 3, 1, 2] });
@@ -220,6 +222,18 @@ const EMITTERS: Record<string, Emitter> = {
   Floor: one("Floor"),
   Relu: one("Relu"),
   LogicalNot: one("Not"),
+  // tfjs's step (ReLU's gradient): 1 where x > 0, else alpha.
+  Step: (c) => {
+    const dt = c.inputValue("x").dtype;
+    const pos = c.g.node("Greater", [c.input("x"), scalarOf(c.g, 0, dt)]);
+    return [
+      c.g.node("Where", [
+        pos,
+        scalarOf(c.g, 1, dt),
+        scalarOf(c.g, (c.kernel.attrs.alpha as number) ?? 0, dt),
+      ]),
+    ];
+  },
   ClipByValue: (c) => {
     const dt = c.inputValue("x").dtype;
     const a = c.kernel.attrs;
@@ -243,8 +257,7 @@ const EMITTERS: Record<string, Emitter> = {
   Sum: reduce("ReduceSum", "axis"),
   Mean: reduce("ReduceMean", "axis"),
   Max: reduce("ReduceMax", "reductionIndices"),
-  Min: reduce("ReduceMin", "reductionIndices"),
-  Prod: reduce("ReduceProd", "axis"),
+  Min: reduce("ReduceMin", "axis"),
   Transpose: (c) => [c.g.node("Transpose", [c.input("x")], { perm: c.kernel.attrs.perm as number[] })],
   BatchMatMul: (c) => {
     const a = c.kernel.attrs;

@@ -1,10 +1,10 @@
 // Records the TensorFlow.js kernels that one computation runs (a training step's forward AND backward pass, as the
 // tape executes them) so that src/onnx/kernels.ts can replay them as an ONNX graph on ONNX Runtime. Only top-level
-// kernels are kept: a kernel that calls others (the wasm backend's composites) is one recorded node. Tensors that
-// a recorded kernel reads but none produced are the leaves: parameters, the caller's inputs, and constants made
-// with tf.tensor (diffusion tables, masks, scalars), whose values are captured here. The tape saves the tensors a
-// gradient needs as Identity clones made inside the forward kernel; those clones are recorded as aliases of the
-// tensor they copy, so a saved input is the same value in the replay.
+// kernels are kept: a kernel that calls others (a virtual kernel below, or the tape cloning a saved tensor) is one
+// recorded node. Tensors that a recorded kernel reads but none produced are the leaves: parameters, the caller's
+// inputs, and constants made with tf.tensor (diffusion tables, masks, scalars), whose values are captured here. The
+// tape saves the tensors a gradient needs as Identity clones made inside the forward kernel; those clones are
+// recorded as aliases of the tensor they copy, so a saved input is the same value in the replay.
 import { type Tensor, tf } from "../core/engine.ts";
 
 export type TfDtype = "float32" | "int32" | "bool";

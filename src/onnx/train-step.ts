@@ -4,8 +4,9 @@
 // tape's own gradient definitions (src/core/ops.ts and tfjs) are replayed, so the two runtimes share one
 // definition of every model, loss and derivative; only the arithmetic is ONNX Runtime's.
 //
-// A second trace on another step's examples must record the same kernels with the same constants: a loss that read
-// anything step-dependent besides its inputs, or branched on data, is refused rather than replayed wrongly.
+// A second trace on another step's examples, with the parameters nudged, must record the same kernels with the same
+// constants: a loss that reads step- or parameter-dependent values besides its inputs, or branches on them, is
+// refused when the two traces show it (a branch that goes the same way on both steps cannot be seen).
 import { type Scalar, type Tensor, type Tensor4D, tf, type Variable } from "../core/engine.ts";
 import { convFilterGrad, getConvGradMode, setConvGradMode } from "../core/ops.ts";
 import type { StepInputs, TaskInstance } from "../train/task.ts";
@@ -235,7 +236,24 @@ export function buildStepGraph(
 ): StepGraph {
   const traced = traceStep(task, params, inputs);
   const paramIds = new Map(params.map(([n, p]) => [p.id, n]));
-  if (check) assertSameComputation(traced, traceStep(task, params, check), new Set(paramIds.keys()));
+  if (check) {
+    // The check also runs with every parameter scaled by 1.001, so a constant computed in JS from a parameter's
+    // values (which the replay would freeze) differs between the traces too.
+    const saved = params.map(([, p]) => tf.clone(p));
+    try {
+      for (const [, p] of params) {
+        const nudged = tf.mul(p, 1.001);
+        p.assign(nudged);
+        nudged.dispose();
+      }
+      assertSameComputation(traced, traceStep(task, params, check), new Set(paramIds.keys()));
+    } finally {
+      params.forEach(([, p], i) => {
+        p.assign(saved[i]!);
+      });
+      tf.dispose(saved);
+    }
+  }
   const { trace } = traced;
   foldConvPadding(trace);
   const g = new Graph();

@@ -1,7 +1,8 @@
 // AdamW (Loshchilov & Hutter 2019) over one flat float32 buffer of named parameters, with an exponential moving
 // average of the weights (the EMA is what diffusion models ship: Ho et al. 2020, §4). It runs in the trainer's own
 // thread on plain arrays, whichever runtime computes the gradients (TensorFlow.js workers or ONNX Runtime), so one
-// optimizer serves both and a checkpoint is one safetensors file of named arrays that resumes bit for bit.
+// optimizer serves both and a checkpoint is one safetensors file of named arrays, which resumes bit for bit on the
+// same runtime with the same worker or thread count.
 import type { NamedArrays } from "./worker.ts";
 
 export interface AdamOptions {

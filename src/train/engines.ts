@@ -5,7 +5,7 @@
 //         one call over all cores: measured 3.6x the throughput of a wasm worker per core on the zoo denoiser.
 import type { Worker } from "node:worker_threads";
 import { type BackendChoice, spawnTsWorker, type Variable } from "../core/engine.ts";
-import { spinFromEnv } from "../onnx/runtime.ts";
+import { providersFromEnv, spinFromEnv } from "../onnx/runtime.ts";
 import { buildStepGraph } from "../onnx/train-step.ts";
 import type { Slot } from "./adam.ts";
 import type { Recipe } from "./recipe.ts";
@@ -41,6 +41,14 @@ class WorkerHandle {
       this.failure = e;
       this.pending?.({ type: "error", message: e.stack ?? e.message });
     });
+    // A worker can also end without an error event (process.exit, an abort in the wasm runtime): fail the waiting
+    // request instead of leaving it pending forever.
+    this.worker.on("exit", (code) => {
+      this.failure ??= new Error(`training worker exited (code ${code})`);
+      const p = this.pending;
+      this.pending = undefined;
+      p?.({ type: "error", message: this.failure.message });
+    });
   }
 
   static async start(): Promise<WorkerHandle> {
@@ -61,6 +69,7 @@ class WorkerHandle {
   }
 }
 
+/** Restarts of the workers for one step before the run gives up (the count starts over after a good step). */
 const MAX_RESTARTS = 3;
 
 /** Worker threads on TensorFlow.js; a worker that dies is replaced and the step retried (workers hold no state). */
@@ -89,6 +98,7 @@ export async function tfjsEngine(recipe: Recipe, backend: BackendChoice, n: numb
             for (let j = 0; j < grad.length; j++) grad[j]! += w * r.grad[j]!;
             loss += w * r.loss;
           });
+          restarts = 0;
           return { grad, loss };
         } catch (e) {
           // A worker that dies (e.g. the wasm heap failing an allocation after hours) costs one retried step: the
@@ -129,10 +139,11 @@ export async function onnxEngine(
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
     logSeverityLevel: 3,
+    executionProviders: providersFromEnv(),
     extra: { session: { intra_op: { allow_spinning: spinFromEnv(false) ? "1" : "0" } } },
   });
   return {
-    describe: `ONNX Runtime, ${threads} thread(s) (${graph.kernels.kept} traced kernels)`,
+    describe: `ONNX Runtime (${providersFromEnv().join(", ")}), ${threads} thread(s), ${graph.kernels.kept} traced kernels`,
     slices: 1,
     async grads(step, flat) {
       const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};

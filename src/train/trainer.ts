@@ -118,7 +118,7 @@ export async function train(
         `${out} already holds a checkpoint: --init-from starts a new run, choose another --out`,
       );
     }
-    const meta = JSON.parse(readFileSync(statePath, "utf8")) as CheckpointMeta;
+    const { meta, state: arrays } = readCheckpoint(ckptDir);
     if (
       JSON.stringify(meta.recipe.model) !== JSON.stringify(recipe.model) ||
       meta.recipe.task !== recipe.task
@@ -131,7 +131,7 @@ export async function train(
     elapsedBefore = meta.elapsed;
     optimStep = meta.optimStep ?? meta.step;
     initFrom = meta.initFrom;
-    state = readCheckpointState(ckptDir);
+    state = arrays;
     stateSource = join(ckptDir, "state.safetensors");
   } else if (existsSync(out) && readdirSync(out).length > 0) {
     throw new Error(`${out} exists and holds no checkpoint to resume: choose an empty or new --out`);
@@ -213,15 +213,28 @@ export async function train(
   const checkpoint = (step: number) => {
     const optim: NamedArrays = {};
     for (const [k, v] of Object.entries(adam.state())) optim[`optim.${k}`] = v;
+    const meta: CheckpointMeta = {
+      step,
+      elapsed: seconds(),
+      recipe,
+      optimStep,
+      slices: engine.slices,
+      runtime,
+      ...(initFrom ? { initFrom } : {}),
+    };
+    // The step travels inside the weights' file too: a kill between the two renames leaves state.json one
+    // checkpoint behind, and readCheckpoint trusts the file the arrays came from.
     atomicWrite(join(ckptDir, "state.safetensors"), (tmp) =>
-      writeSafetensors(tmp, { ...modelState(slots, params), ...optim }, { dtype: "F32" }),
-    );
-    atomicWrite(statePath, (tmp) =>
-      writeFileSync(
+      writeSafetensors(
         tmp,
-        `${JSON.stringify({ step, elapsed: seconds(), recipe, optimStep, slices: engine.slices, runtime, ...(initFrom ? { initFrom } : {}) } satisfies CheckpointMeta, null, 2)}\n`,
+        { ...modelState(slots, params), ...optim },
+        {
+          dtype: "F32",
+          metadata: { checkpoint: JSON.stringify(meta) },
+        },
       ),
     );
+    atomicWrite(statePath, (tmp) => writeFileSync(tmp, `${JSON.stringify(meta, null, 2)}\n`));
   };
 
   const progress = new Progress(`[train ${recipe.name}]`, recipe.steps, startStep);
@@ -322,10 +335,10 @@ export function exportCheckpoint(
 ): { step: number; task: Recipe["task"] } {
   if (snapshot !== undefined) return exportSnapshot(runDir, out, snapshot);
   const ckptDir = join(runDir, "ckpt");
-  const statePath = join(ckptDir, "state.json");
-  if (!existsSync(statePath)) throw new Error(`${runDir}: no checkpoint (ckpt/state.json) to ship`);
-  const meta = JSON.parse(readFileSync(statePath, "utf8")) as CheckpointMeta;
-  const state = readCheckpointState(ckptDir);
+  if (!existsSync(join(ckptDir, "state.json"))) {
+    throw new Error(`${runDir}: no checkpoint (ckpt/state.json) to ship`);
+  }
+  const { meta, state } = readCheckpoint(ckptDir);
   const weights: NamedArrays = {};
   for (const [k, v] of Object.entries(state)) {
     if (!k.startsWith("model.")) continue;
@@ -417,7 +430,8 @@ function initialState(
   };
 }
 
-function readCheckpointState(ckptDir: string): NamedArrays {
+/** The checkpoint's arrays and what they are: the metadata written with them, else (older checkpoints) state.json. */
+function readCheckpoint(ckptDir: string): { meta: CheckpointMeta; state: NamedArrays } {
   const file = readSafetensors(join(ckptDir, "state.safetensors"));
   try {
     const state: NamedArrays = {};
@@ -425,7 +439,9 @@ function readCheckpointState(ckptDir: string): NamedArrays {
       const t = file.get(name);
       state[name] = { data: Float32Array.from(t.data), shape: t.shape };
     }
-    return state;
+    const inFile = file.metadata.checkpoint;
+    const meta = JSON.parse(inFile ?? readFileSync(join(ckptDir, "state.json"), "utf8")) as CheckpointMeta;
+    return { meta, state };
   } finally {
     file.close();
   }
