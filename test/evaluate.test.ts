@@ -90,12 +90,20 @@ test("models evaluate: every zoo task gives figures in range, leaks no tensors, 
     "fd_unconditional",
     "early_cfg3_single_object",
     "early_fd_unconditional",
+    "cfg3_gain_over_cfg1_single_object",
+    "cfg3_gain_over_early_colour",
+    "cfg3_gain_over_cfg1_all",
   ]) {
     assert.ok(keys.includes(k), `denoiser figures lack ${k}: ${keys}`);
   }
   const value = (k: string) => ev.figures.find((f) => f.key === k)!.value;
   assert.equal(value("early_fd_unconditional"), value("fd_unconditional"), "same weights, same FD");
   assert.equal(value("early_cfg3_single_object"), value("cfg3_single_object"), "same weights, same accuracy");
+  assert.equal(value("cfg3_gain_over_early_single_object"), 0, "same weights: no sample differs");
+  assert.ok(
+    ev.figures.find((f) => f.key === "cfg3_gain_over_early_colour")!.description.includes("p = 1.0000"),
+    "no discordant pair: p = 1",
+  );
   const card = readFileSync(writeCard("denoiser", models, ev), "utf8");
   assert.ok(
     card.includes(`| early_fd_unconditional | ${value("fd_unconditional").toFixed(4)}`),

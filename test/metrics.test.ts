@@ -18,7 +18,7 @@ import { inceptionScore, softmaxRows } from "../src/metrics/inception-score.ts";
 import { checkMetrics, computeMetrics, METRICS } from "../src/metrics/index.ts";
 import { matmul, matrix, sqrtPsd, symmetricEigen } from "../src/metrics/linalg.ts";
 import { precisionRecall } from "../src/metrics/precision-recall.ts";
-import { promptAccuracy } from "../src/metrics/prompt-accuracy.ts";
+import { mcnemarExact, promptAccuracy, wilsonInterval } from "../src/metrics/prompt-accuracy.ts";
 
 const close = (got: number, want: number, tol: number, what: string) =>
   assert.ok(Math.abs(got - want) <= tol, `${what}: got ${got}, want ${want} ± ${tol}`);
@@ -245,6 +245,34 @@ describe("prompt accuracy", () => {
     assert.equal(r.attributes.shape, 1, "shape attribute passes");
     assert.equal(r.attributes.count, 1, "count attribute passes");
     assert.deepEqual(r.perImage[0]?.failed, ["colour"], "only colour failed");
+  });
+
+  it("gives Wilson score intervals (textbook values) and refuses impossible counts", () => {
+    // Reference values from the closed form (Wilson 1927; e.g. Agresti & Coull 1998, Table 1 layout).
+    const [lo0, hi0] = wilsonInterval(0, 10);
+    close(lo0, 0, 1e-12, "0/10 lower");
+    close(hi0, 0.27753, 1e-4, "0/10 upper");
+    const [lo8, hi8] = wilsonInterval(8, 10);
+    close(lo8, 0.49016, 1e-4, "8/10 lower");
+    close(hi8, 0.94332, 1e-4, "8/10 upper");
+    const [lo, hi] = wilsonInterval(47, 48);
+    assert.ok(lo < 47 / 48 && hi > 47 / 48 && hi <= 1, "interval holds the proportion inside [0, 1]");
+    assert.throws(() => wilsonInterval(5, 4), /0 <= correct <= n/);
+    assert.throws(() => wilsonInterval(0, 0), /n > 0/);
+  });
+
+  it("gives exact McNemar p-values (binomial tails) and refuses bad counts", () => {
+    // 10 discordant pairs split 9:1: 2·(1 + 10)/1024.
+    close(mcnemarExact(9, 1), 22 / 1024, 1e-12, "9 vs 1");
+    close(mcnemarExact(1, 9), 22 / 1024, 1e-12, "symmetric");
+    assert.equal(mcnemarExact(5, 5), 1, "an even split is capped at 1");
+    assert.equal(mcnemarExact(0, 0), 1, "no discordant pairs: no evidence");
+    close(mcnemarExact(6, 0), 2 / 64, 1e-12, "6 vs 0");
+    // Large n stays finite (2^-2000 underflows a direct product): 1000 vs 1000 is 1, 1100 vs 900 far below 0.05.
+    assert.equal(mcnemarExact(1000, 1000), 1, "large even split");
+    const p = mcnemarExact(1100, 900);
+    assert.ok(p > 0 && p < 1e-4, `1100 vs 900: p=${p}`);
+    assert.throws(() => mcnemarExact(-1, 2), /non-negative integer/);
   });
 });
 

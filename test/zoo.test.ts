@@ -48,6 +48,15 @@ describe("zoo", () => {
       const x0Back = d.predictXstartFromEps(xt, t, p.out);
       const x0Err = tf.max(tf.abs(tf.sub(x0Back, x0))).dataSync()[0]!;
       assert.ok(x0Err < 5e-3, `x0 recovered to ${x0Err}`);
+      // A strategy keeps only what it needs of a prediction (cfg: the conditional half's variance) and lets its
+      // tidy free the rest, the variance values included.
+      const held = tf.memory().numTensors;
+      const half = tf.tidy(() => {
+        const q = epsFromV(model, d.alphasCumprod)(xt, tf.tensor1d(t, "int32") as Tensor1D, {});
+        return tf.slice(q.varValues!, 0, 2);
+      });
+      half.dispose();
+      assert.equal(tf.memory().numTensors, held, "an enclosing tidy frees the whole prediction");
     });
   });
 

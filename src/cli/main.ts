@@ -162,7 +162,7 @@ async function main(): Promise<void> {
           .option("samples-per-prompt", {
             type: "number",
             describe:
-              "evaluate a denoiser: samples per single-object prompt (default 32; colour suite 1/8 of it)",
+              "evaluate a denoiser: samples per single-object prompt (default 128; colour suite 1/8 of it)",
           })
           .option("fd-samples", {
             type: "number",

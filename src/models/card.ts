@@ -39,7 +39,10 @@ function trainedOn(info: ModelInfo): string {
 
 function fmt(key: string, v: number): string {
   if (!Number.isFinite(v)) return "n/a";
-  return !key.includes("fd_") ? `${(100 * v).toFixed(1)}%` : v.toFixed(4);
+  if (key.includes("fd_")) return v.toFixed(4);
+  // A gain is a difference of two accuracies: percentage points, signed.
+  if (key.includes("_gain_")) return `${v >= 0 ? "+" : "−"}${Math.abs(100 * v).toFixed(1)} points`;
+  return `${(100 * v).toFixed(1)}%`;
 }
 
 export function evaluationPath(info: ModelInfo): string {

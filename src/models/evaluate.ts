@@ -24,7 +24,7 @@ import {
 } from "../data/world.ts";
 import { evalClipEmbedder } from "../metrics/embedders.ts";
 import { frechetDistance } from "../metrics/frechet.ts";
-import { promptAccuracy } from "../metrics/prompt-accuracy.ts";
+import { mcnemarExact, promptAccuracy, wilsonInterval } from "../metrics/prompt-accuracy.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { readImages, sampleGuided } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
@@ -329,6 +329,32 @@ async function evaluateDenoiser(
     { name: "single_object" as const, per: o.samplesPerPrompt },
     { name: "colour" as const, per: Math.max(1, Math.round(o.samplesPerPrompt / 8)) },
   ];
+  // Per-sample correctness by figure key: every setting samples from the same x_T and step noise, so settings
+  // compare pairwise (McNemar) rather than through two unpaired intervals.
+  const correctness = new Map<string, boolean[]>();
+  const paired = (key: string, a: string, b: string, what: string) => {
+    const pairs = (suite: string) => {
+      const x = correctness.get(`${a}_${suite}`);
+      const y = correctness.get(`${b}_${suite}`);
+      return x && y ? x.map((v, i) => [v, y[i]!] as const) : [];
+    };
+    // Each suite alone, then both pooled (every sample counts once: the pooled test has the most power).
+    for (const [label, both] of [
+      ...suites.map((s) => [s.name, pairs(s.name)] as const),
+      ["all", suites.flatMap((s) => pairs(s.name))] as const,
+    ]) {
+      if (!both.length) continue;
+      const gained = both.filter(([x, y]) => x && !y).length;
+      const lost = both.filter(([x, y]) => !x && y).length;
+      const p = mcnemarExact(gained, lost);
+      figures.push({
+        key: `${key}_${label}`,
+        value: (gained - lost) / both.length,
+        description: `${what}, ${label === "all" ? "both suites pooled" : `${label} suite`}, paired on the same x_T and step noise: ${gained} of ${both.length} samples right only with the first, ${lost} only with the second; exact McNemar two-sided p = ${p < 1e-4 ? p.toExponential(1) : p.toFixed(4)}`,
+      });
+      log(`[evaluate ${name}] ${key}_${label} ${gained} vs ${lost}, p = ${p.toPrecision(2)}\n`);
+    }
+  };
   const accuracyOf = async (modelName: string, scale: number, prefix: string, who: string) => {
     const zoo = loadZoo({ denoiser: modelName }, o.dir, o.runtime);
     try {
@@ -344,16 +370,23 @@ async function evaluateDenoiser(
           o.batchSize,
           progress(key, prompts.length),
         );
-        const acc = promptAccuracy(
+        const scored = promptAccuracy(
           imgs,
           prompts.map((p) => ({ id: p.id, spec: p.spec, suite: p.suite })),
-        ).accuracy;
+        );
+        const acc = scored.accuracy;
+        correctness.set(
+          key,
+          scored.perImage.map((r) => r.correct),
+        );
+        const [lo, hi] = wilsonInterval(Math.round(acc * prompts.length), prompts.length);
+        const ci = `95% CI ${percent(lo)}–${percent(hi)}`;
         figures.push({
           key,
           value: acc,
-          description: `${who}oracle prompt accuracy, ${s.name} suite (${distinct.length} prompts × ${s.per}), DDPM ${o.steps} steps, ${scale === 1 ? "conditional (s = 1)" : `classifier-free guidance s = ${scale}`}`,
+          description: `${who}oracle prompt accuracy, ${s.name} suite (${distinct.length} prompts × ${s.per}), DDPM ${o.steps} steps, ${scale === 1 ? "conditional (s = 1)" : `classifier-free guidance s = ${scale}`}; ${ci}`,
         });
-        log(`[evaluate ${name}] ${key} ${percent(acc)}\n`);
+        log(`[evaluate ${name}] ${key} ${percent(acc)} (${ci})\n`);
       }
     } finally {
       zoo.dispose();
@@ -361,6 +394,12 @@ async function evaluateDenoiser(
   };
   await accuracyOf(name, 3, "cfg3", "");
   await accuracyOf(name, 1, "cfg1", "");
+  paired(
+    "cfg3_gain_over_cfg1",
+    "cfg3",
+    "cfg1",
+    "accuracy gain of guidance s = 3 over the conditional model (s = 1)",
+  );
   const early = o.early;
   if (early && modelInfoOrUndefined(early, o.dir)) {
     await accuracyOf(
@@ -368,6 +407,12 @@ async function evaluateDenoiser(
       3,
       "early_cfg3",
       `the early checkpoint '${early}' (step ${modelInfo(early, o.dir).step}): `,
+    );
+    paired(
+      "cfg3_gain_over_early",
+      "cfg3",
+      "early_cfg3",
+      `accuracy gain over the early checkpoint '${early}' at s = 3`,
     );
   }
   if (modelInfoOrUndefined(o.evalClip, o.dir)) {
@@ -449,7 +494,7 @@ export async function evaluateModel(name: string, opts: EvaluateOptions = {}): P
             dir,
             renders: 0,
             curveRenders: 0,
-            samplesPerPrompt: opts.samplesPerPrompt ?? 32,
+            samplesPerPrompt: opts.samplesPerPrompt ?? 128,
             fdSamples: opts.fdSamples ?? 200,
             steps: opts.steps ?? 50,
             batchSize,

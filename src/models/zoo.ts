@@ -66,15 +66,15 @@ export function epsFromV(model: ModelFn, alphasCumprod: Float64Array): ModelFn {
   const sqrtOneMinusA = Float32Array.from(alphasCumprod, (a) => Math.sqrt(1 - a));
   return (x, t, cond) => {
     const p = model(x, t, cond);
-    return tf.tidy(() => {
+    const eps = tf.tidy(() => {
       const idx = tf.cast(t, "int32");
       const at = (table: Float32Array) => tf.reshape(tf.gather(tf.tensor1d(table), idx), [-1, 1, 1, 1]);
-      const eps = tf.add(tf.mul(at(sqrtA), p.out), tf.mul(at(sqrtOneMinusA), x)) as Tensor4D;
-      tf.dispose(p.out);
-      return p.varValues
-        ? { out: eps, kind: "eps" as const, varValues: tf.keep(p.varValues) }
-        : { out: eps, kind: "eps" as const };
+      return tf.add(tf.mul(at(sqrtA), p.out), tf.mul(at(sqrtOneMinusA), x)) as Tensor4D;
     });
+    p.out.dispose();
+    // varValues passes through untouched: tf.keep here would exempt it from the caller's tidy, and a strategy
+    // that slices out the half it needs (cfg) relies on that tidy to free the rest.
+    return p.varValues ? { out: eps, kind: "eps", varValues: p.varValues } : { out: eps, kind: "eps" };
   };
 }
 
