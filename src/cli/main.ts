@@ -114,7 +114,6 @@ async function main(): Promise<void> {
             type: "number",
             describe: "TensorFlow.js worker threads, or ONNX Runtime threads (default: one per core)",
           })
-
           .option("init-from", {
             type: "string",
             describe:

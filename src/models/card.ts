@@ -18,10 +18,10 @@ const ROLE: Record<ModelInfo["task"], string> = {
     "Evaluation CLIP, trained on clean renders only, with its own seed and architecture (a shallower convolutional image tower without timestep input or self-attention); never used for guidance. CLIP score, diversity and Fréchet distance use it.",
 };
 
-/** The card's opening line: the task's role, and for the noised CLIP which image tower it has. */
+/** The card's opening line: the task's role, what a denoiser predicts, and for the noised CLIP which image tower it has. */
 function role(info: ModelInfo): string {
   if (info.task === "denoiser" && info.config.model.prediction === "v") {
-    return "Text-conditional denoiser in GLIDE's form (text tokens prepended to the attention keys/values, pooled text embedding added to the time embedding), learned-range variance, trained with 20% empty captions: one model serves conditional, unconditional and classifier-free-guided sampling. It predicts v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho 2022) where GLIDE predicts ε, and is presented to the samplers as ε.";
+    return `${ROLE.denoiser} It predicts v = √ᾱ·ε − √(1−ᾱ)·x0 (Salimans & Ho 2022) where GLIDE predicts ε, and is presented to the samplers as ε.`;
   }
   if (info.task === "noised-clip" && info.config.model.tower === "conv") {
     return "Noised CLIP: GLIDE's causal text transformer and, as image encoder on (x_t, t), the noised classifier's timestep-conditioned EncoderUNet with attention pooling (GLIDE's ViT tower, with 4×4 patches, never told the world's 5–9 px circles from squares); trained contrastively on q_sample-noised renders, for CLIP guidance.";

@@ -134,16 +134,17 @@ export async function onnxEngine(
   const ort = await import("onnxruntime-node");
   const b = recipe.batchSize;
   const graph = buildStepGraph(task, params, task.inputs(traceStep, 0, b), task.inputs(traceStep + 1, 0, b));
+  const providers = providersFromEnv();
   const session = await ort.InferenceSession.create(graph.bytes, {
     intraOpNumThreads: threads,
     interOpNumThreads: 1,
     graphOptimizationLevel: "all",
     logSeverityLevel: 3,
-    executionProviders: providersFromEnv(),
+    executionProviders: providers,
     extra: { session: { intra_op: { allow_spinning: spinFromEnv(false) ? "1" : "0" } } },
   });
   return {
-    describe: `ONNX Runtime (${providersFromEnv().join(", ")}), ${threads} thread(s), ${graph.kernels.kept} traced kernels`,
+    describe: `ONNX Runtime (${providers.join(", ")}), ${threads} thread(s), ${graph.kernels.kept} traced kernels`,
     slices: 1,
     async grads(step, flat) {
       const feeds: Record<string, InstanceType<typeof ort.Tensor>> = {};
