@@ -3,18 +3,23 @@
 // wrapping strategies (classifier, clip, dynamic-threshold) nest any other strategy's config under `base`.
 import { z } from "zod";
 import { apgStrategy } from "./apg.ts";
+import { apgMixStrategy } from "./apg-mix.ts";
 import { autoguidanceStrategy } from "./autoguidance.ts";
 import { cfgStrategy } from "./cfg.ts";
 import { cfgPlusPlusStrategy } from "./cfg-plus-plus.ts";
 import { cfgRescaleStrategy } from "./cfg-rescale.ts";
+import { cfgZeroStarStrategy } from "./cfg-zero-star.ts";
 import { classifierStrategy } from "./classifier.ts";
 import { clipStrategy } from "./clip.ts";
 import { composableStrategy } from "./composable.ts";
 import { dynamicThresholdStrategy } from "./dynamic-threshold.ts";
+import { fdgStrategy } from "./fdg.ts";
+import { mamboGStrategy } from "./mambo-g.ts";
 import { negativeStrategy } from "./negative.ts";
 import { noneStrategy, unconditionalStrategy } from "./none.ts";
 import { formatIssues, requireModels } from "./shared.ts";
 import type { BuildContext, GuidanceModels, Strategy, StrategyDef } from "./strategy.ts";
+import { tcfgStrategy } from "./tcfg.ts";
 
 export const STRATEGIES = [
   noneStrategy,
@@ -29,6 +34,11 @@ export const STRATEGIES = [
   apgStrategy,
   cfgPlusPlusStrategy,
   autoguidanceStrategy,
+  cfgZeroStarStrategy,
+  tcfgStrategy,
+  fdgStrategy,
+  mamboGStrategy,
+  apgMixStrategy,
 ] as const;
 
 export type StrategyKind = (typeof STRATEGIES)[number]["kind"];

@@ -193,6 +193,11 @@ export interface PairOptions {
   neutralBranch?: "cond" | "other";
   /** The guided prediction from both branches' predictions (each [B, ...]); runs inside a tidy scope. */
   combine(cond: Prediction, other: Prediction, x: Tensor4D, step: StepInfo): Prediction;
+  /**
+   * Steps at which the strategy replaces the conditional prediction instead of guiding (CFG-Zero*'s zeroed first
+   * steps): the one conditional call, then `apply` on it inside a tidy scope. Checked before the window.
+   */
+  replace?: { at(step: StepInfo): boolean; apply(cond: Prediction, step: StepInfo): Prediction };
   /** Called at bind time and when a new run starts (k = 0), for strategies with per-run state. */
   reset?: () => void;
   extraDispose?: () => void;
@@ -212,11 +217,15 @@ export function pairGuided(o: PairOptions): GuidedSampling {
   const other = o.models.encode(o.otherPrompts);
   const both = o.enabled ? concatCond([cond, other]) : undefined;
   const neutral = o.neutralBranch === "other" ? other : cond;
-  const active = (step: StepInfo) => o.enabled && inWindow(o.window, step);
+  const replaced = (step: StepInfo) => o.replace?.at(step) === true;
+  const active = (step: StepInfo) => o.enabled && !replaced(step) && inWindow(o.window, step);
   o.reset?.();
   return {
     denoise(x, step) {
       if (step.k === 0) o.reset?.();
+      if (replaced(step)) {
+        return tidyPred(() => o.replace!.apply(o.models.model(x, timesteps(x.shape[0], step), cond), step));
+      }
       if (!active(step)) {
         // Disabled everywhere: the neutral branch; disabled at this step only (window): the conditional model.
         const c = o.enabled ? cond : neutral;
