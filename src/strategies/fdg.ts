@@ -116,10 +116,12 @@ const isPowerOfTwo = (n: number) => n > 0 && (n & (n - 1)) === 0;
 export function checkPyramidSize(shape: readonly number[], levels: number): void {
   const [, h, w] = shape as [number, number, number];
   const f = 2 ** (levels - 1);
-  if (h % f !== 0 || w % f !== 0 || Math.min(h, w) / f < 3 || !(isPowerOfTwo(h) || isPowerOfTwo(w))) {
+  // The smallest blurred image is twice the coarsest level (an even size), and reflect padding by 2 needs ≥ 3.
+  const smallest = levels === 1 ? 1 : 2 * f;
+  if (h % f !== 0 || w % f !== 0 || Math.min(h, w) < smallest || !(isPowerOfTwo(h) || isPowerOfTwo(w))) {
     throw new Error(
-      `fdg: scales: ${levels} pyramid levels need H and W divisible by ${f}, at least ${3 * f}, and one of them a ` +
-        `power of two; the images are ${h}×${w}`,
+      `fdg: scales: ${levels} pyramid levels need H and W divisible by ${f}, at least ${smallest}, and one of ` +
+        `them a power of two; the images are ${h}×${w}`,
     );
   }
 }
