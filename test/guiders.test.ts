@@ -128,14 +128,12 @@ describe("properties diffusers' checks do not cover", () => {
 
   test("fdg refuses image sizes its pyramid cannot split, naming the key", () => {
     const x = tf.zeros([1, 12, 12, 3]) as Tensor4D;
-    assert.throws(() => fdgCombine(x, x, [2, 2]), /fdg: scales: 2 pyramid levels .* 12×12/);
+    assert.throws(() => fdgCombine(x, x, [2, 2]), /fdg: levels: 2 pyramid levels .* 12×12/);
     const y = tf.zeros([1, 8, 8, 3]) as Tensor4D;
     assert.throws(() => fdgCombine(y, y, [2, 2, 2, 2]), /4 pyramid levels need .* at least 16/);
     tf.dispose([x, y]);
-    assert.throws(
-      () => parseStrategyConfig({ kind: "fdg", scales: [3, 2], parallelWeights: [0.5] }),
-      /parallelWeights: 1 weights for 2 levels/,
-    );
+    assert.throws(() => parseStrategyConfig({ kind: "fdg", levels: 1 }), /'fdg': levels: Too small/);
+    assert.throws(() => parseStrategyConfig({ kind: "fdg", scales: [3, 2] }), /'fdg': scales: unknown key/);
   });
 });
 
@@ -193,7 +191,11 @@ describe("each strategy's step is its combiner on the model's two predictions", 
     [{ kind: "cfg-zero-star", scale: 4, zeroInitSteps: 1 }, (a, b) => cfgZeroStarCombine(a, b, 4)],
     [{ kind: "tcfg", scale: 4 }, (a, b) => tcfgCombine(a, b, 4)],
     [{ kind: "mambo-g", scale: 4, alpha: 2 }, (a, b) => mamboGCombine(a, b, 4, 2)],
-    [{ kind: "fdg", scales: [4, 2] }, (a, b) => fdgCombine(a, b, [4, 2])],
+    [{ kind: "fdg", scale: 4, lowScale: 2, levels: 3 }, (a, b) => fdgCombine(a, b, [4, 2, 2])],
+    [
+      { kind: "fdg", scale: 4, lowScale: 2, parallelWeight: 0.5 },
+      (a, b) => fdgCombine(a, b, [4, 2], [0.5, 0.5]),
+    ],
   ];
   for (const [raw, combine] of cases) {
     test((raw as { kind: string }).kind, () => {

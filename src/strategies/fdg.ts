@@ -10,8 +10,10 @@
 // with blur the 5×5 binomial kernel [1 4 6 4 1]ᵀ[1 4 6 4 1]/256 on reflect padding, and down / up bilinear
 // resizing by 2 with half-pixel centres (PyTorch's align_corners = False); the inverse adds the bands back through
 // blur(up(·)), so a level-wise identity reconstructs x. Sizes must halve exactly at every level and be powers of
-// two along one side (kornia pads otherwise; not done here: it is an error). s_i in GLIDE's convention (= diffusers'
-// guidance_scales); all s_i = 1 is the conditional model (one call); variance from the conditional half.
+// two along one side (kornia pads otherwise; not done here: it is an error). The config names the paper's two
+// scales: `scale` (w_high) on the finest band and `lowScale` (w_low) on every coarser level, so that sweeps and
+// `--scale` vary the high-frequency scale; fdgCombine takes one scale per level. Scales in GLIDE's convention
+// (= diffusers' guidance_scales); both 1 is the conditional model (one call); variance from the conditional half.
 import { z } from "zod";
 import type { Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
@@ -28,27 +30,18 @@ import type { StrategyDef } from "./strategy.ts";
 export const fdgSchema = z
   .object({
     kind: z.literal("fdg"),
-    /** s_i per pyramid level, finest (high-frequency) first; the list's length is the number of levels. */
-    scales: z
-      .array(scaleSchema({ default: 1, min: 0 }))
-      .min(1)
-      .max(6)
-      .default([5, 2]),
-    /** w_i per level: weight of Δ's part parallel to c_i (1 = plain cfg shift, the default). */
-    parallelWeights: z.array(z.number().min(0).max(1)).optional(),
+    /** s_0, the finest (high-frequency) band's scale in GLIDE's convention: the paper's w_high. */
+    scale: scaleSchema({ default: 5, min: 0 }),
+    /** The scale of every coarser level: the paper's w_low. */
+    lowScale: scaleSchema({ default: 2, min: 0 }),
+    /** L ≥ 2: pyramid levels (diffusers' default 2, one band and one low-pass level). */
+    levels: z.number().int().min(2).max(6).default(2),
+    /** w: weight of Δ's part parallel to c_i on every level (1 = the plain cfg shift). */
+    parallelWeight: z.number().min(0).max(1).default(1),
     ...windowFields,
   })
   .strict()
-  .superRefine((v, ctx) => {
-    checkWindow(v, ctx);
-    if (v.parallelWeights && v.parallelWeights.length !== v.scales.length) {
-      ctx.addIssue({
-        code: "custom",
-        path: ["parallelWeights"],
-        message: `${v.parallelWeights.length} weights for ${v.scales.length} levels (one per entry of scales)`,
-      });
-    }
-  });
+  .superRefine(checkWindow);
 export type FdgConfig = z.infer<typeof fdgSchema>;
 
 const BINOMIAL = [1, 4, 6, 4, 1];
@@ -120,7 +113,7 @@ export function checkPyramidSize(shape: readonly number[], levels: number): void
   const smallest = levels === 1 ? 1 : 2 * f;
   if (h % f !== 0 || w % f !== 0 || Math.min(h, w) < smallest || !(isPowerOfTwo(h) || isPowerOfTwo(w))) {
     throw new Error(
-      `fdg: scales: ${levels} pyramid levels need H and W divisible by ${f}, at least ${smallest}, and one of ` +
+      `fdg: levels: ${levels} pyramid levels need H and W divisible by ${f}, at least ${smallest}, and one of ` +
         `them a power of two; the images are ${h}×${w}`,
     );
   }
@@ -176,12 +169,18 @@ export function fdgCombine(
   });
 }
 
+/** The per-level scales of a config: s_0 = scale, s_1 … s_{L−1} = lowScale. */
+export const levelScales = (c: FdgConfig): number[] => [
+  c.scale,
+  ...Array<number>(c.levels - 1).fill(c.lowScale),
+];
+
 export const fdgStrategy: StrategyDef<FdgConfig> = {
   kind: "fdg",
   summary: "cfg per Laplacian-pyramid level with its own scale (high frequencies strong, low ones gentle)",
   citation:
     "Sadat et al. 2025 (Guidance in the Frequency Domain Enables High-Fidelity Sampling at Low CFG Scales) Alg. 2",
-  example: { kind: "fdg", scales: [5, 2] },
+  example: { kind: "fdg", scale: 5, lowScale: 2 },
   schema: () => fdgSchema,
   requires: () => ["model", "encode"],
   build: (config, models) => ({
@@ -192,10 +191,19 @@ export const fdgStrategy: StrategyDef<FdgConfig> = {
         models,
         prompts,
         otherPrompts: unconditionalPrompts(models, prompts.length),
-        enabled: config.scales.some((s) => s !== 1),
+        enabled: config.scale !== 1 || config.lowScale !== 1,
         window: config,
-        combine: (c, u) => withOut(c, fdgCombine(c.out, u.out, config.scales, config.parallelWeights)),
+        combine: (c, u) =>
+          withOut(
+            c,
+            fdgCombine(
+              c.out,
+              u.out,
+              levelScales(config),
+              levelScales(config).map(() => config.parallelWeight),
+            ),
+          ),
       }),
   }),
-  neutral: (config) => ({ config: { ...config, scales: config.scales.map(() => 1) }, equals: "conditional" }),
+  neutral: (config) => ({ config: { ...config, scale: 1, lowScale: 1 }, equals: "conditional" }),
 };
