@@ -96,6 +96,8 @@ function tinyModels(counter: Counter = zeroCounter()): GuidanceModels {
   return {
     model: counting(unetModel(unet), counter, "model"),
     weak: counting(unetModel(weakUnet), counter, "weak"),
+    // The perturbed network is the main one: its evaluations count as model calls.
+    perturbed: (p) => counting(unetModel(unet, p), counter, "model"),
     encode,
     classifier: {
       condGrad: (x, t, y, s) => {

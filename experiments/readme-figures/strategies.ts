@@ -1,7 +1,8 @@
 // The README's strategy rows: every registry strategy on one prompt at three scales (rows) and four seeds
 // (columns), the same x_T and sampler noise in every image of a column, so rows differ only by the guidance.
-// Run: node --import tsx experiments/readme-figures/strategies.ts [OUT_DIR] (default docs/strategies).
-import { mkdirSync, writeFileSync } from "node:fs";
+// Run: node --import tsx experiments/readme-figures/strategies.ts [OUT_DIR] [ROW ...] (default docs/strategies, all
+// rows; naming rows renders only those and updates their lines in strategies.txt).
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { initEngine, tf } from "../../src/core/engine.ts";
 import { seededNoise } from "../../src/core/samplers.ts";
@@ -31,6 +32,9 @@ const ROWS: { name: string; configs: Record<string, unknown>[] }[] = [
       ["apg", [1, 3, 6], {}],
       ["cfg++", [0, 0.4, 0.8], {}],
       ["autoguidance", [1, 2, 4], {}],
+      ["cfg-zero-star", [1, 3, 6], {}],
+      ["tcfg", [1, 3, 6], {}],
+      ["mambo-g", [1, 3, 6], {}],
     ] as const
   ).map(([kind, scales, extra]) => ({
     name: kind,
@@ -40,17 +44,47 @@ const ROWS: { name: string; configs: Record<string, unknown>[] }[] = [
     name: "dynamic-threshold",
     configs: [3, 6, 10].map((scale) => ({ kind: "dynamic-threshold", base: { kind: "cfg", scale } })),
   },
+  {
+    name: "fdg",
+    configs: [
+      [1, 1],
+      [3, 1.5],
+      [6, 3],
+    ].map(([scale, lowScale]) => ({ kind: "fdg", scale, lowScale })),
+  },
+  {
+    name: "apg-mix",
+    configs: [
+      [1, 1],
+      [3, 6],
+      [6, 10],
+    ].map(([scale, apgScale]) => ({ kind: "apg-mix", scale, apgScale })),
+  },
 ];
 
-const out = process.argv[2] ?? join("docs", "strategies");
+const [outArg, ...only] = process.argv.slice(2);
+const unknown = only.filter((n) => !ROWS.some((r) => r.name === n));
+if (unknown.length) {
+  throw new Error(
+    `strategies figure: unknown rows ${unknown.join(", ")} (known: ${ROWS.map((r) => r.name).join(", ")})`,
+  );
+}
+
+const out = outArg ?? join("docs", "strategies");
 await initEngine("auto");
 const zoo = loadZoo({}, undefined, await resolveRuntime("auto"));
 mkdirSync(out, { recursive: true });
 const diffusion = zoo.diffusion(String(STEPS));
 const s = zoo.imageSize;
-const log: string[] = [];
+const log = new Map<string, string>();
+const logFile = join(out, "strategies.txt");
+if (only.length && existsSync(logFile)) {
+  for (const line of readFileSync(logFile, "utf8").split("\n").filter(Boolean)) {
+    log.set(line.slice(0, line.indexOf(":")), line);
+  }
+}
 try {
-  for (const row of ROWS) {
+  for (const row of ROWS.filter((r) => !only.length || only.includes(r.name))) {
     const images: Float32Array[] = [];
     const t0 = performance.now();
     for (const config of row.configs) {
@@ -66,10 +100,10 @@ try {
     const g = upscaleNearest(gridImage(images, s, SEEDS, 1), UPSCALE);
     writeFileSync(join(out, `strategy-${row.name}.png`), encodePng(g.data, g.width, g.height));
     const line = `${row.name}: ${row.configs.map((c) => JSON.stringify(c)).join(" | ")} (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
-    log.push(line);
+    log.set(row.name, line);
     process.stderr.write(`${line}\n`);
   }
 } finally {
   zoo.dispose();
 }
-writeFileSync(join(out, "strategies.txt"), `${log.join("\n")}\n`);
+writeFileSync(logFile, `${[...log.values()].join("\n")}\n`);

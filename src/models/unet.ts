@@ -17,6 +17,7 @@ import {
   upsampleNearest2x,
 } from "../core/layers.ts";
 import { Container } from "./container.ts";
+import { identityAttention, type Perturbation, smoothQueries } from "./perturb.ts";
 import { TextTransformer, type TextTransformerConfig } from "./text-transformer.ts";
 
 export interface UNetConfig {
@@ -88,7 +89,12 @@ export interface Conditioning {
 export interface Ctx {
   emb: Tensor2D;
   encoderOut?: Tensor3D; // [B, L, xfWidth]
+  /** Blocks to perturb and how (perturb.ts), resolved by UNet.resolvePerturbation. */
+  perturb?: ResolvedPerturbation;
 }
+
+/** A perturbation with its layer names resolved to the UNet's blocks. */
+export type ResolvedPerturbation = ReadonlyMap<Block, Perturbation>;
 
 export abstract class Block extends Module {
   abstract forward(x: Tensor4D, ctx: Ctx): Tensor4D;
@@ -199,7 +205,13 @@ export class AttentionBlock extends Block {
       k = tf.concat([ek, k], 2);
       v = tf.concat([ev, v], 2);
     }
-    const a = tf.reshape(tf.transpose(attention(q, k, v), [0, 2, 1, 3]), [b, hgt, wid, c]) as Tensor4D;
+    const p = ctx.perturb?.get(this);
+    const text = k.shape[2] - q.shape[2];
+    const attended =
+      p?.op === "identity-attention"
+        ? identityAttention(q, k, v, text)
+        : attention(p?.op === "smoothed-queries" ? smoothQueries(q, hgt, wid, p.sigma!) : q, k, v);
+    const a = tf.reshape(tf.transpose(attended, [0, 2, 1, 3]), [b, hgt, wid, c]) as Tensor4D;
     return tf.add(x, this.projOut.forward(a));
   }
 }
@@ -222,10 +234,14 @@ export class Sequential extends Block {
     this.blocks.push(this.child(String(this.blocks.length), b));
   }
   forward(x: Tensor4D, ctx: Ctx): Tensor4D {
-    for (const b of this.blocks) x = b.forward(x, ctx);
+    for (const b of this.blocks) if (ctx.perturb?.get(b)?.op !== "skip") x = b.forward(x, ctx);
     return x;
   }
 }
+
+/** Whether a block's output has its input's shape (so that skipping it is defined). */
+export const shapePreserving = (b: Block): boolean =>
+  b instanceof AttentionBlock || (b instanceof ResBlock && !b.updown && !b.skip);
 
 export class UNet extends Module {
   readonly config: UNetConfig;
@@ -323,10 +339,52 @@ export class UNet extends Module {
     return { emb };
   }
 
-  /** Returns NHWC [B, H, W, outChannels]: eps (and the learned-range variance values when outChannels = 2·in). */
-  forward(x: Tensor4D, t: Tensor1D, cond: Conditioning = {}): Tensor4D {
+  /**
+   * Returns NHWC [B, H, W, outChannels]: eps (and the learned-range variance values when outChannels = 2·in).
+   * `perturb` (from resolvePerturbation) degrades chosen blocks, for PAG / SEG / skip-layer guidance.
+   */
+  forward(x: Tensor4D, t: Tensor1D, cond: Conditioning = {}, perturb?: ResolvedPerturbation): Tensor4D {
     const ctx = this.embed(t, cond);
+    if (perturb) ctx.perturb = perturb;
     return this.forwardWith(this.modelInput(x, cond), ctx);
+  }
+
+  /** Every block by its checkpoint path ("input_blocks.4.1", "middle_block.1", "output_blocks.3.0", …). */
+  blocksByPath(): Map<string, Block> {
+    const out = new Map<string, Block>();
+    const add = (prefix: string, s: Sequential) => {
+      for (const [j, b] of s.blocks.entries()) out.set(`${prefix}.${j}`, b);
+    };
+    for (const [i, s] of this.inputBlocks.entries()) add(`input_blocks.${i}`, s);
+    add("middle_block", this.middle);
+    for (const [i, s] of this.outputBlocks.entries()) add(`output_blocks.${i}`, s);
+    return out;
+  }
+
+  /**
+   * The blocks a perturbation names, checked: unknown paths, attention operations on non-attention blocks and
+   * skips of shape-changing blocks are errors that name the layer and list the valid ones.
+   */
+  resolvePerturbation(p: Perturbation): ResolvedPerturbation {
+    const blocks = this.blocksByPath();
+    const valid = (b: Block) => (p.op === "skip" ? shapePreserving(b) : b instanceof AttentionBlock);
+    const names = [...blocks].filter(([, b]) => valid(b)).map(([n]) => n);
+    if (p.layers.length === 0) throw new Error(`perturbation ${p.op}: layers: empty`);
+    if (p.op === "smoothed-queries" && !(p.sigma !== undefined && p.sigma > 0)) {
+      throw new Error(`perturbation smoothed-queries: sigma: expected > 0, got ${p.sigma}`);
+    }
+    const out = new Map<Block, Perturbation>();
+    for (const layer of p.layers) {
+      const b = blocks.get(layer);
+      if (!b || !valid(b)) {
+        const what = p.op === "skip" ? "a block that keeps its input's shape" : "an attention block";
+        throw new Error(
+          `perturbation ${p.op}: layers: '${layer}' is not ${what} of this UNet (valid: ${names.join(", ")})`,
+        );
+      }
+      out.set(b, p);
+    }
+    return out;
   }
 
   /** x with the inpainting and super-resolution inputs concatenated (x itself for plain models). */

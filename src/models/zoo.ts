@@ -13,6 +13,7 @@ import type { Conditioning, GuidanceModels, ModelFn } from "../strategies/strate
 import { denoiserModelSchema, textLengths } from "../train/tasks.ts";
 import type { NoisedClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
+import type { Perturbation } from "./perturb.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
 import { SplitGuide } from "./split-guide.ts";
 import type { UNet } from "./unet.ts";
@@ -106,19 +107,23 @@ export function loadZoo(
   const split = opts.guideThreads === 2;
   const owned: { dispose(): void }[] = [];
   // Forward-only denoisers may run on ONNX Runtime; gradient guides (classifier, CLIP) stay on TensorFlow.js.
-  const forward = (unet: UNet, info: ModelInfo): ModelFn => {
+  const forwards = (unet: UNet, info: ModelInfo) => {
     const f = denoiserOn(unet, runtime);
     owned.push(f);
-    if (denoiserModelSchema.parse(info.config.model).prediction === "eps") return f.model;
+    if (denoiserModelSchema.parse(info.config.model).prediction === "eps") return f;
     const { steps, schedule } = info.config.diffusion;
-    return epsFromV(f.model, createDiffusion({ schedule, steps }).alphasCumprod);
+    const ab = createDiffusion({ schedule, steps }).alphasCumprod;
+    return { model: epsFromV(f.model, ab), perturbed: (p: Perturbation) => epsFromV(f.perturbed(p), ab) };
   };
+  const forward = (unet: UNet, info: ModelInfo): ModelFn => forwards(unet, info).model;
   const { info, model } = loadZooModel(n.denoiser, dir);
   owned.push(model);
   const unet = model as UNet;
   const ctx = unet.config.text?.ctx ?? 16;
+  const main = forwards(unet, info);
   const models: GuidanceModels = {
-    model: forward(unet, info),
+    model: main.model,
+    perturbed: main.perturbed,
     encode: (prompts) => encodeWorld(prompts, ctx),
     unconditionalPrompt: "",
     classifierLabel: (prompt) => {

@@ -4,12 +4,14 @@
 // inpaint_mask [B, H, W, 1]; super-resolution low_res [B, h, w, C]. Output NHWC [B, H, W, outChannels].
 // Activations are NCHW inside the graph.
 import { expf32 } from "../core/expf32.ts";
+import { type Perturbation, SEG_INFINITE_SIGMA, segKernel } from "../models/perturb.ts";
 import type { TextTransformer } from "../models/text-transformer.ts";
 import {
   AttentionBlock,
   type Block,
   ConvBlock,
   ResBlock,
+  type ResolvedPerturbation,
   type Sequential,
   type UNet,
   type UNetConfig,
@@ -43,6 +45,56 @@ interface Ctx {
   emb: string;
   /** Text encoder output [B, L, width]. */
   enc?: { v: string; l: number; width: number };
+  /** Blocks to perturb (models/perturb.ts), exported into this graph. */
+  perturb?: ResolvedPerturbation;
+}
+
+/** Slice of `x` along one axis, [from, to). */
+function slice(g: Graph, x: string, axis: number, from: number, to: number): string {
+  return g.node("Slice", [x, g.int64s("st", [from]), g.int64s("en", [to]), g.int64s("ax", [axis])]);
+}
+
+/** PAG's identity attention (perturb.ts) on the column layout: q [B, heads, ch, T], k, v [B, heads, ch, L + T]. */
+function identityAttentionCols(g: Graph, q: string, k: string, v: string, ch: number, t: number, l: number) {
+  const vImage = l ? slice(g, v, 3, l, l + t) : v;
+  if (!l) return vImage;
+  const s = g.scalar("attn_scale", 1 / Math.sqrt(Math.sqrt(ch)));
+  const qt = E.transpose(g, E.mul(g, q, s), [0, 1, 3, 2]);
+  const w = g.node("Softmax", [g.node("MatMul", [qt, E.mul(g, k, s)])], { axis: -1 }); // [B, H, T, L + T]
+  const pText = slice(g, w, 3, 0, l);
+  const textOut = g.node("MatMul", [slice(g, v, 3, 0, l), E.transpose(g, pText, [0, 1, 3, 2])]);
+  const mass = E.transpose(
+    g,
+    g.node("ReduceSum", [pText, g.int64s("axes", [3])], { keepdims: 1 }),
+    [0, 1, 3, 2],
+  );
+  const self = g.node("Sub", [g.scalar("one", 1), mass]);
+  return E.add(g, textOut, E.mul(g, self, vImage));
+}
+
+/** SEG's query smoothing (perturb.ts) on q [B, heads, ch, T] of an h×w grid. */
+function smoothQueriesCols(g: Graph, q: string, shape: number[], hgt: number, wid: number, sigma: number) {
+  if (sigma >= SEG_INFINITE_SIGMA) {
+    return g.node("Expand", [
+      g.node("ReduceMean", [q], { axes: [3], keepdims: 1 }),
+      g.int64s("shape", shape),
+    ]);
+  }
+  const [b, heads, ch] = shape as [number, number, number];
+  const c = heads * ch;
+  const k1 = segKernel(sigma, Math.min(hgt, wid));
+  const k = k1.length;
+  const p = Math.floor(k / 2);
+  const taps = Array.from({ length: c }, () =>
+    Array.from(k1).flatMap((a) => Array.from(k1, (v) => a * v)),
+  ).flat();
+  const grid = E.reshape(g, q, [b, c, hgt, wid]);
+  const padded = g.node("Pad", [grid, g.int64s("pads", [0, 0, p, p, 0, 0, p, p])], { mode: "reflect" });
+  const blurred = g.node("Conv", [padded, g.floats("seg_w", taps, [c, 1, k, k])], {
+    kernel_shape: [k, k],
+    group: c,
+  });
+  return E.reshape(g, blurred, shape);
 }
 
 /** Frequencies of layers.ts timestepEmbedding, formed identically (float32 op by op). */
@@ -118,7 +170,19 @@ function attentionBlock(g: Graph, m: AttentionBlock, x: Img, ctx: Ctx): Img {
     k = E.concat(g, [ek, k], 3);
     v = E.concat(g, [ev, v], 3);
   }
-  const a = E.reshape(g, E.attentionCols(g, q, k, v, ch), [b, c, h, w]);
+  const p = ctx.perturb?.get(m);
+  const l = m.encoderKv && ctx.enc ? ctx.enc.l : 0;
+  const attended =
+    p?.op === "identity-attention"
+      ? identityAttentionCols(g, q, k, v, ch, t, l)
+      : E.attentionCols(
+          g,
+          p?.op === "smoothed-queries" ? smoothQueriesCols(g, q, [b, heads, ch, t], h, w, p.sigma!) : q,
+          k,
+          v,
+          ch,
+        );
+  const a = E.reshape(g, attended, [b, c, h, w]);
   return { v: E.add(g, x.v, E.conv2d(g, m.projOut, a, h, w)), c, h, w };
 }
 
@@ -131,7 +195,7 @@ function block(g: Graph, m: Block, x: Img, ctx: Ctx): Img {
 }
 
 function sequential(g: Graph, s: Sequential, x: Img, ctx: Ctx): Img {
-  for (const m of s.blocks) x = block(g, m, x, ctx);
+  for (const m of s.blocks) if (ctx.perturb?.get(m)?.op !== "skip") x = block(g, m, x, ctx);
   return x;
 }
 
@@ -199,8 +263,11 @@ function modelInput(
   return E.concat(g, parts, 1);
 }
 
-/** The whole UNet as ONNX ModelProto bytes, for a fixed batch size and image size. */
-export function exportUNet(unet: UNet, shapes: ExportShapes): Uint8Array {
+/**
+ * The whole UNet as ONNX ModelProto bytes, for a fixed batch size and image size; with `perturbation`, the
+ * perturbed graph (one per configuration: callers cache by perturbationKey).
+ */
+export function exportUNet(unet: UNet, shapes: ExportShapes, perturbation?: Perturbation): Uint8Array {
   const cfg = unet.config;
   const b = shapes.batch;
   const hgt = shapes.height ?? cfg.imageSize;
@@ -218,6 +285,7 @@ export function exportUNet(unet: UNet, shapes: ExportShapes): Uint8Array {
     emb = E.add(g, emb, E.embedding(g, g.tensor("label_emb", unet.labelEmb.weight), y));
   }
   const ctx: Ctx = { b, emb };
+  if (perturbation) ctx.perturb = unet.resolvePerturbation(perturbation);
   if (unet.text) {
     const tc = unet.text.config;
     const tokens = g.input("tokens", "int32", [b, tc.ctx]);

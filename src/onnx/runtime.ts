@@ -9,6 +9,7 @@ import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { Prediction } from "../core/types.ts";
 import type { ClipModel } from "../models/clip.ts";
+import { type Perturbation, perturbationKey } from "../models/perturb.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 import type { ModelFn } from "../strategies/strategy.ts";
 import { splitPrediction, unetModel } from "../strategies/strategy.ts";
@@ -183,12 +184,17 @@ export class OnnxSessions {
 
 export class OnnxUNetRunner {
   private readonly host: OnnxSessions;
+  private readonly perturbation: Perturbation | undefined;
 
+  /** `perturbation`: every session of this runner is the perturbed graph (PAG, SEG, skip-layer guidance). */
   constructor(
     readonly unet: UNet,
-    opts: OnnxOptions = {},
+    opts: OnnxOptions & { perturbation?: Perturbation } = {},
   ) {
     this.host = new OnnxSessions(opts);
+    this.perturbation = opts.perturbation;
+    // Bad layer names fail here, before any export.
+    if (opts.perturbation) unet.resolvePerturbation(opts.perturbation);
   }
 
   forward(x: Tensor4D, t: Tensor1D, cond: Conditioning = {}): Tensor4D {
@@ -236,9 +242,9 @@ export class OnnxUNetRunner {
       feeds.low_res = { type: "float32", data: f32(cond.lowRes), dims: [b, lh, lw, lc] };
     }
     const oc = cfg.outChannels;
-    const key = `${b}x${h}x${w}/${shapes.lowResHeight ?? 0}x${shapes.lowResWidth ?? 0}`;
+    const key = `${b}x${h}x${w}/${shapes.lowResHeight ?? 0}x${shapes.lowResWidth ?? 0}/${perturbationKey(this.perturbation)}`;
     const n = b * h * w * oc;
-    const s = this.host.session(key, () => exportUNet(this.unet, shapes), n);
+    const s = this.host.session(key, () => exportUNet(this.unet, shapes, this.perturbation), n);
     return tf.tensor4d(this.host.run(s, feeds, n), [b, h, w, oc]);
   }
 
@@ -250,6 +256,8 @@ export class OnnxUNetRunner {
 /** A denoiser's forward on a resolved runtime, and how to free what it holds (ONNX sessions). */
 export interface DenoiserForward {
   model: ModelFn;
+  /** The same network with chosen blocks perturbed (ONNX: one exported graph per perturbation, kept until dispose). */
+  perturbed(p: Perturbation): ModelFn;
   runtime: Runtime;
   dispose(): void;
 }
@@ -259,13 +267,38 @@ export interface DenoiserForward {
  * forward-only uses: gradient guides (classifier, CLIP) stay TensorFlow.js modules and never come through here.
  */
 export function denoiserOn(unet: UNet, runtime: Runtime = "tfjs"): DenoiserForward {
-  if (runtime === "tfjs") return { model: unetModel(unet), runtime, dispose: () => {} };
+  const made = new Map<string, ModelFn & { runner?: OnnxUNetRunner }>();
+  const perturbed = (p: Perturbation) => {
+    const key = perturbationKey(p);
+    let fn = made.get(key);
+    if (!fn) {
+      fn = runtime === "tfjs" ? unetModel(unet, p) : onnxModelFn(unet, { perturbation: p });
+      made.set(key, fn);
+    }
+    return fn;
+  };
+  const disposePerturbed = () => {
+    for (const fn of made.values()) fn.runner?.dispose();
+    made.clear();
+  };
+  if (runtime === "tfjs") return { model: unetModel(unet), perturbed, runtime, dispose: disposePerturbed };
   const fn = onnxModelFn(unet);
-  return { model: fn, runtime, dispose: () => fn.runner.dispose() };
+  return {
+    model: fn,
+    perturbed,
+    runtime,
+    dispose: () => {
+      fn.runner.dispose();
+      disposePerturbed();
+    },
+  };
 }
 
 /** The UNet on onnxruntime-node as a ModelFn (same output split as strategy.ts's unetModel). */
-export function onnxModelFn(unet: UNet, opts: OnnxOptions = {}): ModelFn & { runner: OnnxUNetRunner } {
+export function onnxModelFn(
+  unet: UNet,
+  opts: OnnxOptions & { perturbation?: Perturbation } = {},
+): ModelFn & { runner: OnnxUNetRunner } {
   const runner = new OnnxUNetRunner(unet, opts);
   const c = unet.config.inChannels;
   const fn = (x: Tensor4D, t: Tensor1D, cond: Conditioning): Prediction =>

@@ -13,12 +13,13 @@ import { tf } from "../core/engine.ts";
 import type { StepInfo } from "../core/types.ts";
 import type { ClipModel } from "../models/clip.ts";
 import { GLIDE_DIFFUSION } from "../models/configs.ts";
+import type { Perturbation } from "../models/perturb.ts";
 import { ClipTokenizer, Gpt2Tokenizer } from "../models/tokenizers.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { type DenoiserForward, denoiserOn } from "../onnx/runtime.ts";
 import type { GuidanceModels, ModelFn } from "../strategies/strategy.ts";
-import { diffusionFor, type KnownRegion, runStage, spatialModel } from "./sampling.ts";
+import { diffusionFor, type KnownRegion, runStage, type SpatialInputs, spatialModel } from "./sampling.ts";
 
 /** The GPT-2 tokenizer, or prompt → BPE ids (no padding; "" always means no tokens, GLIDE's unconditional input). */
 export type GlideText = Gpt2Tokenizer | ((prompt: string) => readonly number[]);
@@ -99,14 +100,26 @@ interface CommonOptions {
 }
 
 /** Runs `fn` with `unets`' forwards on `runtime`, freeing their ONNX sessions whatever happens. */
-function withForwards<T>(runtime: Runtime | undefined, unets: UNet[], fn: (models: ModelFn[]) => T): T {
+function withForwards<T>(
+  runtime: Runtime | undefined,
+  unets: UNet[],
+  fn: (models: DenoiserForward[]) => T,
+): T {
   const fwds: DenoiserForward[] = [];
   try {
     for (const u of unets) fwds.push(denoiserOn(u, runtime));
-    return fn(fwds.map((f) => f.model));
+    return fn(fwds);
   } finally {
     for (const f of fwds) f.dispose();
   }
+}
+
+/** A stage's model and its perturbed variants (PAG, SEG, skip-layer guidance), with the stage's spatial inputs. */
+function stageModels(unet: UNet, spatial: SpatialInputs, f: DenoiserForward) {
+  return {
+    model: spatialModel(unet, spatial, f.model),
+    perturbed: (p: Perturbation) => spatialModel(unet, spatial, f.perturbed(p)),
+  };
 }
 
 export interface UpsampleOptions {
@@ -162,13 +175,13 @@ function runUpsample(o: CommonOptions, baseSamples: Tensor4D): { sample: Tensor4
   try {
     return withForwards(o.runtime, [up.model], ([forward]) => {
       const models: GuidanceModels = {
-        model: spatialModel(
+        ...stageModels(
           up.model,
           {
             lowRes,
             ...(known && masked ? { inpaintImage: masked, inpaintMask: known.mask } : {}),
           },
-          forward,
+          forward!,
         ),
         encode: glideEncoder(up.model, up.text ?? o.text),
       };
@@ -240,7 +253,7 @@ function runBase(
 export function glideText2Im(o: GlideText2ImOptions): GlideResult {
   const base = withForwards(o.runtime, o.weak ? [o.base, o.weak] : [o.base], ([forward, weak]) => {
     const models: GuidanceModels = {
-      model: spatialModel(o.base, {}, forward),
+      ...stageModels(o.base, {}, forward!),
       encode: glideEncoder(o.base, o.text),
       unconditionalPrompt: "",
     };
@@ -248,7 +261,7 @@ export function glideText2Im(o: GlideText2ImOptions): GlideResult {
       models.clip = o.clip.model;
       models.clipText = clipTextEmbedder(o.clip.model, o.clip.text);
     }
-    if (o.weak && weak) models.weak = spatialModel(o.weak, {}, weak);
+    if (o.weak && weak) models.weak = spatialModel(o.weak, {}, weak.model);
     return runBase(o, o.base, models, o.strategy ?? { kind: "cfg", scale: 3 });
   });
   return finish(o, base);
@@ -294,7 +307,7 @@ export function glideInpaint(o: GlideInpaintOptions): GlideResult {
   try {
     const base = withForwards(o.runtime, [o.model], ([forward]) => {
       const models: GuidanceModels = {
-        model: spatialModel(o.model, { inpaintImage: masked, inpaintMask: o.mask }, forward),
+        ...stageModels(o.model, { inpaintImage: masked, inpaintMask: o.mask }, forward!),
         encode: glideEncoder(o.model, o.text),
         unconditionalPrompt: "",
       };

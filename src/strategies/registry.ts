@@ -17,7 +17,10 @@ import { fdgStrategy } from "./fdg.ts";
 import { mamboGStrategy } from "./mambo-g.ts";
 import { negativeStrategy } from "./negative.ts";
 import { noneStrategy, unconditionalStrategy } from "./none.ts";
+import { pagStrategy } from "./pag.ts";
+import { segStrategy } from "./seg.ts";
 import { formatIssues, requireModels } from "./shared.ts";
+import { slgStrategy } from "./slg.ts";
 import type { BuildContext, GuidanceModels, Strategy, StrategyDef } from "./strategy.ts";
 import { tcfgStrategy } from "./tcfg.ts";
 
@@ -39,6 +42,9 @@ export const STRATEGIES = [
   fdgStrategy,
   mamboGStrategy,
   apgMixStrategy,
+  pagStrategy,
+  segStrategy,
+  slgStrategy,
 ] as const;
 
 export type StrategyKind = (typeof STRATEGIES)[number]["kind"];

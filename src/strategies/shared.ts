@@ -10,6 +10,7 @@ import { z } from "zod";
 import type { Tensor, Tensor1D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { CondFn, DenoisedFn, Prediction, StepInfo } from "../core/types.ts";
+import type { Perturbation } from "../models/perturb.ts";
 import type {
   BuildContext,
   Conditioning,
@@ -359,6 +360,85 @@ export function buildGradientGuidance<C extends GradientGuidanceConfig, T extend
         calls: (step) => ({ [o.counter]: inWindow(config, step) ? 1 : 0 }),
         dispose: () => target.dispose(),
       });
+    },
+  };
+}
+
+// ---------------------------------------------------------------- perturbed-model guidance (PAG, SEG, SLG)
+
+/** The parsed config of a perturbed-model guide: cfg's s, the perturbation's scale w, its layers, the window. */
+export interface PerturbedGuidanceConfig extends GuidanceWindow {
+  kind: string;
+  scale: number;
+  perturbScale: number;
+  layers: string[];
+}
+
+/** The keys every perturbed-model guide shares (spread into its schema). */
+export const perturbedFields = (o: { scale: number; perturbScale: number; layers: string[] }) => ({
+  /** cfg's s in GLIDE's convention (1 = no unconditional branch, the perturbed guide alone). */
+  scale: scaleSchema({ default: o.scale, min: 0 }),
+  /** w ≥ 0 on c − c_perturbed (0 = plain cfg). */
+  perturbScale: scaleSchema({ default: o.perturbScale, min: 0 }),
+  /** UNet block paths to perturb (e.g. "middle_block.1"; an error lists the valid ones). */
+  layers: z.array(z.string().min(1)).min(1).default(o.layers),
+  ...windowFields,
+});
+
+/**
+ * The guides that compare the model with a perturbed copy of itself, as diffusers' PAG / SEG / SLG guiders combine
+ * them (their non-original formulation, both terms on):
+ *   g = u + s·(c − u) + w·(c − c_p)        (s = 1: g = c + w·(c − c_p), no unconditional call)
+ * with c_p the conditional prediction of the perturbed network. Per guided step: the [c; u] batch when s ≠ 1
+ * (else c alone) plus one perturbed forward when w ≠ 0, all counted as `model` calls; variance from c. The
+ * perturbed network is built when the strategy is built, so bad layer names fail before sampling.
+ */
+export function buildPerturbedGuidance<C extends PerturbedGuidanceConfig>(
+  config: C,
+  models: GuidanceModels,
+  perturbation: Perturbation,
+): Strategy<C> {
+  const perturbed = config.perturbScale !== 0 ? models.perturbed!(perturbation) : undefined;
+  const cfgOn = config.scale !== 1;
+  return {
+    config,
+    bind: (prompts) => {
+      const b = prompts.length;
+      const cond = encodeFor(config.kind, models, prompts);
+      const other = cfgOn ? models.encode(unconditionalPrompts(models, b)) : undefined;
+      const both = other ? concatCond([cond, other]) : undefined;
+      const active = (step: StepInfo) => (cfgOn || perturbed !== undefined) && inWindow(config, step);
+      return {
+        denoise: (x, step) =>
+          tidyPred(() => {
+            const t = timesteps(x.shape[0], step);
+            if (!active(step)) return models.model(x, t, cond);
+            let c: Prediction;
+            let g: Tensor4D;
+            if (both) {
+              const out = forwardRepeated(models.model, x, step, both, 2);
+              c = predRows(out, 0, b);
+              g = cfgEps(c.out, predRows(out, b, b).out, config.scale);
+            } else {
+              c = models.model(x, t, cond);
+              g = c.out;
+            }
+            if (perturbed) {
+              const cp = perturbed(x, t, cond);
+              g = tf.add(g, tf.mul(config.perturbScale, tf.sub(c.out, cp.out))) as Tensor4D;
+            }
+            return withOut(c, g);
+          }),
+        calls: (step) => ({
+          ...NO_CALLS,
+          model: active(step) ? (cfgOn ? 2 : 1) + (perturbed ? 1 : 0) : 1,
+        }),
+        dispose: () => {
+          disposeCond(cond);
+          disposeCond(other);
+          disposeCond(both);
+        },
+      };
     },
   };
 }

@@ -8,6 +8,7 @@ import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { CondFn, DenoisedFn, Denoiser, Prediction, SamplerHooks, StepInfo } from "../core/types.ts";
+import type { Perturbation } from "../models/perturb.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 
 export type { Conditioning } from "../models/unet.ts";
@@ -38,6 +39,12 @@ export interface GuidanceModels {
   unconditionalPrompt?: string;
   /** A weaker version of `model` (fewer training steps, smaller), for autoguidance. */
   weak?: ModelFn;
+  /**
+   * `model` with chosen blocks perturbed (models/perturb.ts), for PAG, SEG, skip-layer guidance and autoguidance
+   * with dropped layers; the provider builds each perturbation once (ONNX: one exported graph per configuration).
+   * Its evaluations count as `model` calls: it is the same network.
+   */
+  perturbed?: (p: Perturbation) => ModelFn;
   classifier?: NoisedClassifier;
   /** Prompt → the classifier's label, for classifier guidance. */
   classifierLabel?: (prompt: string) => number;
@@ -120,11 +127,12 @@ export interface StrategyDef<C extends { kind: string } = { kind: string }> {
 
 /**
  * The repository's UNet as a ModelFn: the first `inChannels` output channels are eps, the rest (when the model
- * learns the variance range) the learned-range values.
+ * learns the variance range) the learned-range values; with `perturbation`, the perturbed network.
  */
-export function unetModel(unet: UNet): ModelFn {
+export function unetModel(unet: UNet, perturbation?: Perturbation): ModelFn {
   const c = unet.config.inChannels;
-  return (x, t, cond) => tf.tidy(() => splitPrediction(unet.forward(x, t, cond), c));
+  const resolved = perturbation ? unet.resolvePerturbation(perturbation) : undefined;
+  return (x, t, cond) => tf.tidy(() => splitPrediction(unet.forward(x, t, cond, resolved), c));
 }
 
 /** A UNet's raw output as a Prediction: eps in the first `c` channels, learned-range values in the rest. */
