@@ -17,6 +17,7 @@ import { cfgZeroStarCombine } from "../src/strategies/cfg-zero-star.ts";
 import { fdgCombine, fromPyramid, laplacianPyramid } from "../src/strategies/fdg.ts";
 import { mamboGCombine } from "../src/strategies/mambo-g.ts";
 import { buildStrategy, parseStrategyConfig } from "../src/strategies/registry.ts";
+import { perturbedCombine } from "../src/strategies/shared.ts";
 import type { Conditioning, GuidanceModels, ModelFn } from "../src/strategies/strategy.ts";
 import { tcfgCombine } from "../src/strategies/tcfg.ts";
 
@@ -81,6 +82,13 @@ describe("combiners match diffusers' guiders", () => {
   test("fdg: per-level scales, with and without parallel weights", (tc) => {
     check("fdg_5_2", fdgCombine(c, u, [5, 2]), tc);
     check("fdg_6_3_1p5_pw", fdgCombine(c, u, [6, 3, 1.5], [0.5, 1, 0.2]), tc);
+  });
+  test("pag, seg, slg: u + s·(c − u) + w·(c − c_p), the perturbed guiders' combination", (tc) => {
+    const cp = fixture("cond_perturbed") as Tensor4D;
+    check("pag_s3_w2p5", perturbedCombine(c, u, cp, 3, 2.5), tc);
+    check("seg_s3_w2", perturbedCombine(c, u, cp, 3, 2), tc);
+    check("slg_s4_w2p8", perturbedCombine(c, u, cp, 4, 2.8), tc);
+    cp.dispose();
   });
   test("apg-mix: cfg for k ≤ K, then apg, momentum carried through (four steps)", (tc) => {
     const p = manifest.apg_mix_params;

@@ -385,6 +385,20 @@ export const perturbedFields = (o: { scale: number; perturbScale: number; layers
   ...windowFields,
 });
 
+/** u + s·(c − u) + w·(c − c_p), dropping the terms whose branch is absent (u: s = 1; c_p: w = 0). */
+export function perturbedCombine(
+  c: Tensor4D,
+  u: Tensor4D | undefined,
+  cp: Tensor4D | undefined,
+  s: number,
+  w: number,
+): Tensor4D {
+  return tf.tidy(() => {
+    const g = u ? cfgEps(c, u, s) : c;
+    return cp ? (tf.add(g, tf.mul(w, tf.sub(c, cp))) as Tensor4D) : tf.clone(g);
+  });
+}
+
 /**
  * The guides that compare the model with a perturbed copy of itself, as diffusers' PAG / SEG / SLG guiders combine
  * them (their non-original formulation, both terms on):
@@ -414,20 +428,16 @@ export function buildPerturbedGuidance<C extends PerturbedGuidanceConfig>(
             const t = timesteps(x.shape[0], step);
             if (!active(step)) return models.model(x, t, cond);
             let c: Prediction;
-            let g: Tensor4D;
+            let u: Tensor4D | undefined;
             if (both) {
               const out = forwardRepeated(models.model, x, step, both, 2);
               c = predRows(out, 0, b);
-              g = cfgEps(c.out, predRows(out, b, b).out, config.scale);
+              u = predRows(out, b, b).out;
             } else {
               c = models.model(x, t, cond);
-              g = c.out;
             }
-            if (perturbed) {
-              const cp = perturbed(x, t, cond);
-              g = tf.add(g, tf.mul(config.perturbScale, tf.sub(c.out, cp.out))) as Tensor4D;
-            }
-            return withOut(c, g);
+            const cp = perturbed?.(x, t, cond).out;
+            return withOut(c, perturbedCombine(c.out, u, cp, config.scale, config.perturbScale));
           }),
         calls: (step) => ({
           ...NO_CALLS,

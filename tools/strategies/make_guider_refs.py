@@ -28,6 +28,9 @@ GUIDERS = [
     "magnitude_aware_guidance",
     "frequency_decoupled_guidance",
     "adaptive_projected_guidance_mix",
+    "perturbed_attention_guidance",
+    "smoothed_energy_guidance",
+    "skip_layer_guidance",
 ]
 KORNIA = [
     "kornia/core/check.py",
@@ -52,6 +55,17 @@ STUBS = {
         "def get_logger(name):\n    return logging.getLogger(name)\n"
     ),
     "diffusers/guiders/__init__.py": "",
+    # The perturbed-model guiders import their model hooks; only their combination (`forward`) runs here.
+    "diffusers/hooks/__init__.py": (
+        "class HookRegistry:\n    pass\n\n"
+        "class LayerSkipConfig:\n    skip_attention = True\n    skip_attention_scores = False\n    skip_ff = True\n\n"
+        "    def __init__(self, *args, **fields):\n        self.__dict__.update(fields)\n"
+    ),
+    "diffusers/hooks/layer_skip.py": "def _apply_layer_skip_hook(*args, **kwargs):\n    raise NotImplementedError\n",
+    "diffusers/hooks/smoothed_energy_guidance_utils.py": (
+        "class SmoothedEnergyGuidanceConfig:\n    def __init__(self, *args, **fields):\n        self.__dict__.update(fields)\n\n"
+        "def _apply_smoothed_energy_guidance_hook(*args, **kwargs):\n    raise NotImplementedError\n"
+    ),
     "huggingface_hub/__init__.py": "",
     "huggingface_hub/utils/__init__.py": "def validate_hf_hub_args(f):\n    return f\n",
     "kornia/__init__.py": "",
@@ -106,6 +120,9 @@ def main():
     from diffusers.guiders.frequency_decoupled_guidance import FrequencyDecoupledGuidance
     from diffusers.guiders.magnitude_aware_guidance import MagnitudeAwareGuidance
     from diffusers.guiders.tangential_classifier_free_guidance import TangentialClassifierFreeGuidance
+    from diffusers.guiders.perturbed_attention_guidance import PerturbedAttentionGuidance
+    from diffusers.guiders.skip_layer_guidance import SkipLayerGuidance
+    from diffusers.guiders.smoothed_energy_guidance import SmoothedEnergyGuidance
     from kornia.geometry.transform import build_laplacian_pyramid
 
     os.makedirs(a.out, exist_ok=True)
@@ -145,6 +162,41 @@ def main():
     for i, level in enumerate(build_laplacian_pyramid(tc, 3)):
         arrays[f"pyramid3_cond_level{i}"] = nhwc(level)
 
+    # The perturbed-model guides' combination: a third prediction c_p (the perturbed network's), both terms on.
+    cp = (c - 0.3 * rng.standard_normal(shape)).astype(np.float32)
+    arrays["cond_perturbed"] = cp
+    tcp = nchw(cp)
+
+    def run3(guider):
+        # Step 1: the PAG and SLG guiders' range test is strict at its start (start_step < step), so step 0 is off.
+        guider.set_state(1, 10, torch.tensor(0))
+        return nhwc(guider.forward(tc, tu, tcp).pred)
+
+    whole = dict(start=0.0, stop=1.0)
+    arrays["pag_s3_w2p5"] = run3(
+        PerturbedAttentionGuidance(
+            guidance_scale=3.0,
+            perturbed_guidance_scale=2.5,
+            perturbed_guidance_layers=[0],
+            perturbed_guidance_start=0.0,
+            perturbed_guidance_stop=1.0,
+            **whole,
+        )
+    )
+    arrays["seg_s3_w2"] = run3(
+        SmoothedEnergyGuidance(guidance_scale=3.0, seg_guidance_scale=2.0, seg_guidance_layers=[0], **whole)
+    )
+    arrays["slg_s4_w2p8"] = run3(
+        SkipLayerGuidance(
+            guidance_scale=4.0,
+            skip_layer_guidance_scale=2.8,
+            skip_layer_guidance_layers=[0],
+            skip_layer_guidance_start=0.0,
+            skip_layer_guidance_stop=1.0,
+            **whole,
+        )
+    )
+
     # APG-mix over four steps of x0 predictions: cfg at k <= 1, apg after; GLIDE's s = guidance_scale + 1 under
     # the original formulation.
     steps = 4
@@ -181,6 +233,9 @@ def main():
             "fdg_5_2": "FrequencyDecoupledGuidance(guidance_scales=[5, 2])",
             "fdg_6_3_1p5_pw": "FrequencyDecoupledGuidance(guidance_scales=[6, 3, 1.5], parallel_weights=[0.5, 1, 0.2])",
             "pyramid3_cond_level*": "kornia build_laplacian_pyramid(cond, 3)",
+            "pag_s3_w2p5": "PerturbedAttentionGuidance(guidance_scale=3, perturbed_guidance_scale=2.5) on cond, uncond, cond_perturbed",
+            "seg_s3_w2": "SmoothedEnergyGuidance(guidance_scale=3, seg_guidance_scale=2) on cond, uncond, cond_perturbed",
+            "slg_s4_w2p8": "SkipLayerGuidance(guidance_scale=4, skip_layer_guidance_scale=2.8) on cond, uncond, cond_perturbed",
             "apg_mix_out": "AdaptiveProjectedMixGuidance, original formulation, steps 0-3; params in apg_mix_params",
         },
         "apg_mix_params": mix,
