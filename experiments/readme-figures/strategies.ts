@@ -52,6 +52,16 @@ const ROWS: { name: string; configs: Record<string, unknown>[] }[] = [
       [6, 3],
     ].map(([scale, lowScale]) => ({ kind: "fdg", scale, lowScale })),
   },
+  ...(
+    [
+      ["pag", 1, [0, 3, 6]],
+      ["seg", 1, [0, 3, 6]],
+      ["slg", 3, [0, 2.8, 5]],
+    ] as const
+  ).map(([kind, scale, ws]) => ({
+    name: kind,
+    configs: ws.map((perturbScale) => ({ kind, scale, perturbScale })),
+  })),
   {
     name: "apg-mix",
     configs: [
