@@ -18,7 +18,7 @@ import { ClipTokenizer, Gpt2Tokenizer } from "../models/tokenizers.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { type DenoiserForward, denoiserOn } from "../onnx/runtime.ts";
-import type { GuidanceModels, ModelFn } from "../strategies/strategy.ts";
+import type { GuidanceModels } from "../strategies/strategy.ts";
 import { diffusionFor, type KnownRegion, runStage, type SpatialInputs, spatialModel } from "./sampling.ts";
 
 /** The GPT-2 tokenizer, or prompt → BPE ids (no padding; "" always means no tokens, GLIDE's unconditional input). */
