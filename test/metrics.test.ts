@@ -165,14 +165,22 @@ describe("Inception score", () => {
 });
 
 describe("CLIP score", () => {
-  it("is 100 for identical unit vectors and clamps negative cosines", () => {
+  it("is 100 for identical unit vectors; torchmetrics' CLIPScore clamps the mean, not each cosine", () => {
     const u = [0.6, 0.8, 0];
     const r = clipScore([u, u], [u]);
     close(r.score, 100, 1e-12, "CLIP score of identical vectors");
-    close(r.clamped, 100, 1e-12, "clamped CLIP score of identical vectors");
+    close(r.torchmetrics, 100, 1e-12, "torchmetrics CLIP score of identical vectors");
     const opposite = clipScore([u, [-0.6, -0.8, 0]], [u, u]);
     close(opposite.score, 0, 1e-12, "mean of +100 and −100");
-    close(opposite.clamped, 50, 1e-12, "clamped mean of 100 and 0");
+    close(opposite.torchmetrics, 0, 1e-12, "max(mean(100, −100), 0)");
+    const negative = clipScore(
+      [
+        [-0.6, -0.8, 0],
+        [0, 0, 1],
+      ],
+      [u, u],
+    );
+    close(negative.torchmetrics, 0, 1e-12, "a negative mean clamps to 0");
   });
 });
 
@@ -314,12 +322,21 @@ describe("registry", () => {
     };
     const feats = fake.images(images, 32);
     const r = computeMetrics(
-      ["clip_score", "fid", "precision_recall", "diversity", "pixel_diversity", "prompt_accuracy", "cost"],
+      [
+        "clip_score",
+        "fd",
+        "kid",
+        "precision_recall",
+        "diversity",
+        "pixel_diversity",
+        "prompt_accuracy",
+        "cost",
+      ],
       { images, size: 32, prompts: inputPrompts, cost: [{ images: 8, nfe: 40, seconds: 2 }] },
       { evalEmbedder: counting, reference: { features: feats } },
     );
     assert.equal(imageCalls, 1, "image embeddings computed once for CLIP score, FD, P/R and diversity");
-    close(r.metrics.fid!, 0, 1e-9, "FD against the same features");
+    close(r.metrics.fd!, 0, 1e-9, "FD against the same features");
     assert.equal(r.metrics.precision, 1, "precision against the same features");
     assert.equal(r.metrics.accuracy, 1, "accuracy of clean renders");
     assert.equal(r.metrics.nfe, 40, "nfe");
@@ -333,8 +350,8 @@ describe("registry", () => {
 
   it("names missing requirements before any work", () => {
     assert.throws(
-      () => checkMetrics(["fid", "inception_score"], {}),
-      /fid needs reference, features.*inception/,
+      () => checkMetrics(["fd", "inception_score"], {}),
+      /fd needs reference, features.*inception/,
     );
     assert.throws(() => checkMetrics(["nope"], {}), /unknown metric 'nope'/);
   });

@@ -1,6 +1,6 @@
-// CLIP score, GLIDE's fidelity-to-prompt axis (Fig. 6c): 100·cos(z_image, z_text), averaged over images. The
-// clamped variant max(100·cos, 0) is torchmetrics' CLIPScore, reported so that numbers compare with either
-// convention. Scores come from whichever embedder the caller passes: the evaluation CLIP (never seen by
+// CLIP score, GLIDE's fidelity-to-prompt axis (Fig. 6c): 100·cos(z_image, z_text), averaged over images.
+// torchmetrics' CLIPScore clamps the mean, max(mean 100·cos, 0), and is reported beside it so that numbers compare
+// with either convention. Scores come from whichever embedder the caller passes: the evaluation CLIP (never seen by
 // guidance) gives the honest number; the guidance CLIP at t = 0 shows how far CLIP guidance optimises its own
 // judge, GLIDE's "adversarial examples" effect (§4.1), as the gap between the two.
 import { cosine, type FeatureSet, type Vector } from "./linalg.ts";
@@ -8,8 +8,8 @@ import { cosine, type FeatureSet, type Vector } from "./linalg.ts";
 export interface ClipScore {
   /** GLIDE: mean of 100·cos. */
   score: number;
-  /** torchmetrics: mean of max(100·cos, 0). */
-  clamped: number;
+  /** torchmetrics' CLIPScore: max(mean of 100·cos, 0). */
+  torchmetrics: number;
   /** 100·cos per image, in input order. */
   perImage: number[];
 }
@@ -28,10 +28,6 @@ export function clipScore(images: FeatureSet, texts: FeatureSet): ClipScore {
     if (t.length !== z.length) throw new Error(`clip score: image ${i} and its text differ in dimension`);
     return 100 * cosine(z, t);
   });
-  const n = perImage.length;
-  return {
-    score: perImage.reduce((a, b) => a + b, 0) / n,
-    clamped: perImage.reduce((a, b) => a + Math.max(b, 0), 0) / n,
-    perImage,
-  };
+  const score = perImage.reduce((a, b) => a + b, 0) / perImage.length;
+  return { score, torchmetrics: Math.max(score, 0), perImage };
 }

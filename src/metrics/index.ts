@@ -1,4 +1,4 @@
-// The metric registry that sweep configs name (`metrics: [clip_score, fid, ...]`). Each entry declares the keys it
+// The metric registry that sweep configs name (`metrics: [clip_score, fd, ...]`). Each entry declares the keys it
 // writes into a cell record's `metrics` (these become results.csv columns) and what it needs from the context,
 // so a config asking for a metric whose model is missing fails before any sampling, not after hours of it.
 import { ATTRIBUTES } from "../data/oracle.ts";
@@ -10,7 +10,9 @@ import { embeddingDiversity, pixelDiversity } from "./diversity.ts";
 import type { ClassProbabilities, Embedder } from "./embedders.ts";
 import { frechetDistance } from "./frechet.ts";
 import { inceptionScore } from "./inception-score.ts";
+import { kernelInceptionDistance } from "./kid.ts";
 import type { FeatureSet } from "./linalg.ts";
+import { type CellObservations, observe } from "./observations.ts";
 import { precisionRecall } from "./precision-recall.ts";
 import { promptAccuracy } from "./prompt-accuracy.ts";
 
@@ -27,7 +29,9 @@ export {
 } from "./embedders.ts";
 export { frechetDistance, frechetFromStats, gaussianStats } from "./frechet.ts";
 export { inceptionScore, softmaxRows } from "./inception-score.ts";
+export { kernelInceptionDistance } from "./kid.ts";
 export { type FeatureSet, rowsOf, type Vector } from "./linalg.ts";
+export type { CellObservations, FloatRows, ReferenceObservations } from "./observations.ts";
 export { precisionRecall } from "./precision-recall.ts";
 export { promptAccuracy } from "./prompt-accuracy.ts";
 
@@ -61,12 +65,12 @@ export interface MetricContext {
   classProbabilities?: ClassProbabilities;
   /** Feature extractor for the Fréchet distance and precision/recall; default: the evaluation CLIP's images. */
   features?: (images: readonly Float32Array[], size: number) => FeatureSet;
-  /** Features of real images in the same space as `features`. */
-  reference?: { features: FeatureSet };
+  /** Features of real images in the same space as `features`, with each row's prompt id (the bootstrap's groups). */
+  reference?: { features: FeatureSet; promptId?: string[] };
+  /** What the features are, for axis labels and the CSV's metadata (e.g. "eval-CLIP 64-d"). */
+  featureSpace?: string;
   /** Neighbours for precision/recall (default 3). */
   k?: number;
-  /** Splits for the Inception score (default 1). */
-  isSplits?: number;
 }
 
 export interface MetricOutput {
@@ -115,10 +119,14 @@ function perPromptOf(key: string, m: Map<string, number>): Map<string, Record<st
 function clipScoreMetric(name: string, which: "evalEmbedder" | "guidanceEmbedder", what: string): Metric {
   return {
     name,
-    summary: `GLIDE's CLIP score 100·cos(z_image, z_text) by the ${what}, and torchmetrics' clamped max(·, 0)`,
+    summary: `GLIDE's CLIP score 100·cos(z_image, z_text) by the ${what}, and torchmetrics' CLIPScore max(mean, 0)`,
     outputs: [
       { key: name, description: `mean 100·cos(image, prompt), ${what}`, better: "higher" },
-      { key: `${name}_clamped`, description: `mean max(100·cos, 0), ${what}`, better: "higher" },
+      {
+        key: `${name}_torchmetrics`,
+        description: `torchmetrics' CLIPScore: max(mean 100·cos, 0), ${what}`,
+        better: "higher",
+      },
     ],
     requires: [which],
     compute(input, ctx) {
@@ -126,7 +134,7 @@ function clipScoreMetric(name: string, which: "evalEmbedder" | "guidanceEmbedder
       const r = clipScore(e.images(input.images, input.size), e.texts(input.prompts.map((p) => p.text)));
       const ids = input.prompts.map((p) => p.id);
       return {
-        values: { [name]: r.score, [`${name}_clamped`]: r.clamped },
+        values: { [name]: r.score, [`${name}_torchmetrics`]: r.torchmetrics },
         perPrompt: perPromptOf(name, meanBy(ids, r.perImage)),
       };
     },
@@ -136,14 +144,32 @@ function clipScoreMetric(name: string, which: "evalEmbedder" | "guidanceEmbedder
 export const METRICS: Readonly<Record<string, Metric>> = {
   clip_score: clipScoreMetric("clip_score", "evalEmbedder", "evaluation CLIP"),
   clip_score_guidance: clipScoreMetric("clip_score_guidance", "guidanceEmbedder", "guidance CLIP at t=0"),
-  fid: {
-    name: "fid",
-    summary: "Fréchet distance of generated to reference features",
-    outputs: [{ key: "fid", description: "Fréchet distance to the reference features", better: "lower" }],
+  fd: {
+    name: "fd",
+    summary: "Fréchet distance of generated to reference features (FID when the features are Inception's)",
+    outputs: [{ key: "fd", description: "Fréchet distance to the reference features", better: "lower" }],
     requires: ["reference", "features"],
     compute: (input, ctx) => ({
-      values: { fid: frechetDistance(featuresOf(input, ctx), ctx.reference!.features) },
+      values: { fd: frechetDistance(featuresOf(input, ctx), ctx.reference!.features) },
     }),
+  },
+  kid: {
+    name: "kid",
+    summary:
+      "kernel inception distance: unbiased MMD² with the cubic polynomial kernel (Bińkowski et al. 2018)",
+    outputs: [
+      { key: "kid", description: "unbiased MMD² to the reference features, cubic kernel", better: "lower" },
+      {
+        key: "kid_std",
+        description:
+          "std of KID over 100 subsets of min(1000, N) (torchmetrics); empty when each subset is the whole set",
+      },
+    ],
+    requires: ["reference", "features"],
+    compute(input, ctx) {
+      const r = kernelInceptionDistance(featuresOf(input, ctx), ctx.reference!.features);
+      return { values: { kid: r.value, kid_std: r.std } };
+    },
   },
   precision_recall: {
     name: "precision_recall",
@@ -168,14 +194,11 @@ export const METRICS: Readonly<Record<string, Metric>> = {
   inception_score: {
     name: "inception_score",
     summary: "Inception score exp(E KL(p(y|x) ‖ p(y))) by the noised classifier at t=0",
-    outputs: [
-      { key: "is", description: "Inception score (classifier at t=0)", better: "higher" },
-      { key: "is_std", description: "spread of the Inception score over splits" },
-    ],
+    // No split std: its interval comes from the prompt bootstrap like every other metric's (src/stats).
+    outputs: [{ key: "is", description: "Inception score (classifier at t=0)", better: "higher" }],
     requires: ["classProbabilities"],
     compute(input, ctx) {
-      const r = inceptionScore(ctx.classProbabilities!(input.images, input.size), ctx.isSplits ?? 1);
-      return { values: { is: r.score, is_std: r.std } };
+      return { values: { is: inceptionScore(ctx.classProbabilities!(input.images, input.size)).score } };
     },
   },
   diversity: {
@@ -313,7 +336,7 @@ export function computeMetrics(
   names: readonly string[],
   input: MetricInput,
   ctx: MetricContext,
-): { metrics: Record<string, number>; perPrompt: PerPromptEntry[] } {
+): { metrics: Record<string, number>; perPrompt: PerPromptEntry[]; observations: CellObservations } {
   if (input.prompts.length !== input.images.length) {
     throw new Error(`metrics: ${input.images.length} images but ${input.prompts.length} prompts`);
   }
@@ -341,7 +364,28 @@ export function computeMetrics(
       if (e) Object.assign(e.metrics, vals);
     }
   }
-  return { metrics, perPrompt: [...byPrompt.values()] };
+  const texts = (e: Embedder | undefined) =>
+    e
+      ? () => ({
+          images: e.images(input.images, input.size),
+          texts: e.texts(input.prompts.map((p) => p.text)),
+        })
+      : undefined;
+  const features = (shared.features ?? shared.evalEmbedder) ? () => featuresOf(input, shared) : undefined;
+  const probs = shared.classProbabilities;
+  const evalTexts = texts(shared.evalEmbedder);
+  const guidanceTexts = texts(shared.guidanceEmbedder);
+  const observations = observe({
+    names,
+    images: input.images,
+    size: input.size,
+    prompts: input.prompts,
+    ...(features ? { features } : {}),
+    ...(evalTexts ? { evalTexts } : {}),
+    ...(guidanceTexts ? { guidanceTexts } : {}),
+    ...(probs ? { classProbs: () => probs(input.images, input.size) } : {}),
+  });
+  return { metrics, perPrompt: [...byPrompt.values()], observations };
 }
 
 function cached<K, V>(map: { get(k: K): V | undefined; set(k: K, v: V): unknown }, key: K, make: () => V): V {

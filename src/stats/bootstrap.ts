@@ -1,0 +1,127 @@
+// The paired prompt bootstrap (Efron & Tibshirani 1993, ch. 13 and §8.3 for grouped data): a replicate draws G
+// prompt groups with replacement, and the SAME draws serve every cell of a run, so a difference between two cells
+// is computed on the same resampled prompts in every replicate (its interval is paired). A replicate is stored as
+// counts per group (how often each prompt was drawn), which is all the weighted estimators need.
+import { hashSeed, Rng } from "../data/rng.ts";
+
+export interface BootstrapPlan {
+  /** Replicates. */
+  b: number;
+  /** Groups (prompts). */
+  groups: number;
+  /** counts[r * groups + g]: how often group g is drawn in replicate r. */
+  counts: Int32Array;
+}
+
+export const DEFAULT_BOOTSTRAP = { b: 1000, seed: 0 } as const;
+
+/** Replicate counts from (seed, groups) alone: a run's report, its compare and its merged shards all agree. */
+export function bootstrapPlan(groups: number, b: number = DEFAULT_BOOTSTRAP.b, seed = 0): BootstrapPlan {
+  if (!Number.isInteger(groups) || groups < 1) throw new Error(`bootstrap: need ≥ 1 group, got ${groups}`);
+  if (!Number.isInteger(b) || b < 1) throw new Error(`bootstrap: need ≥ 1 replicate, got ${b}`);
+  const rng = new Rng(hashSeed(seed, "bootstrap", groups));
+  const counts = new Int32Array(b * groups);
+  for (let r = 0; r < b; r++) for (let k = 0; k < groups; k++) counts[r * groups + rng.int(groups)]!++;
+  return { b, groups, counts };
+}
+
+/** Group weights of replicate r (a view; do not modify). */
+export function replicate(plan: BootstrapPlan, r: number): Int32Array {
+  return plan.counts.subarray(r * plan.groups, (r + 1) * plan.groups);
+}
+
+/** Weights of the observed data: every group once. */
+export function identityWeights(groups: number): Int32Array {
+  return new Int32Array(groups).fill(1);
+}
+
+/** Quantile of finite values (linear interpolation between order statistics, numpy's default). */
+export function quantile(sorted: ArrayLike<number>, q: number): number {
+  const n = sorted.length;
+  if (n === 0) return Number.NaN;
+  const h = (n - 1) * q;
+  const lo = Math.floor(h);
+  const hi = Math.min(n - 1, lo + 1);
+  return sorted[lo]! + (h - lo) * (sorted[hi]! - sorted[lo]!);
+}
+
+export interface Interval {
+  lo: number;
+  hi: number;
+}
+
+/** Finite replicate values, sorted ascending. */
+export function finiteSorted(values: ArrayLike<number>): Float64Array {
+  const out: number[] = [];
+  for (let i = 0; i < values.length; i++) if (Number.isFinite(values[i]!)) out.push(values[i]!);
+  return Float64Array.from(out).sort();
+}
+
+/**
+ * Percentile interval (Efron & Tibshirani 1993, eq. 13.5) at level `level`. NaN bounds when fewer than half the
+ * replicates are finite (a metric undefined on most resamples has no interval worth printing).
+ */
+export function percentileInterval(values: ArrayLike<number>, level = 0.95): Interval {
+  const s = finiteSorted(values);
+  if (s.length < Math.max(2, values.length / 2)) return { lo: Number.NaN, hi: Number.NaN };
+  const a = (1 - level) / 2;
+  return { lo: quantile(s, a), hi: quantile(s, 1 - a) };
+}
+
+/** Standard deviation (n − 1) of the finite values. */
+export function sd(values: ArrayLike<number>): number {
+  const s = finiteSorted(values);
+  if (s.length < 2) return Number.NaN;
+  let m = 0;
+  for (const v of s) m += v;
+  m /= s.length;
+  let q = 0;
+  for (const v of s) q += (v - m) ** 2;
+  return Math.sqrt(q / (s.length - 1));
+}
+
+/**
+ * Two-sided bootstrap p-value of "Δ = 0" from replicates of Δ: twice the smaller tail mass beyond 0, with the
+ * +1 correction of Davison & Hinkley (1997, eq. 4.11) so that p is never 0 with finitely many replicates. A Δ
+ * whose every replicate is exactly 0 (identical cells) has p = 1.
+ */
+export function bootstrapP(deltas: ArrayLike<number>): number {
+  const s = finiteSorted(deltas);
+  if (s.length === 0) return Number.NaN;
+  let below = 0;
+  let above = 0;
+  for (const v of s) {
+    if (v <= 0) below++;
+    if (v >= 0) above++;
+  }
+  return Math.min(1, (2 * (Math.min(below, above) + 1)) / (s.length + 1));
+}
+
+/**
+ * Holm's step-down adjustment (Holm 1979): the i-th smallest of m p-values is multiplied by m − i + 1, then made
+ * monotone. Controls the family-wise error rate without independence assumptions. NaNs stay NaN and do not count.
+ */
+export function holm(ps: readonly number[]): number[] {
+  const idx = ps.map((p, i) => ({ p, i })).filter((x) => Number.isFinite(x.p));
+  idx.sort((a, b) => a.p - b.p);
+  const m = idx.length;
+  const out = ps.map(() => Number.NaN);
+  let running = 0;
+  idx.forEach((x, k) => {
+    running = Math.max(running, Math.min(1, (m - k) * x.p));
+    out[x.i] = running;
+  });
+  return out;
+}
+
+/**
+ * Samples per cell that would resolve a difference `target` (two-sided level 0.05, power 0.8) given the Δ's
+ * bootstrap standard deviation `sdAtN` at `n` samples per cell: SE scales as 1/√n, so
+ * n' = n · ((z_{0.975} + z_{0.8}) · sd / target)² (the usual normal-approximation sample-size formula).
+ */
+export function samplesNeeded(sdAtN: number, n: number, target: number): number {
+  if (!(target > 0)) throw new Error(`samples needed: target Δ must be > 0, got ${target}`);
+  if (!Number.isFinite(sdAtN) || !(n > 0)) return Number.NaN;
+  const z = 1.959964 + 0.841621;
+  return Math.ceil(n * ((z * sdAtN) / target) ** 2);
+}
