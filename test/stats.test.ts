@@ -49,7 +49,7 @@ function gaussianRows(rng: Rng, n: number, d: number, mean = 0, scale = 1): numb
 const f32 = (rows: number[][]) => Float32Array.from(rows.flat());
 
 describe("stats: linear algebra", () => {
-  it("QL eigenvalues equal Jacobi's on a random symmetric matrix", (t) => {
+  it("QL eigenvalues equal Jacobi's on a random symmetric matrix", () => {
     const rng = new Rng(3);
     const n = 17;
     const a = new Float64Array(n * n);
@@ -64,7 +64,7 @@ describe("stats: linear algebra", () => {
     ql.forEach((v, i) => close(v, jac[i]!, 1e-10, `eigenvalue ${i}`));
   });
 
-  it("pivoted Cholesky factors a singular PSD matrix (rank < d)", (t) => {
+  it("pivoted Cholesky factors a singular PSD matrix (rank < d)", () => {
     const rng = new Rng(4);
     const d = 6;
     const x = gaussianRows(rng, 3, d); // 3 vectors: rank ≤ 3
@@ -120,7 +120,7 @@ describe("stats: KID", () => {
     close(u, fx.mmd_u_xz, 1e-5, "weighted U-statistic at unit weights vs numpy (float32 features)");
   });
 
-  it("subsets give a mean near the whole-set value and a positive std", (t) => {
+  it("subsets give a mean near the whole-set value and a positive std", () => {
     const rng = new Rng(6);
     const x = gaussianRows(rng, 40, 4, 0.5);
     const y = gaussianRows(rng, 40, 4);
@@ -131,7 +131,7 @@ describe("stats: KID", () => {
 });
 
 describe("stats: estimators at unit weights are the metrics", () => {
-  it("IS, mean and precision/recall", (t) => {
+  it("IS, mean and precision/recall", () => {
     const rng = new Rng(7);
     const probs = Array.from({ length: 30 }, () => {
       const v = Array.from({ length: 5 }, () => Math.exp(2 * rng.normal()));
@@ -145,7 +145,7 @@ describe("stats: estimators at unit weights are the metrics", () => {
     close(new MeanSeries(vals, groups, 6).at(ones), vals.reduce((a, b) => a + b, 0) / 30, 1e-12, "mean");
   });
 
-  it("runStats reproduces FD, KID, precision, recall and accuracy of a cell", (t) => {
+  it("runStats reproduces FD, KID, precision, recall and accuracy of a cell", () => {
     const rng = new Rng(8);
     const ids = Array.from({ length: 24 }, (_, i) => `p${i % 6}`);
     const gen = gaussianRows(rng, 24, 8, 0.3);
@@ -180,7 +180,7 @@ describe("stats: estimators at unit weights are the metrics", () => {
 });
 
 describe("stats: paired bootstrap", () => {
-  it("uses the same draws for every cell; identical cells differ by exactly 0 with p = 1", (t) => {
+  it("uses the same draws for every cell; identical cells differ by exactly 0 with p = 1", () => {
     const rng = new Rng(9);
     const ids = Array.from({ length: 30 }, (_, i) => `p${i % 10}`);
     const obs: CellObservations = {
