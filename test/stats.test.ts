@@ -61,7 +61,9 @@ describe("stats: linear algebra", () => {
       }
     const ql = [...symmetricEigenvalues(a, n)].sort((x, y) => x - y);
     const jac = [...symmetricEigen(matrix(n, a)).values].sort((x, y) => x - y);
-    ql.forEach((v, i) => close(v, jac[i]!, 1e-10, `eigenvalue ${i}`));
+    ql.forEach((v, i) => {
+      close(v, jac[i]!, 1e-10, `eigenvalue ${i}`);
+    });
   });
 
   it("pivoted Cholesky factors a singular PSD matrix (rank < d)", () => {
