@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { buildReport, CSV_COLUMNS, readRun, reportView } from "../src/report/index.ts";
+import { runIntervals } from "../src/report/intervals.ts";
 import { writeSyntheticRun } from "../src/report/synthetic.ts";
 
 /** RFC 4180: quoted fields may hold commas, quotes (doubled) and newlines. */
@@ -58,14 +59,14 @@ describe("report", () => {
         "scale",
         "steps",
         "sampler",
-        "clip_score",
-        "clip_score_clamped",
-        "fid",
-        "precision",
-        "recall",
-        "is",
-        "diversity_clip",
-        "accuracy",
+        "n",
+        ...["clip_score", "clip_score_torchmetrics"].flatMap((k) => [k, `${k}_lo`, `${k}_hi`]),
+        ...["fd", "kid"].flatMap((k) => [k, `${k}_lo`, `${k}_hi`, `${k}_floor`]),
+        ...["precision", "recall", "is", "diversity_clip", "accuracy"].flatMap((k) => [
+          k,
+          `${k}_lo`,
+          `${k}_hi`,
+        ]),
         "nfe",
         "seconds_per_image",
       ],
@@ -87,7 +88,19 @@ describe("report", () => {
     for (const r of body) {
       const rec = records.find((x) => x.cellId === r[col("cell_id")]);
       assert.ok(rec, `row ${r[0]} matches a record`);
-      assert.equal(Number(r[col("fid")]), rec.metrics.fid, `fid of ${rec.cellId} round-trips exactly`);
+      assert.equal(Number(r[col("fd")]), rec.metrics.fd, `fd of ${rec.cellId} round-trips exactly`);
+      assert.equal(r[col("n")], "36", "n: the cell's samples");
+      const lo = Number(r[col("accuracy_lo")]);
+      const hi = Number(r[col("accuracy_hi")]);
+      const acc = Number(r[col("accuracy")]);
+      assert.ok(
+        lo <= acc && acc <= hi && hi - lo > 0.05,
+        `accuracy ${acc} inside its interval [${lo}, ${hi}]`,
+      );
+      assert.ok(
+        Number(r[col("fd_lo")]) >= 0 && Number(r[col("fd_hi")]) > Number(r[col("fd_lo")]),
+        "FD interval",
+      );
       assert.equal(Number(r[col("nfe")]), rec.nfe, `nfe of ${rec.cellId}`);
       assert.equal(Number(r[col("steps")]), rec.steps, `steps of ${rec.cellId}`);
     }
@@ -98,10 +111,11 @@ describe("report", () => {
   });
 
   it("draws one trade-off curve per strategy variant with points labelled by scale", () => {
-    const view = reportView(readRun(dir));
+    const run = readRun(dir);
+    const view = reportView(run, runIntervals(run));
     assert.deepEqual(
       view.tradeoffs.map((c) => c.title),
-      ["Precision vs recall", "IS vs FID", "CLIP score vs FID"],
+      ["Precision vs recall", "IS vs FD", "CLIP score vs FD"],
       "the three Fig. 6 panels",
     );
     const pr = view.tradeoffs[0]!;
@@ -127,6 +141,20 @@ describe("report", () => {
       view.vsScale.some((c) => c.title === "NFE per image"),
       "cost plotted against scale",
     );
+    assert.ok(
+      view.tradeoffs.every((c) => c.traces.every((t) => t.yLo && t.yHi && t.xLo && t.xHi)),
+      "every trade-off point carries x and y intervals",
+    );
+    assert.equal(view.tradeoffs[1]!.xTitle, "FD, synthetic 8-d", "FD's axis names its feature space");
+  });
+
+  it("writes the CSVW metadata sidecar with the feature space, bootstrap and floor", () => {
+    const meta = JSON.parse(readFileSync(join(dir, "results.csv-metadata.json"), "utf8"));
+    assert.equal(meta["guidance-lab:featureSpace"], "synthetic 8-d");
+    assert.equal(meta["guidance-lab:bootstrap"].b, 200, "B from the run's config");
+    assert.ok(meta["guidance-lab:floor"].fd.value > 0, "real-vs-real FD floor");
+    const fd = meta.tableSchema.columns.find((c: { name: string }) => c.name === "fd");
+    assert.match(fd["dc:description"], /synthetic 8-d/);
   });
 
   it("embeds data safely and references images relatively", () => {
@@ -168,7 +196,7 @@ describe("report", () => {
       assert.ok(html.includes("No finished cells yet."), "the page says why it is empty");
       assert.equal(
         readFileSync(built.csvPath, "utf8").trim(),
-        "cell_id,strategy,scale,steps,sampler,nfe,seconds_per_image",
+        "cell_id,strategy,scale,steps,sampler,n,nfe,seconds_per_image",
         "header only",
       );
     } finally {

@@ -15,6 +15,7 @@ import { flatten } from "../src/metrics/observations.ts";
 import { precisionRecall } from "../src/metrics/precision-recall.ts";
 import { wilsonInterval } from "../src/metrics/prompt-accuracy.ts";
 import {
+  basicInterval,
   bootstrapP,
   bootstrapPlan,
   holm,
@@ -171,13 +172,16 @@ describe("stats: estimators at unit weights are the metrics", () => {
       wilsonInterval(c, 24),
       "Wilson interval for accuracy",
     );
-    for (const key of ["fd", "kid", "precision", "recall"]) {
+    for (const key of ["kid", "precision", "recall"]) {
       const m = st[key]!;
+      assert.equal(m.method, "percentile");
       assert.ok(
         m.lo <= m.value + 1e-12 && m.value - 1e-12 <= m.hi + 0.05,
         `${key}: ${m.lo} ≤ ${m.value} ≤ ${m.hi}`,
       );
     }
+    assert.equal(st.fd!.method, "basic", "FD's small-N bias: the basic interval");
+    assert.ok(0 <= st.fd!.lo && st.fd!.lo < st.fd!.hi, "FD's interval is non-negative and has width");
   });
 });
 
@@ -312,11 +316,9 @@ describe("stats: calibration on synthetic data with a known truth (200 repeats)"
     for (let t = 0; t < REPEATS; t++) {
       const gen = new MomentSums(draw(rng, delta, 1), d, groups, G);
       const real = new MomentSums(draw(rng, 0, s), d, groups, G);
-      const reps = Float64Array.from({ length: B }, (_, r) => {
-        const w = replicate(plan, r);
-        return frechet(factor(real.gaussian(w)), gen.gaussian(w));
-      });
-      const iv = percentileInterval(reps);
+      const fd = (w: ArrayLike<number>) => frechet(factor(real.gaussian(w)), gen.gaussian(w));
+      const reps = Float64Array.from({ length: B }, (_, r) => fd(replicate(plan, r)));
+      const iv = basicInterval(reps, fd(new Array(G).fill(1)));
       if (iv.lo <= truth && truth <= iv.hi) hits++;
     }
     inBand(coverage(hits), "FD", t);
@@ -328,6 +330,33 @@ describe("stats: calibration on synthetic data with a known truth (200 repeats)"
     const by = gaussianRows(big, 1500, d, 0, s);
     const truth = kernelTruth(delta, 1, delta, 1) + kernelTruth(0, s, 0, s) - 2 * kernelTruth(delta, 1, 0, s);
     assert.ok(Math.abs(mmd2Unbiased(bx, by) - truth) < 0.1 * truth, `${mmd2Unbiased(bx, by)} vs ${truth}`);
+  });
+
+  it("FD at small N (8-d, 80 samples): the basic interval covers, the percentile interval does not", (t) => {
+    const dd = 8;
+    const gg = 20;
+    const pp = 4;
+    const nn = gg * pp;
+    const gs = Int32Array.from({ length: nn }, (_, i) => Math.floor(i / pp));
+    const truth = delta * delta * dd + dd * (1 - s) ** 2;
+    const rng = new Rng(15);
+    const plan = bootstrapPlan(gg, B, 4);
+    const ones = new Array(gg).fill(1);
+    let basic = 0;
+    let percentile = 0;
+    for (let r = 0; r < REPEATS; r++) {
+      const gen = new MomentSums(f32(gaussianRows(rng, nn, dd, delta, 1)), dd, gs, gg);
+      const real = new MomentSums(f32(gaussianRows(rng, nn, dd, 0, s)), dd, gs, gg);
+      const fd = (w: ArrayLike<number>) => frechet(factor(real.gaussian(w)), gen.gaussian(w));
+      const reps = Float64Array.from({ length: B }, (_, k) => fd(replicate(plan, k)));
+      const b = basicInterval(reps, fd(ones));
+      const p = percentileInterval(reps);
+      if (b.lo <= truth && truth <= b.hi) basic++;
+      if (p.lo <= truth && truth <= p.hi) percentile++;
+    }
+    t.diagnostic(`small-N FD: percentile interval covered ${(100 * coverage(percentile)).toFixed(1)}%`);
+    inBand(coverage(basic), "FD, basic interval, N = 80 in 8-d", t);
+    assert.ok(coverage(percentile) < 0.8, "the percentile interval of a biased statistic misses its truth");
   });
 
   it("KID of known Gaussians", (t) => {

@@ -380,6 +380,38 @@ async function main(): Promise<void> {
       },
     )
     .command(
+      "compare <dir>",
+      "Paired differences between cells (Δ, 95% CI, p with Holm) and strategies at matched diversity; writes compare.csv",
+      (y) =>
+        y
+          .positional("dir", { type: "string", demandOption: true, describe: "run folder" })
+          .option("pairs", {
+            type: "array",
+            string: true,
+            describe:
+              "CELL_A:CELL_B pairs (default: each strategy's best cell vs the others' and the conditional model)",
+          })
+          .option("target-delta", {
+            type: "array",
+            string: true,
+            describe:
+              "METRIC=Δ: samples per cell that would resolve Δ (level 0.05, power 0.8), e.g. fd=0.005",
+          })
+          .option("b", {
+            type: "number",
+            describe: "bootstrap replicates (default: the run config's bootstrap.b)",
+          }),
+      async (argv) => {
+        const { compareRunFolder, formatCompare } = await import("../compare/index.ts");
+        const { result, csvPath } = compareRunFolder(argv.dir, {
+          ...(argv.pairs ? { pairs: argv.pairs } : {}),
+          ...(argv["target-delta"] ? { targets: argv["target-delta"] } : {}),
+          ...(argv.b !== undefined ? { b: argv.b } : {}),
+        });
+        process.stdout.write(`${formatCompare(result)}${csvPath}\n`);
+      },
+    )
+    .command(
       "start",
       "Run the main job on the embedded default (the quickstart sweep)",
       (y) => y,

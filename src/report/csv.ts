@@ -4,6 +4,7 @@
 import { writeFileSync } from "node:fs";
 import { stringify } from "csv-stringify/sync";
 import { METRICS } from "../metrics/index.ts";
+import type { RunIntervals } from "./intervals.ts";
 import type { CellRecord, RunData } from "./run-folder.ts";
 
 export interface ColumnDoc {
@@ -27,10 +28,21 @@ export const CSV_COLUMNS: readonly ColumnDoc[] = [
   },
   { column: "steps", description: "sampling steps" },
   { column: "sampler", description: "sampler (e.g. ddpm, ddim)" },
+  { column: "n", description: "samples in the cell (from its observations, else its grid)" },
   {
     column: "<metric>",
     description:
       "each metric key any cell recorded (see the metric registry, src/metrics/index.ts); empty where a cell lacks it or it was NaN",
+  },
+  {
+    column: "<metric>_lo, <metric>_hi",
+    description:
+      "95% interval of the metric beside it: Wilson for accuracies, else the paired prompt bootstrap (src/stats); empty for cells without observations",
+  },
+  {
+    column: "fd_floor, kid_floor",
+    description:
+      "the run's real-vs-real FD and KID at its own N (a second real set against the first): what a perfect sampler would score",
   },
   { column: "nfe", description: "network evaluations per image (CFG counts 2 per step)" },
   { column: "seconds_per_image", description: "sampling wall-clock seconds per image" },
@@ -68,8 +80,23 @@ export function paramKeys(records: readonly CellRecord[]): string[] {
   return [...seen].sort();
 }
 
+/** Metric keys with an interval in some cell. */
+function intervalKeys(stats: RunIntervals | undefined): Set<string> {
+  return new Set(stats?.cells.flatMap((c) => Object.keys(c.stats)) ?? []);
+}
+
+/** Each metric column, followed by its interval and (FD, KID) the run's floor. */
+function metricColumns(records: readonly CellRecord[], stats: RunIntervals | undefined): string[] {
+  const withIv = intervalKeys(stats);
+  return metricKeys(records).flatMap((k) => [
+    k,
+    ...(withIv.has(k) ? [`${k}_lo`, `${k}_hi`] : []),
+    ...(stats?.floor?.stats[k] ? [`${k}_floor`] : []),
+  ]);
+}
+
 /** The actual header of results.csv for these cells. */
-export function csvColumns(records: readonly CellRecord[]): string[] {
+export function csvColumns(records: readonly CellRecord[], stats?: RunIntervals): string[] {
   return [
     "cell_id",
     "strategy",
@@ -77,7 +104,8 @@ export function csvColumns(records: readonly CellRecord[]): string[] {
     "scale",
     "steps",
     "sampler",
-    ...metricKeys(records),
+    "n",
+    ...metricColumns(records, stats),
     ...FIXED_TAIL,
   ];
 }
@@ -90,11 +118,19 @@ function cellValue(v: unknown): string | number {
   return JSON.stringify(v);
 }
 
-export function resultsRows(records: readonly CellRecord[]): (string | number)[][] {
+export function resultsRows(records: readonly CellRecord[], stats?: RunIntervals): (string | number)[][] {
   const params = paramKeys(records);
-  const metrics = metricKeys(records);
+  const metrics = metricColumns(records, stats);
   return records.map((r) => {
     const flat = flattenParams(r.strategyParams);
+    const cs = stats?.byId.get(r.cellId);
+    const value = (col: string): unknown => {
+      if (col in r.metrics) return r.metrics[col];
+      const m = /^(.*)_(lo|hi|floor)$/.exec(col);
+      if (!m) return undefined;
+      if (m[2] === "floor") return stats?.floor?.stats[m[1]!]?.value;
+      return cs?.stats[m[1]!]?.[m[2] as "lo" | "hi"];
+    };
     return [
       r.cellId,
       r.strategy,
@@ -102,18 +138,75 @@ export function resultsRows(records: readonly CellRecord[]): (string | number)[]
       r.scale,
       r.steps,
       r.sampler,
-      ...metrics.map((k) => cellValue(r.metrics[k])),
+      cellValue(cs?.n ?? r.grid?.n),
+      ...metrics.map((k) => cellValue(value(k))),
       cellValue(r.nfe),
       cellValue(r.secondsPerImage),
     ];
   });
 }
 
-export function resultsCsv(run: RunData): string {
+export function resultsCsv(run: RunData, stats?: RunIntervals): string {
   const records = run.cells.map((c) => c.record);
-  return stringify([csvColumns(records), ...resultsRows(records)]);
+  return stringify([csvColumns(records, stats), ...resultsRows(records, stats)]);
 }
 
-export function writeResultsCsv(run: RunData, path: string): void {
-  writeFileSync(path, resultsCsv(run));
+/**
+ * results.csv-metadata.json: the W3C "CSV on the Web" sidecar (CSVW, found by appending -metadata.json to the CSV's
+ * name) naming each column's meaning, with the feature space the distribution metrics were computed in, the
+ * bootstrap's B and seed, and the real-vs-real floor with its interval.
+ */
+export function resultsMetadata(run: RunData, stats?: RunIntervals): Record<string, unknown> {
+  const records = run.cells.map((c) => c.record);
+  const describe = (col: string): string => {
+    const m = /^(.*)_(lo|hi|floor)$/.exec(col);
+    const base = m && !describeMetricKeyOrFixed(col) ? m[1]! : col;
+    const d = describeMetricKeyOrFixed(base) ?? "";
+    const space =
+      ["fd", "kid", "precision", "recall"].includes(base) && stats?.featureSpace
+        ? ` (features: ${stats.featureSpace})`
+        : "";
+    if (m && base !== col) {
+      if (m[2] === "floor") return `real-vs-real ${base} at the run's N${space}`;
+      return `${m[2] === "lo" ? "lower" : "upper"} end of the 95% interval of ${base}${space}`;
+    }
+    return `${d}${space}`;
+  };
+  return {
+    "@context": "http://www.w3.org/ns/csvw",
+    url: "results.csv",
+    "dc:description": "one row per finished cell of a guidance-lab sweep (src/report/README.md)",
+    tableSchema: {
+      columns: csvColumns(records, stats).map((name) => ({
+        name,
+        titles: name,
+        "dc:description": describe(name),
+      })),
+    },
+    ...(stats
+      ? {
+          "guidance-lab:featureSpace": stats.featureSpace ?? null,
+          "guidance-lab:bootstrap": {
+            b: stats.b,
+            seed: stats.seed,
+            groups: stats.groups.length,
+            level: 0.95,
+          },
+          "guidance-lab:floor": stats.floor ? { n: stats.floor.n, ...stats.floor.stats } : null,
+        }
+      : {}),
+  };
+}
+
+function describeMetricKeyOrFixed(col: string): string | undefined {
+  for (const m of Object.values(METRICS)) {
+    const o = m.outputs.find((x) => x.key === col);
+    if (o) return o.description;
+  }
+  return CSV_COLUMNS.find((c) => c.column === col)?.description;
+}
+
+export function writeResultsCsv(run: RunData, path: string, stats?: RunIntervals): void {
+  writeFileSync(path, resultsCsv(run, stats));
+  writeFileSync(`${path}-metadata.json`, `${JSON.stringify(resultsMetadata(run, stats), null, 2)}\n`);
 }

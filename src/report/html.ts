@@ -5,8 +5,10 @@
 import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, join } from "node:path";
+import { type CompareResult, compareRun, frontierSentence } from "../compare/index.ts";
 import { describeMetricKey } from "../metrics/index.ts";
 import { CSV_COLUMNS, csvColumns, flattenParams, metricKeys, resultsRows } from "./csv.ts";
+import type { RunIntervals } from "./intervals.ts";
 import type { CellRecord, RunCell, RunData } from "./run-folder.ts";
 
 export interface ChartTrace {
@@ -18,6 +20,15 @@ export interface ChartTrace {
   cellIds: string[];
   color: string;
   dash: string;
+  /** 95% interval of each y (and of each x on trade-off plots); null where a point has none. */
+  yLo?: (number | null)[];
+  yHi?: (number | null)[];
+  xLo?: (number | null)[];
+  xHi?: (number | null)[];
+  /** Samples behind each point. */
+  n?: (number | null)[];
+  /** Draw the interval as a shaded band rather than error bars (frontiers). */
+  band?: boolean;
 }
 
 export interface ChartSpec {
@@ -33,17 +44,19 @@ export interface ChartSpec {
 export interface ReportView {
   title: string;
   tradeoffs: ChartSpec[];
+  /** Fidelity at matched diversity, one chart per (diversity, fidelity) pair (src/stats/frontier.ts). */
+  frontiers: ChartSpec[];
   vsScale: ChartSpec[];
   vsSteps: ChartSpec[];
   /** Why a section or chart is absent (missing metrics, a single step count, ...). */
-  notes: { tradeoffs: string[]; vsScale: string[]; vsSteps: string[] };
+  notes: { tradeoffs: string[]; vsScale: string[]; vsSteps: string[]; frontiers: string[] };
 }
 
 /** The three panels of GLIDE's Fig. 6, named y vs x. */
 export const TRADEOFFS = [
   { id: "pr", title: "Precision vs recall", y: "precision", x: "recall" },
-  { id: "is-fid", title: "IS vs FID", y: "is", x: "fid" },
-  { id: "clip-fid", title: "CLIP score vs FID", y: "clip_score", x: "fid" },
+  { id: "is-fd", title: "IS vs FD", y: "is", x: "fd" },
+  { id: "clip-fd", title: "CLIP score vs FD", y: "clip_score", x: "fd" },
 ] as const;
 
 // Colour-blind-safe (Okabe–Ito, then Tableau): one colour per strategy variant across every chart.
@@ -70,6 +83,8 @@ const SVG_DASH: Record<string, string> = {
   longdashdot: "10,4,2,4",
 };
 
+const nullIfNaN = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? null : v);
+
 /** Shortest readable number: 3, 0.25, 1.2e-5. */
 export function fmt(v: number | null | undefined): string {
   if (v === null || v === undefined || !Number.isFinite(v)) return "—";
@@ -87,16 +102,29 @@ function metricValue(r: CellRecord, key: string): number | null {
 }
 
 const AXIS_NAMES: Record<string, string> = {
-  precision: "Precision",
-  recall: "Recall",
-  is: "Inception score",
-  fid: "FID",
-  clip_score: "CLIP score",
+  precision: "Precision (fraction in the real manifold)",
+  recall: "Recall (fraction of real covered)",
+  is: "Inception score (classifier, 24 classes)",
+  fd: "FD",
+  kid: "KID (MMD², cubic kernel)",
+  kid_std: "KID subset std",
+  clip_score: "CLIP score (100·cos, eval CLIP)",
+  clip_score_torchmetrics: "CLIPScore, torchmetrics (max(mean, 0))",
+  clip_score_guidance: "CLIP score (100·cos, guidance CLIP)",
+  clip_score_guidance_torchmetrics: "CLIPScore, torchmetrics, guidance CLIP",
+  accuracy: "Accuracy (oracle, fraction correct)",
+  diversity_clip: "Diversity (1 − cos within prompt, eval CLIP)",
+  diversity_pixel: "Diversity (RMS pixel difference within prompt)",
   nfe: "NFE per image",
   seconds_per_image: "seconds per image",
 };
 
-export function metricLabel(key: string): string {
+/** Human label of a metric key; FD and KID name their feature space when the run says (e.g. "FD, eval-CLIP 64-d"). */
+export function metricLabel(key: string, featureSpace?: string): string {
+  if ((key === "fd" || key === "kid") && featureSpace)
+    return `${key === "fd" ? "FD" : "KID"}, ${featureSpace}`;
+  const m = /^accuracy_(attr|suite)_(.+)$/.exec(key);
+  if (m) return `Accuracy, ${m[1] === "attr" ? "attribute" : "suite"} ${m[2]}`;
   return AXIS_NAMES[key] ?? key;
 }
 
@@ -156,6 +184,7 @@ function curves(
   x: (r: CellRecord) => number | null,
   y: (r: CellRecord) => number | null,
   text: (r: CellRecord) => string,
+  iv?: Intervals,
 ): ChartTrace[] {
   const groups = new Map<string, CellRecord[]>();
   for (const r of records) groups.set(key(r), [...(groups.get(key(r)) ?? []), r]);
@@ -164,7 +193,7 @@ function curves(
     const pts = rs.filter((r) => x(r) !== null && y(r) !== null).sort((a, b) => order(a) - order(b));
     if (pts.length === 0) continue;
     const first = pts[0]!;
-    traces.push({
+    const trace: ChartTrace = {
       name: name(first),
       x: pts.map(x),
       y: pts.map(y),
@@ -172,14 +201,43 @@ function curves(
       cellIds: pts.map((r) => r.cellId),
       color: g.colourOf(g.variant.get(first)!),
       dash: dashOf(first),
-    });
+    };
+    if (iv?.y) {
+      trace.yLo = pts.map((r) => iv.y!(r)?.lo ?? null);
+      trace.yHi = pts.map((r) => iv.y!(r)?.hi ?? null);
+      trace.n = pts.map((r) => iv.y!(r)?.n ?? null);
+    }
+    if (iv?.x) {
+      trace.xLo = pts.map((r) => iv.x!(r)?.lo ?? null);
+      trace.xHi = pts.map((r) => iv.x!(r)?.hi ?? null);
+    }
+    traces.push(trace);
   }
   return traces;
 }
 
-export function reportView(run: RunData): ReportView {
+type IntervalOf = (r: CellRecord) => { lo: number; hi: number; n: number } | undefined;
+interface Intervals {
+  x?: IntervalOf;
+  y?: IntervalOf;
+}
+
+/** A metric is worth a chart when some cell has it and not every cell has the same value. */
+function varies(records: readonly CellRecord[], key: string): boolean {
+  const vals = new Set(records.map((r) => metricValue(r, key)).filter((v) => v !== null));
+  return vals.size > 1;
+}
+
+export function reportView(run: RunData, stats?: RunIntervals, compare?: CompareResult): ReportView {
   const records = run.cells.map((c) => c.record);
   const g = grouping(records);
+  const ivOf =
+    (key: string): IntervalOf =>
+    (r) => {
+      const s = stats?.byId.get(r.cellId)?.stats[key];
+      return s && Number.isFinite(s.lo) && Number.isFinite(s.hi) ? s : undefined;
+    };
+  const label = (key: string) => metricLabel(key, stats?.featureSpace);
   // The longest (usually the main) step count draws solid; shorter ones dashed.
   const stepsDesc = [...g.stepsValues].reverse();
   const dashBySteps = (r: CellRecord) => DASHES[stepsDesc.indexOf(r.steps) % DASHES.length]!;
@@ -193,8 +251,9 @@ export function reportView(run: RunData): ReportView {
     x: (r: CellRecord) => number | null,
     y: (r: CellRecord) => number | null,
     text: (r: CellRecord) => string,
-  ) => curves(records, g, scaleCurveKey, scaleCurveName, (r) => r.scale, dashBySteps, x, y, text);
-  const notes: ReportView["notes"] = { tradeoffs: [], vsScale: [], vsSteps: [] };
+    iv?: Intervals,
+  ) => curves(records, g, scaleCurveKey, scaleCurveName, (r) => r.scale, dashBySteps, x, y, text, iv);
+  const notes: ReportView["notes"] = { tradeoffs: [], vsScale: [], vsSteps: [], frontiers: [] };
 
   const tradeoffs: ChartSpec[] = [];
   for (const t of TRADEOFFS) {
@@ -202,6 +261,7 @@ export function reportView(run: RunData): ReportView {
       (r) => metricValue(r, t.x),
       (r) => metricValue(r, t.y),
       (r) => `s=${fmt(r.scale)}`,
+      { x: ivOf(t.x), y: ivOf(t.y) },
     );
     if (traces.length === 0) {
       notes.tradeoffs.push(`${t.title}: no cell recorded both '${t.y}' and '${t.x}'.`);
@@ -210,14 +270,53 @@ export function reportView(run: RunData): ReportView {
     tradeoffs.push({
       id: `tradeoff-${t.id}`,
       title: t.title,
-      xTitle: metricLabel(t.x),
-      yTitle: metricLabel(t.y),
+      xTitle: label(t.x),
+      yTitle: label(t.y),
       labels: true,
       traces,
     });
   }
 
-  const keys = [...metricKeys(records), "nfe", "seconds_per_image"];
+  const frontiers: ChartSpec[] = [];
+  if (!compare)
+    notes.frontiers.push(
+      "No cell has observations (cells/<id>/observations.json): no intervals or frontiers.",
+    );
+  else if (compare.frontiers.length === 0)
+    notes.frontiers.push(
+      "No two strategies share a range of recall or CLIP diversity (or fewer than two curves).",
+    );
+  for (const fr of compare?.frontiers ?? []) {
+    const colour = (name: string) => {
+      const rec = compare!.curves.find((c) => c.name === name)?.cells[0];
+      const r = records.find((x) => x.cellId === rec);
+      return r ? g.colourOf(g.variant.get(r)!) : COLOURS[0]!;
+    };
+    const names = fr.levels[0]!.values.map((v) => v.name);
+    frontiers.push({
+      id: `frontier-${fr.yKey}-${fr.xKey}`.replace(/[^A-Za-z0-9_-]/g, "_"),
+      title: `${label(fr.yKey)} at matched ${fr.xKey === "recall" ? "recall" : "diversity"}`,
+      xTitle: label(fr.xKey),
+      yTitle: label(fr.yKey),
+      labels: false,
+      traces: names.map((name, i) => ({
+        name,
+        x: fr.levels.map((l) => l.level),
+        y: fr.levels.map((l) => nullIfNaN(l.values[i]!.value)),
+        yLo: fr.levels.map((l) => nullIfNaN(l.values[i]!.lo)),
+        yHi: fr.levels.map((l) => nullIfNaN(l.values[i]!.hi)),
+        text: fr.levels.map((l) =>
+          l.best === name ? (l.resolved ? "best (resolved)" : "best (unresolved)") : "",
+        ),
+        cellIds: fr.levels.map(() => name),
+        color: colour(name),
+        dash: "solid",
+        band: true,
+      })),
+    });
+  }
+
+  const keys = [...metricKeys(records), "nfe", "seconds_per_image"].filter((k) => varies(records, k));
   const vsScale: ChartSpec[] = [];
   const vsSteps: ChartSpec[] = [];
   if (records.length === 0) {
@@ -230,7 +329,7 @@ export function reportView(run: RunData): ReportView {
   /** A metric against scale or steps, added only when it has a trace. */
   const metricChart = (into: ChartSpec[], id: string, xTitle: string, key: string, traces: ChartTrace[]) => {
     if (traces.length) {
-      into.push({ id, title: metricLabel(key), xTitle, yTitle: metricLabel(key), labels: false, traces });
+      into.push({ id, title: label(key), xTitle, yTitle: label(key), labels: false, traces });
     }
   };
   keys.forEach((key, i) => {
@@ -240,6 +339,7 @@ export function reportView(run: RunData): ReportView {
         (r) => r.scale,
         y,
         (r) => r.cellId,
+        { y: ivOf(key) },
       );
       metricChart(vsScale, `scale-${i}`, "guidance scale", key, traces);
     }
@@ -257,11 +357,12 @@ export function reportView(run: RunData): ReportView {
         (r) => r.steps,
         y,
         (r) => r.cellId,
+        { y: ivOf(key) },
       );
       metricChart(vsSteps, `steps-${i}`, "sampling steps", key, traces);
     }
   });
-  return { title: `Guidance sweep: ${basename(run.dir)}`, tradeoffs, vsScale, vsSteps, notes };
+  return { title: `Guidance sweep: ${basename(run.dir)}`, tradeoffs, frontiers, vsScale, vsSteps, notes };
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -363,10 +464,10 @@ function gridsHtml(run: RunData, g: Grouping): string {
   return out.join("\n");
 }
 
-function resultsTableHtml(run: RunData): string {
+function resultsTableHtml(run: RunData, stats?: RunIntervals): string {
   const records = run.cells.map((c) => c.record);
-  const header = csvColumns(records);
-  const rows = resultsRows(records);
+  const header = csvColumns(records, stats);
+  const rows = resultsRows(records, stats);
   const better = (col: string) => describeMetricKey(col)?.better;
   return `<div class="scroll"><table class="results"><thead><tr>${header
     .map((h) => {
@@ -434,16 +535,72 @@ pre { background:var(--bg); border:1px solid var(--line); border-radius:6px; pad
 .error { color:#b00020; font-weight:600; }
 ul.legend { list-style:none; display:flex; flex-wrap:wrap; gap:4px 18px; padding:0; margin:4px 0 12px; font-size:13px; }
 ul.legend li { display:flex; align-items:center; gap:6px; }
+ul.headline { margin:4px 0 12px; padding-left:20px; font-size:14px; }
+ul.sure { font-size:14px; }
+table.compare tr.resolved td { font-weight:600; }
+table.compare tr.unresolved td { color:var(--muted); }
 `;
 
+/** Interval text: "0.12 [0.08, 0.16]". */
+const withIv = (s: { value: number; lo: number; hi: number } | undefined) =>
+  s ? `${fmt(s.value)} [${fmt(s.lo)}, ${fmt(s.hi)}]` : "—";
+
+/** "How sure": N per cell, the bootstrap, the noise floor, and which of the default differences are resolved. */
+function howSureHtml(
+  run: RunData,
+  stats: RunIntervals | undefined,
+  compare: CompareResult | undefined,
+): string {
+  if (!stats) {
+    return `<p class="note">This run has no per-sample observations (written by sweeps since issue 15), so no metric has an interval: read its differences as unresolved.</p>`;
+  }
+  const ns = stats.cells.map((c) => c.n);
+  const nText = Math.min(...ns) === Math.max(...ns) ? `${ns[0]}` : `${Math.min(...ns)}–${Math.max(...ns)}`;
+  const floor = stats.floor
+    ? `<li><b>Noise floor</b> (a second real set against the first, n = ${stats.floor.n}): FD ${withIv(stats.floor.stats.fd)}, KID ${withIv(stats.floor.stats.kid)}${stats.featureSpace ? ` in ${esc(stats.featureSpace)} features` : ""}. A cell's FD or KID within this range of it is as good as real data at this N.</li>`
+    : "";
+  const rows = compare?.rows ?? [];
+  const resolved = rows.filter((r) => r.resolved && r.pHolm < 0.05);
+  const list = resolved
+    .map(
+      (r) =>
+        `<li>${esc(r.a)} vs ${esc(r.b)}: ${esc(r.metric)} Δ ${fmt(r.delta)} [${fmt(r.lo)}, ${fmt(r.hi)}], Holm p ${fmt(r.pHolm)}</li>`,
+    )
+    .join("");
+  return `<ul class="sure">
+<li><b>Samples per cell</b>: ${nText}, over ${stats.groups.length} prompts. Intervals are 95%: Wilson for accuracies; otherwise the percentile interval of ${stats.b} paired prompt-bootstrap replicates (seed ${stats.seed}), the same prompt draws in every cell. With few prompts the bootstrap runs somewhat narrow.</li>
+${floor}
+<li><b>Resolved differences</b> among the ${rows.length} default comparisons (interval excludes 0 and Holm-adjusted p &lt; 0.05): ${resolved.length}${resolved.length ? `<ul>${list}</ul>` : "; every other difference on this page is unresolved."}</li>
+</ul>`;
+}
+
+function compareTableHtml(compare: CompareResult | undefined): string {
+  if (!compare || compare.rows.length === 0)
+    return `<p class="note">No pairs to compare (needs observations and at least one guided cell).</p>`;
+  const head = ["a", "b", "metric", "a", "b", "Δ = a − b", "95% CI", "p", "Holm p", "test", "n", "verdict"];
+  const body = compare.rows
+    .map(
+      (r) =>
+        `<tr class="${r.resolved && r.pHolm < 0.05 ? "resolved" : "unresolved"}"><td>${esc(r.a)}</td><td>${esc(r.b)}</td><td>${esc(r.metric)}</td><td class="num">${fmt(r.valueA)}</td><td class="num">${fmt(r.valueB)}</td><td class="num">${fmt(r.delta)}</td><td class="num">[${fmt(r.lo)}, ${fmt(r.hi)}]</td><td class="num">${fmt(r.p)}</td><td class="num">${fmt(r.pHolm)}</td><td>${r.test}</td><td class="num">${r.nA}/${r.nB}</td><td>${r.resolved && r.pHolm < 0.05 ? "resolved" : "unresolved"}</td></tr>`,
+    )
+    .join("\n");
+  return `<div class="scroll"><table class="results compare"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${body}</tbody></table></div>`;
+}
+
+function headlineHtml(compare: CompareResult | undefined): string {
+  if (!compare?.frontiers.length) return "";
+  return `<ul class="headline">${compare.frontiers.map((f) => `<li>${esc(frontierSentence(f))}</li>`).join("")}</ul>`;
+}
+
 /** The page's HTML; `clientJs` is inlined (see client.js). */
-export function renderHtml(run: RunData, clientJs: string): string {
-  const view = reportView(run);
+export function renderHtml(run: RunData, clientJs: string, stats?: RunIntervals): string {
+  const compare = stats ? compareRun(run, { stats }) : undefined;
+  const view = reportView(run, stats, compare);
   const records = run.cells.map((c) => c.record);
   const g = grouping(records);
   const strategies = [...new Set(records.map((r) => r.strategy))];
   const data = {
-    charts: [...view.tradeoffs, ...view.vsScale, ...view.vsSteps],
+    charts: [...view.frontiers, ...view.tradeoffs, ...view.vsScale, ...view.vsSteps],
   };
   const pending = run.pending.length ? `<span><b>unfinished cells</b> ${run.pending.length}</span>` : "";
   const sectionCharts = (charts: ChartSpec[], cls: string, notes: string[]) =>
@@ -460,12 +617,20 @@ export function renderHtml(run: RunData, clientJs: string): string {
 <header>
 <h1>${esc(view.title)}</h1>
 <div class="meta"><span><b>cells</b> ${run.cells.length}</span>${pending}<span><b>strategies</b> ${esc(strategies.join(", "))}</span>${envSummary(run.env)}</div>
-<nav><a href="#tradeoffs">Trade-offs</a><a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a><a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
+<nav><a href="#tradeoffs">Trade-offs</a><a href="#how-sure">How sure</a><a href="#compare">Comparisons</a><a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a><a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
 </header>
 <main>
 <section id="tradeoffs"><h2>Fidelity–diversity trade-offs (GLIDE Fig. 6)</h2>
-<p class="lead">One curve per strategy, points labelled by guidance scale s. Precision (fidelity) against recall (coverage); Inception score and CLIP score against FID.</p>
+<p class="lead">Guidance scales of different strategies are not commensurate, so strategies are compared where they give the same diversity: fidelity interpolated along each strategy's curve at common levels of recall and CLIP diversity, with 95% bands from the paired prompt bootstrap.</p>
+${headlineHtml(compare)}${sectionCharts(view.frontiers, "big", view.notes.frontiers)}
+<h3>GLIDE's three panels</h3>
+<p class="lead">One curve per strategy, points labelled by guidance scale s, bars the 95% intervals. Precision (fidelity) against recall (coverage); Inception score and CLIP score against FD.</p>
 ${sectionCharts(view.tradeoffs, "big", view.notes.tradeoffs)}</section>
+<section id="how-sure"><h2>How sure</h2>
+${howSureHtml(run, stats, compare)}</section>
+<section id="compare"><h2>Paired comparisons</h2>
+<p class="lead">Each strategy's best cell against the other strategies' best and against the conditional model (<code>guidance-lab compare</code> writes the same as compare.csv, and takes other pairs). Δ's interval is paired (same x_T per sample, same prompt draws per replicate); p is exact McNemar for accuracy, else the bootstrap's; Holm-adjusted over all rows.</p>
+${compareTableHtml(compare)}</section>
 <section id="vs-scale"><h2>Metrics against guidance scale</h2>
 ${sectionCharts(view.vsScale, "small", view.notes.vsScale)}</section>
 <section id="vs-steps"><h2>Metrics against sampling steps</h2>
@@ -475,7 +640,7 @@ ${sectionCharts(view.vsSteps, "small", view.notes.vsSteps)}</section>
 ${gridsHtml(run, g)}</section>
 <section id="results"><h2>Results</h2>
 <p class="lead">Every finished cell (also in <a href="results.csv">results.csv</a>); ↑/↓ mark the better direction.</p>
-${resultsTableHtml(run)}</section>
+${resultsTableHtml(run, stats)}</section>
 <section id="config"><h2>Configuration and environment</h2>
 <details open><summary>config.json</summary><pre>${esc(JSON.stringify(run.config, null, 2))}</pre></details>
 ${run.env ? `<details><summary>env.json</summary><pre>${esc(JSON.stringify(run.env, null, 2))}</pre></details>` : ""}
@@ -498,10 +663,10 @@ export function plotlyBundlePath(): string {
 }
 
 /** Write index.html and plotly.min.js into the run folder; returns the page's path. */
-export function writeHtml(run: RunData): string {
+export function writeHtml(run: RunData, stats?: RunIntervals): string {
   const clientJs = readFileSync(new URL("./client.js", import.meta.url), "utf8");
   const htmlPath = join(run.dir, "index.html");
-  writeFileSync(htmlPath, renderHtml(run, clientJs));
+  writeFileSync(htmlPath, renderHtml(run, clientJs, stats));
   const src = plotlyBundlePath();
   const dst = join(run.dir, "plotly.min.js");
   if (!existsSync(dst) || statSync(dst).size !== statSync(src).size) copyFileSync(src, dst);

@@ -2,6 +2,7 @@
 import { join } from "node:path";
 import { writeResultsCsv } from "./csv.ts";
 import { writeHtml } from "./html.ts";
+import { runIntervals } from "./intervals.ts";
 import { readRun } from "./run-folder.ts";
 
 export { type ColumnDoc, CSV_COLUMNS, csvColumns, resultsCsv } from "./csv.ts";
@@ -20,7 +21,8 @@ export interface BuiltReport {
 export function buildReport(runDir: string): BuiltReport {
   const run = readRun(runDir);
   const csvPath = join(runDir, "results.csv");
-  writeResultsCsv(run, csvPath);
-  const htmlPath = writeHtml(run);
+  const stats = runIntervals(run);
+  writeResultsCsv(run, csvPath, stats);
+  const htmlPath = writeHtml(run, stats);
   return { csvPath, htmlPath, cells: run.cells.length, pending: run.pending.length };
 }

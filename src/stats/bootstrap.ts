@@ -68,6 +68,28 @@ export function percentileInterval(values: ArrayLike<number>, level = 0.95): Int
   return { lo: quantile(s, a), hi: quantile(s, 1 - a) };
 }
 
+/**
+ * Basic (reverse-percentile) interval (Davison & Hinkley 1997, eq. 5.6): [2θ̂ − q_hi, 2θ̂ − q_lo]. For a statistic
+ * biased at small N, such as FD and IS, the bootstrap distribution is shifted from θ̂ by about the bias, and this
+ * interval reflects it back: it covers the population value (FD between the distributions) where the percentile
+ * interval covers the biased estimator's mean instead (FD of N(0.6, I) vs N(0, 1.69 I) in 8-d at N = 80: 96% vs
+ * 30% of 300 repeats; test/stats.test.ts). It may then lie below θ̂.
+ */
+export function basicInterval(values: ArrayLike<number>, estimate: number, level = 0.95): Interval {
+  const p = percentileInterval(values, level);
+  return { lo: 2 * estimate - p.hi, hi: 2 * estimate - p.lo };
+}
+
+/** Interval by method: "basic" for small-N-biased statistics, "percentile" otherwise. */
+export function bootstrapInterval(
+  values: ArrayLike<number>,
+  estimate: number,
+  method: "percentile" | "basic",
+  level = 0.95,
+): Interval {
+  return method === "basic" ? basicInterval(values, estimate, level) : percentileInterval(values, level);
+}
+
 /** Standard deviation (n − 1) of the finite values. */
 export function sd(values: ArrayLike<number>): number {
   const s = finiteSorted(values);

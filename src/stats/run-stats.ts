@@ -8,10 +8,10 @@ import { rows } from "../metrics/observations.ts";
 import { wilsonInterval } from "../metrics/prompt-accuracy.ts";
 import {
   type BootstrapPlan,
+  bootstrapInterval,
   bootstrapPlan,
   DEFAULT_BOOTSTRAP,
   identityWeights,
-  percentileInterval,
   replicate,
 } from "./bootstrap.ts";
 import {
@@ -36,8 +36,18 @@ export interface MetricStat {
   hi: number;
   /** Samples behind the value (real samples for recall). */
   n: number;
-  method: "bootstrap" | "wilson";
+  /** Wilson for accuracies; the bootstrap's basic interval for small-N-biased FD and IS; else its percentile one. */
+  method: "wilson" | "percentile" | "basic";
 }
+
+/** Metrics biased at small N, whose intervals (and differences' intervals) use the basic bootstrap interval. */
+export const BIASED_METRICS: ReadonlySet<string> = new Set(["fd", "is"]);
+
+/** Where the population value cannot go (a distance is ≥ 0, an Inception score ≥ 1): basic intervals are cut there. */
+const FLOOR: Readonly<Record<string, number>> = { fd: 0, is: 1 };
+
+export const intervalMethod = (key: string): "percentile" | "basic" =>
+  BIASED_METRICS.has(key) ? "basic" : "percentile";
 
 export interface CellStats {
   id: string;
@@ -270,8 +280,16 @@ export function runStats(input: RunStatsInput): RunStats {
         const [lo, hi] = wilsonInterval(w[0], w[1]);
         stats[key] = { value, lo, hi, n: w[1], method: "wilson" };
       } else {
-        const iv = percentileInterval(reps[ci]!.get(key)!);
-        stats[key] = { value, lo: iv.lo, hi: iv.hi, n: c.counts.get(key) ?? c.n, method: "bootstrap" };
+        const method = intervalMethod(key);
+        const iv = bootstrapInterval(reps[ci]!.get(key)!, value, method);
+        const floor = FLOOR[key] ?? Number.NEGATIVE_INFINITY;
+        stats[key] = {
+          value,
+          lo: Math.max(floor, iv.lo),
+          hi: Math.max(floor, iv.hi),
+          n: c.counts.get(key) ?? c.n,
+          method,
+        };
       }
     }
     return { stats, reps: Object.fromEntries(reps[ci]!) };

@@ -71,6 +71,17 @@ export const sweepSchema = z
     seed: z.number().int().default(0),
     metrics: z.array(z.enum(METRIC_NAMES as [string, ...string[]])).default([...METRIC_NAMES]),
     batchSize: z.number().int().positive().default(16),
+    /**
+     * The paired prompt bootstrap behind every interval (src/stats): `b` replicates drawn from `seed`, the same
+     * draws in every cell. Changing them changes no sample, only the intervals the report computes.
+     */
+    bootstrap: z
+      .object({
+        b: z.number().int().min(100).max(100_000).default(1000),
+        seed: z.number().int().default(0),
+      })
+      .strict()
+      .default({ b: 1000, seed: 0 }),
     /** Run folder; default runs/<config file name>. The CLI's --out wins. */
     out: z.string().min(1).optional(),
     /**
@@ -114,6 +125,7 @@ export interface SweepConfig {
   seed: number;
   metrics: string[];
   batchSize: number;
+  bootstrap: { b: number; seed: number };
   /** Present when an OpenAI CLIP replaces the zoo's evaluation CLIP (absolute paths). */
   evalClipOpenai?: { weights: string; vocab?: string };
 }
@@ -198,6 +210,7 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
     seed: c.seed,
     metrics: c.metrics,
     batchSize: c.batchSize,
+    bootstrap: c.bootstrap,
     ...(c.evalClipOpenai
       ? {
           evalClipOpenai: {

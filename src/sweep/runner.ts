@@ -25,7 +25,9 @@ import {
   type MetricContext,
   type MetricPrompt,
   openaiClipEmbedder,
+  type ReferenceObservations,
 } from "../metrics/index.ts";
+import { flatten } from "../metrics/observations.ts";
 import type { EvalClip } from "../models/eval-clip.ts";
 import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
@@ -33,6 +35,7 @@ import { defaultGuideThreads, loadZoo, type Zoo } from "../models/zoo.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { readImages } from "../pipelines/sampling.ts";
 import { buildReport } from "../report/index.ts";
+import { writeCellObservations, writeReferenceObservations } from "../report/observations.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
 import { formatDuration, Progress } from "../train/progress.ts";
@@ -190,33 +193,65 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
 }
 
 /**
- * Real images for FD and precision/recall: one rendered scene per sample, meeting that sample's prompt, so the
- * reference has the prompt mix of the samples. Free-text prompts (no world spec) have no real counterpart.
+ * Real images for FD, KID and precision/recall: one rendered scene per sample, meeting that sample's prompt, so the
+ * reference has the prompt mix of the samples. Free-text prompts (no world spec) have no real counterpart. A second,
+ * independent real set of the same size and mix is embedded too: its distance to the first is the noise floor of
+ * FD and KID at the run's own N (src/stats).
  */
-function referenceImages(config: SweepConfig, size: number, ctx: MetricContext): Float32Array[] | undefined {
-  if (!config.metrics.some((m) => m === "fid" || m === "precision_recall")) return undefined;
+function referenceImages(
+  config: SweepConfig,
+  size: number,
+  ctx: MetricContext,
+): { images: Float32Array[]; observations: ReferenceObservations } | undefined {
+  if (!config.metrics.some((m) => m === "fd" || m === "kid" || m === "precision_recall")) return undefined;
   if (!ctx.evalEmbedder) return undefined; // checkMetrics names what is missing
-  const images: Float32Array[] = [];
-  for (const s of samplesOf(config)) {
-    if (!s.prompt.spec) continue;
-    const scene = sceneForSpec(s.prompt.spec, new Rng(hashSeed(config.seed, "real", s.promptIndex, s.index)));
-    images.push(render(scene, size));
-  }
-  if (images.length < 2)
-    throw new Error("sweep: fid/precision_recall need prompts from the world (suites or captions)");
-  ctx.reference = { features: ctx.evalEmbedder.images(images, size) };
-  return images;
+  const render2 = (stream: string) => {
+    const images: Float32Array[] = [];
+    const promptId: string[] = [];
+    for (const s of samplesOf(config)) {
+      if (!s.prompt.spec) continue;
+      const scene = sceneForSpec(
+        s.prompt.spec,
+        new Rng(hashSeed(config.seed, stream, s.promptIndex, s.index)),
+      );
+      images.push(render(scene, size));
+      promptId.push(s.prompt.id);
+    }
+    return { images, promptId };
+  };
+  const real = render2("real");
+  if (real.images.length < 2)
+    throw new Error("sweep: fd/kid/precision_recall need prompts from the world (suites or captions)");
+  const features = ctx.evalEmbedder.images(real.images, size);
+  ctx.reference = { features, promptId: real.promptId };
+  const floor = render2("real-floor");
+  ctx.featureSpace = `${config.evalClipOpenai ? "OpenAI CLIP" : "eval-CLIP"} ${features[0]!.length}-d`;
+  return {
+    images: real.images,
+    observations: {
+      promptId: real.promptId,
+      features: flatten(features),
+      floor: { promptId: floor.promptId, features: flatten(ctx.evalEmbedder.images(floor.images, size)) },
+    },
+  };
 }
 
-function writeReference(config: SweepConfig, size: number, images: Float32Array[], out: string): void {
+function writeReference(
+  config: SweepConfig,
+  size: number,
+  { images, observations }: NonNullable<ReturnType<typeof referenceImages>>,
+  out: string,
+  featureSpace: string | undefined,
+): void {
   const realDir = join(out, "real");
   mkdirSync(realDir, { recursive: true });
   const g = gridImage(images.slice(0, 64), size, Math.min(config.samplesPerPrompt, 8));
   writeFileSync(join(realDir, "grid.png"), encodePng(g.data, g.width, g.height));
   writeFileSync(
     join(realDir, "info.json"),
-    `${JSON.stringify({ source: "world renderer, one scene per sample meeting its prompt", n: images.length, seed: config.seed, features: "evaluation CLIP image embeddings" }, null, 2)}\n`,
+    `${JSON.stringify({ source: "world renderer, one scene per sample meeting its prompt", n: images.length, seed: config.seed, features: "evaluation CLIP image embeddings", featureSpace, floor: "a second set of the same size and prompt mix (seed stream real-floor), for the real-vs-real floor" }, null, 2)}\n`,
   );
+  writeReferenceObservations(realDir, observations, featureSpace);
 }
 
 interface CellOutput {
@@ -350,7 +385,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
 
     mkdirSync(join(out, "cells"), { recursive: true });
     writeAtomic(join(out, "config.json"), configJson);
-    if (real) writeReference(config, size, real, out);
+    if (real) writeReference(config, size, real, out, models.ctx.featureSpace);
     const env: Record<string, unknown> = {
       ...gitInfo(),
       backend: engine.backend,
@@ -428,6 +463,8 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         },
         timings: { samplingSeconds: result.seconds, metricsSeconds: metricSeconds },
       };
+      // Observations before the record: a cell that exists has everything its metrics are rebuilt from.
+      writeCellObservations(cellDir, m.observations, models.ctx.featureSpace);
       // JSON.stringify writes NaN as null, which is the record format's "no value".
       writeAtomic(join(cellDir, "record.json"), `${JSON.stringify(record, null, 2)}\n`);
       finished.push(cell.id);

@@ -1,0 +1,373 @@
+// `guidance-lab compare RUN`: paired differences between cells of one run, and strategies compared at matched
+// diversity, from the run folder alone. Cells of a run share x_T and step noise per sample, and their bootstrap
+// replicates share the prompt draws, so every Δ here is paired: its interval is the percentile interval of the
+// replicate differences, its p-value the bootstrap's (exact McNemar for accuracy, on the per-sample verdicts), and
+// the p-values of all rows are Holm-adjusted together.
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { stringify } from "csv-stringify/sync";
+import { describeMetricKey } from "../metrics/index.ts";
+import { mcnemarExact } from "../metrics/prompt-accuracy.ts";
+import { type RunIntervals, runIntervals } from "../report/intervals.ts";
+import { type CellRecord, paramsKey, type RunData, readRun } from "../report/run-folder.ts";
+import { bootstrapInterval, bootstrapP, holm, samplesNeeded, sd } from "../stats/bootstrap.ts";
+import { compareFrontiers, type FrontierComparison, type FrontierCurve } from "../stats/frontier.ts";
+import { intervalMethod } from "../stats/run-stats.ts";
+
+/** Metrics compared by default, fidelity first. */
+export const COMPARE_KEYS = [
+  "accuracy",
+  "clip_score",
+  "precision",
+  "is",
+  "fd",
+  "kid",
+  "recall",
+  "diversity_clip",
+  "diversity_pixel",
+  "clip_score_guidance",
+] as const;
+
+/** Fidelity keys in order of preference for choosing a strategy's best cell. */
+const FIDELITY = ["accuracy", "clip_score", "precision"] as const;
+/** Diversity axes and fidelity axes of the matched-diversity frontiers. */
+export const FRONTIER_X = ["recall", "diversity_clip"] as const;
+export const FRONTIER_Y = ["accuracy", "clip_score", "precision"] as const;
+
+export interface Pair {
+  a: string;
+  b: string;
+  why: string;
+}
+
+export interface CompareRow {
+  a: string;
+  b: string;
+  why: string;
+  metric: string;
+  valueA: number;
+  valueB: number;
+  /** a − b. */
+  delta: number;
+  lo: number;
+  hi: number;
+  sdDelta: number;
+  test: "mcnemar" | "bootstrap";
+  p: number;
+  pHolm: number;
+  nA: number;
+  nB: number;
+  /** The 95% interval of Δ excludes 0. */
+  resolved: boolean;
+  targetDelta?: number;
+  /** Samples per cell that would resolve targetDelta (level 0.05, power 0.8). */
+  samplesNeeded?: number;
+}
+
+export interface CompareResult {
+  rows: CompareRow[];
+  frontiers: FrontierComparison[];
+  stats: RunIntervals;
+  /** Curves' names and cells, for the page's frontier chart. */
+  curves: { name: string; cells: string[] }[];
+}
+
+/** Whether guidance is off in a cell: the conditional model (cfg at s = 1, other guides at 0, or `none`). */
+export function isNeutral(r: CellRecord): boolean {
+  if (r.strategy === "none") return true;
+  if (r.strategy.startsWith("cfg") || r.strategy === "apg") return r.scale === 1;
+  return r.scale === 0;
+}
+
+const variantKey = (r: CellRecord) => `${r.strategy}|${paramsKey(r)}|${r.steps}|${r.sampler}`;
+
+/** The fidelity key the run has, for picking best cells. */
+function fidelityKey(stats: RunIntervals): string | undefined {
+  return FIDELITY.find((k) => stats.cells.some((c) => c.stats[k]));
+}
+
+/**
+ * Default pairs: each strategy's best cell (by the first fidelity metric the run has: accuracy, CLIP score,
+ * precision) against every other strategy's best, and against the conditional model (a neutral cell with the same
+ * steps and sampler).
+ */
+export function defaultPairs(run: RunData, stats: RunIntervals): Pair[] {
+  const key = fidelityKey(stats);
+  if (!key) return [];
+  const best = new Map<string, CellRecord>();
+  const records = run.cells.map((c) => c.record).filter((r) => stats.byId.has(r.cellId));
+  for (const r of records) {
+    if (isNeutral(r)) continue;
+    const v = stats.byId.get(r.cellId)!.stats[key]?.value ?? Number.NaN;
+    const cur = best.get(r.strategy);
+    const curV = cur
+      ? (stats.byId.get(cur.cellId)!.stats[key]?.value ?? Number.NaN)
+      : Number.NEGATIVE_INFINITY;
+    if (Number.isFinite(v) && v > curV) best.set(r.strategy, r);
+  }
+  const bests = [...best.values()];
+  const pairs: Pair[] = [];
+  bests.forEach((a, i) => {
+    for (const b of bests.slice(i + 1))
+      pairs.push({ a: a.cellId, b: b.cellId, why: `best ${a.strategy} vs best ${b.strategy} (by ${key})` });
+    const neutral =
+      records.find(
+        (r) => isNeutral(r) && r.strategy === a.strategy && r.steps === a.steps && r.sampler === a.sampler,
+      ) ?? records.find((r) => isNeutral(r) && r.steps === a.steps && r.sampler === a.sampler);
+    if (neutral)
+      pairs.push({ a: a.cellId, b: neutral.cellId, why: `best ${a.strategy} vs the conditional model` });
+  });
+  return pairs;
+}
+
+/** Parses "a:b" pairs (cell ids). */
+export function parsePairs(specs: readonly string[], run: RunData): Pair[] {
+  const ids = new Set(run.cells.map((c) => c.record.cellId));
+  return specs.map((s) => {
+    const [a, b, ...rest] = s.split(":");
+    if (!a || !b || rest.length) throw new Error(`compare: --pairs expects CELL_A:CELL_B, got '${s}'`);
+    for (const id of [a, b])
+      if (!ids.has(id)) throw new Error(`compare: no finished cell '${id}' in ${run.dir}`);
+    return { a, b, why: "given" };
+  });
+}
+
+/** Parses "metric=Δ" targets. */
+export function parseTargets(specs: readonly string[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const s of specs) {
+    const m = /^([A-Za-z0-9_]+)=([0-9.eE+-]+)$/.exec(s);
+    const v = m ? Number(m[2]) : Number.NaN;
+    if (!m || !(v > 0)) throw new Error(`compare: --target-delta expects METRIC=Δ with Δ > 0, got '${s}'`);
+    out[m[1]!] = v;
+  }
+  return out;
+}
+
+/** Frontier curves: one per strategy variant × steps × sampler, cells in scale order. */
+function frontierCurves(run: RunData, stats: RunIntervals): { name: string; records: CellRecord[] }[] {
+  const groups = new Map<string, CellRecord[]>();
+  for (const c of run.cells) {
+    if (!stats.byId.has(c.record.cellId)) continue;
+    const k = variantKey(c.record);
+    groups.set(k, [...(groups.get(k) ?? []), c.record]);
+  }
+  const multi = (f: (r: CellRecord) => unknown) => new Set(run.cells.map((c) => f(c.record))).size > 1;
+  const steps = multi((r) => r.steps);
+  const sampler = multi((r) => r.sampler);
+  return [...groups.values()]
+    .filter((rs) => rs.length >= 2)
+    .map((rs) => {
+      const r = rs[0]!;
+      const params = paramsKey(r) === "{}" ? "" : ` ${paramsKey(r)}`;
+      const name = [`${r.strategy}${params}`, steps ? `${r.steps} steps` : "", sampler ? r.sampler : ""]
+        .filter(Boolean)
+        .join(" · ");
+      return { name, records: [...rs].sort((p, q) => p.scale - q.scale) };
+    });
+}
+
+export function compareRun(
+  run: RunData,
+  opts: { pairs?: Pair[]; targets?: Record<string, number>; stats?: RunIntervals; b?: number } = {},
+): CompareResult | undefined {
+  const stats = opts.stats ?? runIntervals(run, opts.b ? { b: opts.b } : {});
+  if (!stats) return undefined;
+  const pairs = opts.pairs ?? defaultPairs(run, stats);
+  const rows: CompareRow[] = [];
+  for (const pair of pairs) {
+    const a = stats.byId.get(pair.a);
+    const b = stats.byId.get(pair.b);
+    if (!a || !b) throw new Error(`compare: cell ${!a ? pair.a : pair.b} has no observations`);
+    for (const metric of COMPARE_KEYS) {
+      const ra = a.reps[metric];
+      const rb = b.reps[metric];
+      if (!ra || !rb) continue;
+      const d = ra.map((v, i) => v - rb[i]!);
+      const va = a.stats[metric]!.value;
+      const vb = b.stats[metric]!.value;
+      const iv = bootstrapInterval(d, va - vb, intervalMethod(metric));
+      let p = bootstrapP(d);
+      let test: CompareRow["test"] = "bootstrap";
+      if (metric === "accuracy" && a.correct && b.correct && a.correct.length === b.correct.length) {
+        let gained = 0;
+        let lost = 0;
+        a.correct.forEach((c, i) => {
+          if (c && !b.correct![i]) gained++;
+          if (!c && b.correct![i]) lost++;
+        });
+        p = mcnemarExact(gained, lost);
+        test = "mcnemar";
+      }
+      const sdDelta = sd(d);
+      const target = opts.targets?.[metric];
+      rows.push({
+        a: pair.a,
+        b: pair.b,
+        why: pair.why,
+        metric,
+        valueA: va,
+        valueB: vb,
+        delta: va - vb,
+        lo: iv.lo,
+        hi: iv.hi,
+        sdDelta,
+        test,
+        p,
+        pHolm: Number.NaN,
+        nA: a.stats[metric]!.n,
+        nB: b.stats[metric]!.n,
+        resolved: Number.isFinite(iv.lo) && (iv.lo > 0 || iv.hi < 0),
+        ...(target !== undefined
+          ? { targetDelta: target, samplesNeeded: samplesNeeded(sdDelta, a.n, target) }
+          : {}),
+      });
+    }
+  }
+  const adjusted = holm(rows.map((r) => r.p));
+  rows.forEach((r, i) => {
+    r.pHolm = adjusted[i]!;
+  });
+
+  const curves = frontierCurves(run, stats);
+  const frontiers: FrontierComparison[] = [];
+  for (const x of FRONTIER_X) {
+    for (const y of FRONTIER_Y) {
+      const fc: FrontierCurve[] = [];
+      for (const c of curves) {
+        const cs = c.records.map((r) => stats.byId.get(r.cellId)!);
+        if (!cs.every((s) => s.reps[x] && s.reps[y])) continue;
+        fc.push({
+          name: c.name,
+          x: cs.map((s) => s.stats[x]!.value),
+          y: cs.map((s) => s.stats[y]!.value),
+          xReps: cs.map((s) => s.reps[x]!),
+          yReps: cs.map((s) => s.reps[y]!),
+        });
+      }
+      const f = compareFrontiers(fc, x, y, describeMetricKey(y)?.better === "lower" ? "lower" : "higher");
+      if (f) frontiers.push(f);
+    }
+  }
+  return {
+    rows,
+    frontiers,
+    stats,
+    curves: curves.map((c) => ({ name: c.name, cells: c.records.map((r) => r.cellId) })),
+  };
+}
+
+export const COMPARE_COLUMNS = [
+  "a",
+  "b",
+  "why",
+  "metric",
+  "a_value",
+  "b_value",
+  "delta",
+  "delta_lo",
+  "delta_hi",
+  "sd_delta",
+  "test",
+  "p",
+  "p_holm",
+  "n_a",
+  "n_b",
+  "resolved",
+  "target_delta",
+  "samples_needed",
+] as const;
+
+const num = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "" : v);
+
+export function compareCsv(rows: readonly CompareRow[]): string {
+  return stringify([
+    [...COMPARE_COLUMNS],
+    ...rows.map((r) => [
+      r.a,
+      r.b,
+      r.why,
+      r.metric,
+      num(r.valueA),
+      num(r.valueB),
+      num(r.delta),
+      num(r.lo),
+      num(r.hi),
+      num(r.sdDelta),
+      r.test,
+      num(r.p),
+      num(r.pHolm),
+      r.nA,
+      r.nB,
+      r.resolved ? "true" : "false",
+      num(r.targetDelta),
+      num(r.samplesNeeded),
+    ]),
+  ]);
+}
+
+const f = (v: number | undefined) => {
+  if (v === undefined || !Number.isFinite(v)) return "—";
+  const a = Math.abs(v);
+  return a !== 0 && (a < 1e-3 || a >= 1e5) ? v.toExponential(2) : String(Number(v.toPrecision(3)));
+};
+
+/** Plain-text summary for the terminal. */
+export function formatCompare(r: CompareResult): string {
+  const lines: string[] = [];
+  lines.push(
+    `Paired differences (a − b), 95% CI from ${r.stats.b} prompt-bootstrap replicates over ${r.stats.groups.length} prompts; p Holm-adjusted over ${r.rows.length} tests`,
+  );
+  let last = "";
+  for (const row of r.rows) {
+    const head = `${row.a} vs ${row.b}  (${row.why})`;
+    if (head !== last) lines.push(`\n${head}`);
+    last = head;
+    const need =
+      row.samplesNeeded !== undefined ? `  n/cell for Δ=${f(row.targetDelta)}: ${row.samplesNeeded}` : "";
+    lines.push(
+      `  ${row.metric.padEnd(20)} Δ ${f(row.delta).padStart(9)}  [${f(row.lo)}, ${f(row.hi)}]  p ${f(row.p)} (${row.test}), Holm ${f(row.pHolm)}  ${row.resolved ? "resolved" : "unresolved"}  n ${row.nA}/${row.nB}${need}`,
+    );
+  }
+  if (r.stats.floor) {
+    const fl = r.stats.floor.stats;
+    lines.push(
+      `\nNoise floor (real vs real, n ${r.stats.floor.n}): ${Object.entries(fl)
+        .map(([k, s]) => `${k} ${f(s.value)} [${f(s.lo)}, ${f(s.hi)}]`)
+        .join(", ")}`,
+    );
+  }
+  for (const fr of r.frontiers) lines.push(`\n${frontierSentence(fr)}`);
+  return `${lines.join("\n")}\n`;
+}
+
+/** One sentence per frontier comparison: who leads at matched diversity, by how much, and how sure. */
+export function frontierSentence(fr: FrontierComparison): string {
+  const resolved = fr.levels.filter((l) => l.resolved).length;
+  const span = `${fr.xKey} ${f(fr.levels[0]!.level)}…${f(fr.levels.at(-1)!.level)}`;
+  if (fr.dominant) {
+    const ds = fr.levels.map((l) => l.delta!);
+    return `At equal ${fr.xKey} (${span}), ${fr.dominant} leads on ${fr.yKey} at every level, Δ ${f(Math.min(...ds))}…${f(Math.max(...ds))} over the runner-up (resolved at ${resolved}/${fr.levels.length} levels).`;
+  }
+  const parts = fr.levels.map(
+    (l) =>
+      `${fr.xKey}=${f(l.level)}: ${l.best ?? "—"} ${l.delta !== undefined ? `by ${f(l.delta)} [${f(l.deltaLo)}, ${f(l.deltaHi)}] over ${l.runnerUp}` : ""} (${l.resolved ? "resolved" : "unresolved"})`,
+  );
+  return `${fr.yKey} at equal ${fr.xKey}: no strategy leads everywhere with a resolved margin (${resolved}/${fr.levels.length} levels resolved). ${parts.join("; ")}.`;
+}
+
+/** Compare a run folder: writes compare.csv into it and returns the result. */
+export function compareRunFolder(
+  dir: string,
+  opts: { pairs?: string[]; targets?: string[]; b?: number } = {},
+): { result: CompareResult; csvPath: string } {
+  const run = readRun(dir);
+  const targets = parseTargets(opts.targets ?? []);
+  const pairs = opts.pairs?.length ? parsePairs(opts.pairs, run) : undefined;
+  const result = compareRun(run, { ...(pairs ? { pairs } : {}), targets, ...(opts.b ? { b: opts.b } : {}) });
+  if (!result)
+    throw new Error(`compare: no cell of ${dir} has observations (runs before this version have none)`);
+  const csvPath = join(dir, "compare.csv");
+  writeFileSync(csvPath, compareCsv(result.rows));
+  return { result, csvPath };
+}
