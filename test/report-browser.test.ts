@@ -82,13 +82,47 @@ describe("report in a browser", () => {
         const points = await plot.locator(".scatterlayer .trace .points path").count();
         assert.ok(points > 0, `chart ${id} has drawn markers`);
       }
-      for (const id of ["tradeoff-pr", "tradeoff-is-fid", "tradeoff-clip-fid"]) {
+      for (const id of ["tradeoff-pr", "tradeoff-is-fd", "tradeoff-clip-fd"]) {
         assert.equal(
           await page.locator(`#${id} .scatterlayer .trace`).count(),
           5,
           `${id}: one trace per curve`,
         );
+        const bars = await page.locator(`#${id} .errorbars .errorbar path`).count();
+        assert.ok(bars > 0, `${id}: 95% error bars drawn (got ${bars})`);
       }
+      for (const id of await page.locator(".plot[id^=scale-]").evaluateAll((els) => els.map((e) => e.id))) {
+        const bars = await page.locator(`#${id} .errorbars .errorbar path`).count();
+        assert.ok(bars > 0, `${id}: error bars on the metric-vs-scale chart`);
+      }
+      const frontiers = page.locator(".plot[id^=frontier-]");
+      assert.ok((await frontiers.count()) > 0, "matched-diversity frontier charts drawn");
+      for (let i = 0; i < (await frontiers.count()); i++) {
+        const fills = await frontiers.nth(i).locator(".scatterlayer .js-fill").count();
+        assert.ok(fills > 0, `frontier chart ${i}: shaded 95% bands drawn (got ${fills})`);
+      }
+      assert.ok((await page.locator("ul.headline li").count()) > 0, "frontier headline sentences shown");
+      assert.ok(
+        (await page.locator("table.compare tbody tr").count()) > 0,
+        "the paired comparison table rendered",
+      );
+      const sure = await page.locator("#how-sure").innerText();
+      assert.match(sure, /Noise floor/, "the how-sure panel states the noise floor");
+      // Titles stay clear of Plotly's toolbar: the toolbar is vertical at the right, titles start at the left.
+      const overlap = (await page.evaluate(`(() => {
+        const bad = [];
+        for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+          plot.dispatchEvent(new MouseEvent('mouseover', { bubbles: true }));
+          const t = plot.querySelector('.gtitle');
+          const m = plot.querySelector('.modebar');
+          if (!t || !m) continue;
+          const a = t.getBoundingClientRect();
+          const b = m.getBoundingClientRect();
+          if (b.width > 0 && a.right > b.left && a.left < b.right && a.bottom > b.top && a.top < b.bottom) bad.push(plot.id);
+        }
+        return bad;
+      })()`)) as string[];
+      assert.deepEqual(overlap, [], "no chart title under the toolbar");
 
       const images = (await page.evaluate(
         "[...document.images].map((i) => ({ src: i.getAttribute('src'), w: i.naturalWidth }))",

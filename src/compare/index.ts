@@ -10,8 +10,14 @@ import { describeMetricKey } from "../metrics/index.ts";
 import { mcnemarExact } from "../metrics/prompt-accuracy.ts";
 import { type RunIntervals, runIntervals } from "../report/intervals.ts";
 import { type CellRecord, paramsKey, type RunData, readRun } from "../report/run-folder.ts";
-import { bootstrapInterval, bootstrapP, holm, samplesNeeded, sd } from "../stats/bootstrap.ts";
-import { compareFrontiers, type FrontierComparison, type FrontierCurve } from "../stats/frontier.ts";
+import { variantLabels } from "../report/variants.ts";
+import { bootstrapInterval, finiteMean, holm, samplesNeeded, sd, waldP } from "../stats/bootstrap.ts";
+import {
+  compareFrontiers,
+  type FrontierComparison,
+  type FrontierCurve,
+  type LevelResult,
+} from "../stats/frontier.ts";
 import { intervalMethod } from "../stats/run-stats.ts";
 
 /** Metrics compared by default, fidelity first. */
@@ -58,6 +64,8 @@ export interface CompareRow {
   nA: number;
   nB: number;
   /** The 95% interval of Δ excludes 0. */
+  ciExcludesZero: boolean;
+  /** ciExcludesZero and the Holm-adjusted p < 0.05. */
   resolved: boolean;
   targetDelta?: number;
   /** Samples per cell that would resolve targetDelta (level 0.05, power 0.8). */
@@ -155,12 +163,12 @@ function frontierCurves(run: RunData, stats: RunIntervals): { name: string; reco
   const multi = (f: (r: CellRecord) => unknown) => new Set(run.cells.map((c) => f(c.record))).size > 1;
   const steps = multi((r) => r.steps);
   const sampler = multi((r) => r.sampler);
+  const variant = variantLabels(run.cells.map((c) => c.record));
   return [...groups.values()]
     .filter((rs) => rs.length >= 2)
     .map((rs) => {
       const r = rs[0]!;
-      const params = paramsKey(r) === "{}" ? "" : ` ${paramsKey(r)}`;
-      const name = [`${r.strategy}${params}`, steps ? `${r.steps} steps` : "", sampler ? r.sampler : ""]
+      const name = [variant.get(r)!, steps ? `${r.steps} steps` : "", sampler ? r.sampler : ""]
         .filter(Boolean)
         .join(" · ");
       return { name, records: [...rs].sort((p, q) => p.scale - q.scale) };
@@ -186,8 +194,11 @@ export function compareRun(
       const d = ra.map((v, i) => v - rb[i]!);
       const va = a.stats[metric]!.value;
       const vb = b.stats[metric]!.value;
-      const iv = bootstrapInterval(d, va - vb, intervalMethod(metric));
-      let p = bootstrapP(d);
+      const method = intervalMethod(metric);
+      const iv = bootstrapInterval(d, va - vb, method);
+      // For FD and IS the bootstrap's bias estimate is removed from Δ before testing, as the basic interval does.
+      const centred = method === "basic" ? 2 * (va - vb) - finiteMean(d) : va - vb;
+      let p = waldP(centred, d);
       let test: CompareRow["test"] = "bootstrap";
       if (metric === "accuracy" && a.correct && b.correct && a.correct.length === b.correct.length) {
         let gained = 0;
@@ -217,7 +228,8 @@ export function compareRun(
         pHolm: Number.NaN,
         nA: a.stats[metric]!.n,
         nB: b.stats[metric]!.n,
-        resolved: Number.isFinite(iv.lo) && (iv.lo > 0 || iv.hi < 0),
+        resolved: false,
+        ciExcludesZero: Number.isFinite(iv.lo) && (iv.lo > 0 || iv.hi < 0),
         ...(target !== undefined
           ? { targetDelta: target, samplesNeeded: samplesNeeded(sdDelta, a.n, target) }
           : {}),
@@ -227,6 +239,7 @@ export function compareRun(
   const adjusted = holm(rows.map((r) => r.p));
   rows.forEach((r, i) => {
     r.pHolm = adjusted[i]!;
+    r.resolved = r.ciExcludesZero && r.pHolm < 0.05;
   });
 
   const curves = frontierCurves(run, stats);
@@ -273,6 +286,7 @@ export const COMPARE_COLUMNS = [
   "p_holm",
   "n_a",
   "n_b",
+  "ci_excludes_0",
   "resolved",
   "target_delta",
   "samples_needed",
@@ -299,6 +313,7 @@ export function compareCsv(rows: readonly CompareRow[]): string {
       num(r.pHolm),
       r.nA,
       r.nB,
+      r.ciExcludesZero ? "true" : "false",
       r.resolved ? "true" : "false",
       num(r.targetDelta),
       num(r.samplesNeeded),
@@ -316,7 +331,7 @@ const f = (v: number | undefined) => {
 export function formatCompare(r: CompareResult): string {
   const lines: string[] = [];
   lines.push(
-    `Paired differences (a − b), 95% CI from ${r.stats.b} prompt-bootstrap replicates over ${r.stats.groups.length} prompts; p Holm-adjusted over ${r.rows.length} tests`,
+    `Paired differences (a − b), 95% CI from ${r.stats.b} prompt-bootstrap replicates over ${r.stats.groups.length} prompts; p: exact McNemar (accuracy) or bootstrap-SE Wald, Holm-adjusted over ${r.rows.length} tests; resolved = CI excludes 0 and Holm p < 0.05`,
   );
   let last = "";
   for (const row of r.rows) {
@@ -343,17 +358,25 @@ export function formatCompare(r: CompareResult): string {
 
 /** One sentence per frontier comparison: who leads at matched diversity, by how much, and how sure. */
 export function frontierSentence(fr: FrontierComparison): string {
-  const resolved = fr.levels.filter((l) => l.resolved).length;
-  const span = `${fr.xKey} ${f(fr.levels[0]!.level)}…${f(fr.levels.at(-1)!.level)}`;
-  if (fr.dominant) {
-    const ds = fr.levels.map((l) => l.delta!);
-    return `At equal ${fr.xKey} (${span}), ${fr.dominant} leads on ${fr.yKey} at every level, Δ ${f(Math.min(...ds))}…${f(Math.max(...ds))} over the runner-up (resolved at ${resolved}/${fr.levels.length} levels).`;
-  }
-  const parts = fr.levels.map(
-    (l) =>
-      `${fr.xKey}=${f(l.level)}: ${l.best ?? "—"} ${l.delta !== undefined ? `by ${f(l.delta)} [${f(l.deltaLo)}, ${f(l.deltaHi)}] over ${l.runnerUp}` : ""} (${l.resolved ? "resolved" : "unresolved"})`,
-  );
-  return `${fr.yKey} at equal ${fr.xKey}: no strategy leads everywhere with a resolved margin (${resolved}/${fr.levels.length} levels resolved). ${parts.join("; ")}.`;
+  const n = fr.levels.length;
+  const resolved = fr.levels.filter((l) => l.resolved);
+  const span = `${f(fr.levels[0]!.level)}…${f(fr.levels.at(-1)!.level)}`;
+  const leads = new Map<string, LevelResult[]>();
+  for (const l of fr.levels) if (l.best) leads.set(l.best, [...(leads.get(l.best) ?? []), l]);
+  const range = (ls: LevelResult[]) => {
+    const ds = ls.map((l) => l.delta!);
+    const lo = Math.min(...ds);
+    const hi = Math.max(...ds);
+    return lo === hi ? f(lo) : `${f(lo)}–${f(hi)}`;
+  };
+  const who = [...leads]
+    .map(([name, ls]) => `${name} leads at ${ls.length}/${n} levels (by ${range(ls)} over the runner-up)`)
+    .join("; ");
+  const strongest = [...resolved].sort((a, b) => Math.abs(b.delta!) - Math.abs(a.delta!))[0];
+  const verdict = resolved.length
+    ? `resolved at ${resolved.length}/${n} levels, e.g. at ${fr.xKey} ${f(strongest!.level)}: ${strongest!.best} − ${strongest!.runnerUp} = ${f(strongest!.delta)} (95% CI ${f(strongest!.deltaLo)}…${f(strongest!.deltaHi)})`
+    : `unresolved at every level (each Δ's 95% interval contains 0)`;
+  return `${fr.yKey} at equal ${fr.xKey} (${span}): ${who}; ${verdict}.${fr.dominant ? ` ${fr.dominant} dominates this range.` : ""}`;
 }
 
 /** Compare a run folder: writes compare.csv into it and returns the result. */

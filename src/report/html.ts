@@ -7,9 +7,10 @@ import { createRequire } from "node:module";
 import { basename, join } from "node:path";
 import { type CompareResult, compareRun, frontierSentence } from "../compare/index.ts";
 import { describeMetricKey } from "../metrics/index.ts";
-import { CSV_COLUMNS, csvColumns, flattenParams, metricKeys, resultsRows } from "./csv.ts";
+import { CSV_COLUMNS, csvColumns, metricKeys, resultsRows } from "./csv.ts";
 import type { RunIntervals } from "./intervals.ts";
 import type { CellRecord, RunCell, RunData } from "./run-folder.ts";
+import { variantLabels } from "./variants.ts";
 
 export interface ChartTrace {
   name: string;
@@ -119,6 +120,11 @@ const AXIS_NAMES: Record<string, string> = {
   seconds_per_image: "seconds per image",
 };
 
+/** A chart title: the label without its parenthesis (the axis carries the whole label). */
+export function shortLabel(key: string): string {
+  return metricLabel(key).replace(/ \(.*\)$/, "");
+}
+
 /** Human label of a metric key; FD and KID name their feature space when the run says (e.g. "FD, eval-CLIP 64-d"). */
 export function metricLabel(key: string, featureSpace?: string): string {
   if ((key === "fd" || key === "kid") && featureSpace)
@@ -126,27 +132,6 @@ export function metricLabel(key: string, featureSpace?: string): string {
   const m = /^accuracy_(attr|suite)_(.+)$/.exec(key);
   if (m) return `Accuracy, ${m[1] === "attr" ? "attribute" : "suite"} ${m[2]}`;
   return AXIS_NAMES[key] ?? key;
-}
-
-/**
- * Strategy label with the parameters (other than the scale) that vary among that strategy's cells, so two
- * cfg-rescale runs with different φ get two curves, while constant parameters do not clutter the legend.
- */
-function variantLabels(records: readonly CellRecord[]): Map<CellRecord, string> {
-  const byStrategy = new Map<string, CellRecord[]>();
-  for (const r of records) byStrategy.set(r.strategy, [...(byStrategy.get(r.strategy) ?? []), r]);
-  const out = new Map<CellRecord, string>();
-  for (const [strategy, rs] of byStrategy) {
-    const flats = rs.map((r) => flattenParams(r.strategyParams));
-    const keys = [...new Set(flats.flatMap((f) => Object.keys(f)))].sort();
-    const varying = keys.filter((k) => new Set(flats.map((f) => JSON.stringify(f[k]))).size > 1);
-    rs.forEach((r, i) => {
-      const f = flats[i]!;
-      const parts = varying.map((k) => `${k}=${typeof f[k] === "string" ? f[k] : JSON.stringify(f[k])}`);
-      out.set(r, parts.length ? `${strategy} (${parts.join(", ")})` : strategy);
-    });
-  }
-  return out;
 }
 
 interface Grouping {
@@ -287,15 +272,22 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
       "No two strategies share a range of recall or CLIP diversity (or fewer than two curves).",
     );
   for (const fr of compare?.frontiers ?? []) {
+    const recordOf = (name: string) => {
+      const id = compare!.curves.find((c) => c.name === name)?.cells[0];
+      return records.find((x) => x.cellId === id);
+    };
     const colour = (name: string) => {
-      const rec = compare!.curves.find((c) => c.name === name)?.cells[0];
-      const r = records.find((x) => x.cellId === rec);
+      const r = recordOf(name);
       return r ? g.colourOf(g.variant.get(r)!) : COLOURS[0]!;
+    };
+    const dash = (name: string) => {
+      const r = recordOf(name);
+      return r ? dashBySteps(r) : "solid";
     };
     const names = fr.levels[0]!.values.map((v) => v.name);
     frontiers.push({
       id: `frontier-${fr.yKey}-${fr.xKey}`.replace(/[^A-Za-z0-9_-]/g, "_"),
-      title: `${label(fr.yKey)} at matched ${fr.xKey === "recall" ? "recall" : "diversity"}`,
+      title: `${shortLabel(fr.yKey)} at matched ${fr.xKey === "recall" ? "recall" : "CLIP diversity"}`,
       xTitle: label(fr.xKey),
       yTitle: label(fr.yKey),
       labels: false,
@@ -310,7 +302,7 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
         ),
         cellIds: fr.levels.map(() => name),
         color: colour(name),
-        dash: "solid",
+        dash: dash(name),
         band: true,
       })),
     });
@@ -329,7 +321,7 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
   /** A metric against scale or steps, added only when it has a trace. */
   const metricChart = (into: ChartSpec[], id: string, xTitle: string, key: string, traces: ChartTrace[]) => {
     if (traces.length) {
-      into.push({ id, title: label(key), xTitle, yTitle: label(key), labels: false, traces });
+      into.push({ id, title: shortLabel(key), xTitle, yTitle: label(key), labels: false, traces });
     }
   };
   keys.forEach((key, i) => {
@@ -546,13 +538,9 @@ const withIv = (s: { value: number; lo: number; hi: number } | undefined) =>
   s ? `${fmt(s.value)} [${fmt(s.lo)}, ${fmt(s.hi)}]` : "—";
 
 /** "How sure": N per cell, the bootstrap, the noise floor, and which of the default differences are resolved. */
-function howSureHtml(
-  run: RunData,
-  stats: RunIntervals | undefined,
-  compare: CompareResult | undefined,
-): string {
+function howSureHtml(stats: RunIntervals | undefined, compare: CompareResult | undefined): string {
   if (!stats) {
-    return `<p class="note">This run has no per-sample observations (written by sweeps since issue 15), so no metric has an interval: read its differences as unresolved.</p>`;
+    return `<p class="note">This run has no per-sample observations (written by newer sweeps), so no metric has an interval: read its differences as unresolved.</p>`;
   }
   const ns = stats.cells.map((c) => c.n);
   const nText = Math.min(...ns) === Math.max(...ns) ? `${ns[0]}` : `${Math.min(...ns)}–${Math.max(...ns)}`;
@@ -560,7 +548,7 @@ function howSureHtml(
     ? `<li><b>Noise floor</b> (a second real set against the first, n = ${stats.floor.n}): FD ${withIv(stats.floor.stats.fd)}, KID ${withIv(stats.floor.stats.kid)}${stats.featureSpace ? ` in ${esc(stats.featureSpace)} features` : ""}. A cell's FD or KID within this range of it is as good as real data at this N.</li>`
     : "";
   const rows = compare?.rows ?? [];
-  const resolved = rows.filter((r) => r.resolved && r.pHolm < 0.05);
+  const resolved = rows.filter((r) => r.resolved);
   const list = resolved
     .map(
       (r) =>
@@ -581,7 +569,7 @@ function compareTableHtml(compare: CompareResult | undefined): string {
   const body = compare.rows
     .map(
       (r) =>
-        `<tr class="${r.resolved && r.pHolm < 0.05 ? "resolved" : "unresolved"}"><td>${esc(r.a)}</td><td>${esc(r.b)}</td><td>${esc(r.metric)}</td><td class="num">${fmt(r.valueA)}</td><td class="num">${fmt(r.valueB)}</td><td class="num">${fmt(r.delta)}</td><td class="num">[${fmt(r.lo)}, ${fmt(r.hi)}]</td><td class="num">${fmt(r.p)}</td><td class="num">${fmt(r.pHolm)}</td><td>${r.test}</td><td class="num">${r.nA}/${r.nB}</td><td>${r.resolved && r.pHolm < 0.05 ? "resolved" : "unresolved"}</td></tr>`,
+        `<tr class="${r.resolved ? "resolved" : "unresolved"}"><td>${esc(r.a)}</td><td>${esc(r.b)}</td><td>${esc(r.metric)}</td><td class="num">${fmt(r.valueA)}</td><td class="num">${fmt(r.valueB)}</td><td class="num">${fmt(r.delta)}</td><td class="num">[${fmt(r.lo)}, ${fmt(r.hi)}]</td><td class="num">${fmt(r.p)}</td><td class="num">${fmt(r.pHolm)}</td><td>${r.test}</td><td class="num">${r.nA}/${r.nB}</td><td>${r.resolved ? "resolved" : "unresolved"}</td></tr>`,
     )
     .join("\n");
   return `<div class="scroll"><table class="results compare"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${body}</tbody></table></div>`;
@@ -627,7 +615,7 @@ ${headlineHtml(compare)}${sectionCharts(view.frontiers, "big", view.notes.fronti
 <p class="lead">One curve per strategy, points labelled by guidance scale s, bars the 95% intervals. Precision (fidelity) against recall (coverage); Inception score and CLIP score against FD.</p>
 ${sectionCharts(view.tradeoffs, "big", view.notes.tradeoffs)}</section>
 <section id="how-sure"><h2>How sure</h2>
-${howSureHtml(run, stats, compare)}</section>
+${howSureHtml(stats, compare)}</section>
 <section id="compare"><h2>Paired comparisons</h2>
 <p class="lead">Each strategy's best cell against the other strategies' best and against the conditional model (<code>guidance-lab compare</code> writes the same as compare.csv, and takes other pairs). Δ's interval is paired (same x_T per sample, same prompt draws per replicate); p is exact McNemar for accuracy, else the bootstrap's; Holm-adjusted over all rows.</p>
 ${compareTableHtml(compare)}</section>

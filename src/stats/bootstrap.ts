@@ -119,6 +119,35 @@ export function bootstrapP(deltas: ArrayLike<number>): number {
   return Math.min(1, (2 * (Math.min(below, above) + 1)) / (s.length + 1));
 }
 
+/** Standard normal upper tail P(Z > z), by erfc (Abramowitz & Stegun 7.1.26; absolute error < 1.5e-7). */
+export function normalUpperTail(z: number): number {
+  const x = Math.abs(z) / Math.SQRT2;
+  const t = 1 / (1 + 0.3275911 * x);
+  const poly =
+    t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+  const erfc = poly * Math.exp(-x * x);
+  return z >= 0 ? erfc / 2 : 1 - erfc / 2;
+}
+
+/**
+ * Two-sided p-value of "Δ = 0" from the bootstrap standard error (a Wald test, Efron & Tibshirani 1993, §16.4):
+ * z = Δ / sd(Δ*). Unlike the tail count of `bootstrapP`, whose smallest value is 2/(B + 1), it can be small enough
+ * to survive a Holm adjustment over tens of comparisons. `estimate` is the (bias-corrected, for FD and IS) Δ.
+ * Identical cells (sd 0, Δ 0) give p = 1.
+ */
+export function waldP(estimate: number, deltas: ArrayLike<number>): number {
+  const s = sd(deltas);
+  if (!Number.isFinite(s) || !Number.isFinite(estimate)) return Number.NaN;
+  if (s === 0) return estimate === 0 ? 1 : 0;
+  return Math.min(1, 2 * normalUpperTail(Math.abs(estimate) / s));
+}
+
+/** Mean of the finite values. */
+export function finiteMean(values: ArrayLike<number>): number {
+  const s = finiteSorted(values);
+  return s.length ? s.reduce((a, b) => a + b, 0) / s.length : Number.NaN;
+}
+
 /**
  * Holm's step-down adjustment (Holm 1979): the i-th smallest of m p-values is multiplied by m − i + 1, then made
  * monotone. Controls the family-wise error rate without independence assumptions. NaNs stay NaN and do not count.
