@@ -1,6 +1,14 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -150,6 +158,14 @@ describe("sweep runs", () => {
       assert.equal(rec.grid.n, 4, `${id}: 2 prompts x 2 samples`);
       assert.ok(rec.nfe > 0, `${id}: nfe counted`);
     }
+    for (const id of r.cells) {
+      const obs = JSON.parse(readFileSync(join(full, "cells", id, "observations.json"), "utf8"));
+      assert.equal(obs.promptId.length, 4, `${id}: observations per sample`);
+      assert.equal(obs.correct.length, 4, `${id}: oracle verdicts kept`);
+    }
+    const header = readFileSync(join(full, "results.csv"), "utf8").split("\n")[0]!.split(",");
+    for (const col of ["n", "accuracy", "accuracy_lo", "accuracy_hi", "diversity_pixel_lo"])
+      assert.ok(header.includes(col), `results.csv has ${col}`);
     const env = JSON.parse(readFileSync(join(full, "env.json"), "utf8"));
     assert.equal(env.backend, "wasm", "env.json names the backend");
     assert.ok(["onnx", "tfjs"].includes(env.runtime), `env.json names the runtime (${env.runtime})`);
@@ -159,6 +175,46 @@ describe("sweep runs", () => {
       /not empty.*--resume/,
       "no overwrite",
     );
+  });
+
+  it("keeps eval-CLIP features, the real set and its second set, so FD, KID and the floor are rebuilt from the folder", {
+    timeout: 300_000,
+  }, async () => {
+    const text = CONFIG.replace("steps: [2, 3]", "steps: 2")
+      .replace("scales: [1, 3]", "scales: [3]")
+      .replace(
+        "metrics: [pixel_diversity, prompt_accuracy, cost]",
+        "metrics: [clip_score, fd, kid, precision_recall, diversity]",
+      );
+    const out = join(dir, "observed");
+    // Its own models folder with the evaluation CLIP: the others test that metrics needing it are refused.
+    mkdirSync(join(dir, "with-eval"), { recursive: true });
+    const withEval = await makeTinyZoo(join(dir, "with-eval"), ["denoiser", "eval-clip"]);
+    const previous = process.env.GUIDANCE_LAB_MODELS;
+    process.env.GUIDANCE_LAB_MODELS = withEval;
+    let r: Awaited<ReturnType<typeof runSweep>>;
+    try {
+      r = await runSweep(writeConfig("observed.yaml", text), { out, quiet: true });
+    } finally {
+      process.env.GUIDANCE_LAB_MODELS = previous;
+    }
+    const id = r.cells[0]!;
+    const rec = JSON.parse(readFileSync(join(out, "cells", id, "record.json"), "utf8"));
+    const { readRun } = await import("../src/report/run-folder.ts");
+    const { runIntervals } = await import("../src/report/intervals.ts");
+    const stats = runIntervals(readRun(out))!;
+    const st = stats.byId.get(id)!.stats;
+    for (const key of ["fd", "kid", "clip_score", "precision", "recall"]) {
+      assert.ok(
+        Math.abs(st[key]!.value - rec.metrics[key]) <= 1e-6 * Math.max(1, Math.abs(rec.metrics[key])),
+        `${key}: rebuilt from observations ${st[key]!.value} = recorded ${rec.metrics[key]}`,
+      );
+    }
+    assert.match(stats.featureSpace ?? "", /^eval-CLIP \d+-d$/, "feature space recorded");
+    assert.ok(stats.floor && Number.isFinite(stats.floor.stats.fd!.value), "real-vs-real floor measured");
+    const header = readFileSync(join(out, "results.csv"), "utf8").split("\n")[0]!.split(",");
+    for (const col of ["fd_lo", "fd_hi", "fd_floor", "kid", "kid_floor"])
+      assert.ok(header.includes(col), col);
   });
 
   it("takes the runtime from the config key; the caller's choice wins", { timeout: 300_000 }, async () => {
