@@ -1,0 +1,134 @@
+// `guidance-lab compare`: default pairs, paired Δ with intervals, McNemar for accuracy, Holm, samples needed,
+// compare.csv, and matched-diversity frontiers, on the synthetic run (whose observations are made up but whose
+// metrics are computed from them as a sweep's are).
+import assert from "node:assert/strict";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, describe, it } from "node:test";
+import {
+  COMPARE_COLUMNS,
+  compareRun,
+  compareRunFolder,
+  formatCompare,
+  isNeutral,
+  parsePairs,
+  parseTargets,
+} from "../src/compare/index.ts";
+import { runIntervals } from "../src/report/intervals.ts";
+import { readRun } from "../src/report/run-folder.ts";
+import { writeSyntheticRun } from "../src/report/synthetic.ts";
+import { compareFrontiers, interpolateAt } from "../src/stats/frontier.ts";
+
+describe("compare", () => {
+  const dir = mkdtempSync(join(tmpdir(), "gl-compare-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  writeSyntheticRun(dir);
+  const run = readRun(dir);
+  const stats = runIntervals(run)!;
+
+  it("pairs each strategy's best cell with the others' best and with the conditional model", () => {
+    const r = compareRun(run, { stats })!;
+    const pairs = [...new Set(r.rows.map((x) => `${x.a}|${x.b}|${x.why}`))];
+    const strategies = new Set(run.cells.map((c) => c.record.strategy));
+    const bests = pairs.filter((p) => p.includes(" vs best "));
+    assert.equal(
+      bests.length,
+      (strategies.size * (strategies.size - 1)) / 2,
+      "every pair of strategies once",
+    );
+    const neutral = pairs.filter((p) => p.endsWith("vs the conditional model"));
+    assert.ok(neutral.length >= 2, "best cells against the conditional model");
+    for (const p of neutral) {
+      const id = p.split("|")[1]!;
+      assert.ok(isNeutral(run.cells.find((c) => c.record.cellId === id)!.record), `${id} is a neutral cell`);
+    }
+  });
+
+  it("gives Δ = a − b with a paired interval, exact McNemar for accuracy, Holm ≥ raw p", () => {
+    const r = compareRun(run, { stats, targets: { accuracy: 0.05, fd: 0.1 } })!;
+    for (const row of r.rows) {
+      assert.ok(Math.abs(row.delta - (row.valueA - row.valueB)) < 1e-12, `${row.metric}: Δ = a − b`);
+      assert.ok(row.lo <= row.hi, `${row.metric}: interval ordered`);
+      assert.ok(row.pHolm >= row.p - 1e-15 && row.pHolm <= 1, `${row.metric}: Holm p ≥ p`);
+      assert.equal(row.test, row.metric === "accuracy" ? "mcnemar" : "bootstrap", `${row.metric}: test`);
+      assert.equal(
+        row.resolved,
+        row.ciExcludesZero && row.pHolm < 0.05,
+        "resolved = CI excludes 0 and Holm p < 0.05",
+      );
+      if (row.metric === "accuracy" || row.metric === "fd")
+        assert.ok(row.samplesNeeded! > 0, `${row.metric}: samples needed for the target`);
+    }
+    assert.ok(
+      r.rows.some((x) => x.resolved),
+      "the synthetic run's large guidance effects are resolved",
+    );
+  });
+
+  it("a cell against itself: Δ 0, interval [0, 0], p 1", () => {
+    const id = run.cells[0]!.record.cellId;
+    const r = compareRun(run, { stats, pairs: [{ a: id, b: id, why: "self" }] })!;
+    for (const row of r.rows) {
+      assert.equal(row.delta, 0);
+      assert.deepEqual([row.lo, row.hi], [0, 0], `${row.metric}: degenerate interval`);
+      assert.equal(row.p, 1, `${row.metric}: p = 1`);
+      assert.equal(row.resolved, false);
+    }
+  });
+
+  it("writes compare.csv and prints Δ, CI and p; bad arguments name what was expected", () => {
+    const { result, csvPath } = compareRunFolder(dir, { targets: ["accuracy=0.05"] });
+    const lines = readFileSync(csvPath, "utf8").trim().split("\n");
+    assert.equal(lines[0], COMPARE_COLUMNS.join(","), "header");
+    assert.equal(lines.length, result.rows.length + 1, "one row per pair and metric");
+    const text = formatCompare(result);
+    assert.match(text, /accuracy\s+Δ\s+\S+\s+\[\S+, \S+\]\s+p \S+ \(mcnemar\), Holm/);
+    assert.match(text, /Noise floor \(real vs real, n 36\): .*fd/);
+    assert.throws(() => parsePairs(["a-b"], run), /CELL_A:CELL_B/);
+    assert.throws(() => parsePairs(["x:y"], run), /no finished cell 'x'/);
+    assert.throws(() => parseTargets(["fd=-1"]), /METRIC=Δ with Δ > 0/);
+  });
+
+  it("compares strategies at matched diversity with paired bands", () => {
+    const r = compareRun(run, { stats })!;
+    assert.ok(r.frontiers.length > 0, "at least one frontier comparison");
+    for (const f of r.frontiers) {
+      assert.equal(f.levels.length, 5, "five common levels");
+      for (const l of f.levels) {
+        for (const v of l.values)
+          if (Number.isFinite(v.value)) assert.ok(v.lo <= v.hi, `${v.name}: band ordered`);
+        if (l.best) assert.ok(l.delta! >= 0, "best minus runner-up is ≥ 0");
+      }
+    }
+  });
+});
+
+describe("frontier interpolation", () => {
+  it("interpolates y at the first crossing of a level and says NaN where the curve does not reach it", () => {
+    assert.equal(interpolateAt([0.8, 0.6, 0.4], [1, 2, 3], 0.5), 2.5);
+    assert.equal(interpolateAt([0.8, 0.6, 0.4], [1, 2, 3], 0.9), Number.NaN);
+    assert.ok(
+      Math.abs(interpolateAt([0.8, 0.6, 0.7], [1, 2, 3], 0.65) - 1.75) < 1e-12,
+      "first crossing (lowest scale)",
+    );
+  });
+
+  it("declares a dominant strategy only when it leads with a resolved margin at every level", () => {
+    const b = 50;
+    const reps = (v: number, jitter: number) =>
+      Float64Array.from({ length: b }, (_, i) => v + jitter * Math.sin(i));
+    const curve = (name: string, y0: number, jitter: number) => ({
+      name,
+      x: [0.8, 0.6, 0.4],
+      y: [y0, y0 + 0.1, y0 + 0.2],
+      xReps: [0.8, 0.6, 0.4].map((v) => reps(v, 0)),
+      yReps: [y0, y0 + 0.1, y0 + 0.2].map((v) => reps(v, jitter)),
+    });
+    const clear = compareFrontiers([curve("a", 0.5, 0.01), curve("b", 0.3, 0.01)], "recall", "accuracy")!;
+    assert.equal(clear.dominant, "a");
+    const noisy = compareFrontiers([curve("a", 0.5, 0.5), curve("b", 0.45, 0.01)], "recall", "accuracy")!;
+    assert.equal(noisy.dominant, undefined, "a lead inside the noise is not dominance");
+    assert.ok(noisy.levels.every((l) => l.best === "a" && !l.resolved));
+  });
+});
