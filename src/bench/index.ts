@@ -27,6 +27,7 @@ import { benchEngine, formatTable, type Row } from "./engine.ts";
 import { benchGlide, glideReference, TORCH_BASE_FORWARD_B2_S } from "./glide.ts";
 import { benchQuickstart, quickstartSummary } from "./quickstart.ts";
 import { benchForward, benchSampling, load, runtimeSpecs } from "./runtimes.ts";
+import { benchStats } from "./stats.ts";
 import { type TorchOptions, torchMissing } from "./torch.ts";
 import { benchTraining } from "./train.ts";
 
@@ -169,6 +170,9 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
   classifier.dispose();
   zoo.dispose();
   out(`\n${formatTable(sampling)}\n`);
+  // What the intervals add to a sweep (bootstrap and KID against a quickstart cell's sampling time).
+  const stats = benchStats(sampling, quick ? { b: 100 } : {});
+  out(`\n${formatTable(stats)}\n`);
 
   const glide: Row[] = [];
   const golden = defaultGoldenDir();
@@ -195,7 +199,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
   if (quickstart.length) out(`\n${formatTable(quickstart)}\n`);
   out(`\n${summary(glide, golden)}${quickstartSummary(quickstart)}`);
   out(`machine: ${load()} at the end\n`);
-  return [...rows, ...fwd, ...sampling, ...glide, ...quickstart];
+  return [...rows, ...fwd, ...sampling, ...stats, ...glide, ...quickstart];
 }
 
 /** The issue's headline figures: GLIDE forwards and cfg steps per runtime against the official code's. */

@@ -87,23 +87,29 @@ export class MomentSums {
 
   /** Mean and unbiased (W − 1) covariance of the weighted multiset, as np.cov on it. */
   gaussian(w: Weights): Gaussian {
-    const { d, g } = this;
+    // Locals, and the upper triangle only: this runs once per cell and replicate.
+    const { d, g, sum, outer, cnt } = this;
     const mu = new Float64Array(d);
     const sigma = new Float64Array(d * d);
     let n = 0;
     for (let k = 0; k < g; k++) {
       const wk = w[k]!;
       if (wk === 0) continue;
-      n += wk * this.cnt[k]!;
-      for (let a = 0; a < d; a++) mu[a]! += wk * this.sum[k * d + a]!;
+      n += wk * cnt[k]!;
+      const sb = k * d;
+      for (let a = 0; a < d; a++) mu[a]! += wk * sum[sb + a]!;
       const base = k * d * d;
-      for (let i = 0; i < d * d; i++) sigma[i]! += wk * this.outer[base + i]!;
+      for (let a = 0; a < d; a++) {
+        const row = a * d;
+        for (let b = a; b < d; b++) sigma[row + b]! += wk * outer[base + row + b]!;
+      }
     }
     for (let a = 0; a < d; a++) mu[a]! /= n;
     const denom = n > 1 ? n - 1 : 1;
     for (let a = 0; a < d; a++) {
+      const ma = n * mu[a]!;
       for (let b = a; b < d; b++) {
-        const v = (sigma[a * d + b]! - n * mu[a]! * mu[b]!) / denom;
+        const v = (sigma[a * d + b]! - ma * mu[b]!) / denom;
         sigma[a * d + b] = v;
         sigma[b * d + a] = v;
       }
