@@ -106,7 +106,7 @@ describe("report in a browser", () => {
         (await page.locator("table.compare tbody tr").count()) > 0,
         "the paired comparison table rendered",
       );
-      const sure = await page.locator("#how-sure").innerText();
+      const sure = (await page.locator("#how-sure").textContent()) ?? "";
       assert.match(sure, /Noise floor/, "the how-sure panel states the noise floor");
       // Titles stay clear of Plotly's toolbar: the toolbar is vertical at the right, titles start at the left.
       const overlap = (await page.evaluate(`(() => {
