@@ -10,7 +10,7 @@ import { embeddingDiversity, pixelDiversity } from "./diversity.ts";
 import type { ClassProbabilities, Embedder } from "./embedders.ts";
 import { frechetDistance } from "./frechet.ts";
 import { inceptionScore } from "./inception-score.ts";
-import { kernelInceptionDistance } from "./kid.ts";
+import { kernelInceptionDistance, stratifiedKid } from "./kid.ts";
 import type { FeatureSet } from "./linalg.ts";
 import { type CellObservations, observe } from "./observations.ts";
 import { precisionRecall } from "./precision-recall.ts";
@@ -158,7 +158,12 @@ export const METRICS: Readonly<Record<string, Metric>> = {
     summary:
       "kernel inception distance: unbiased MMD² with the cubic polynomial kernel (Bińkowski et al. 2018)",
     outputs: [
-      { key: "kid", description: "unbiased MMD² to the reference features, cubic kernel", better: "lower" },
+      {
+        key: "kid",
+        description:
+          "unbiased MMD² to the reference features, cubic kernel (prompt-stratified when the reference has prompt ids)",
+        better: "lower",
+      },
       {
         key: "kid_std",
         description:
@@ -167,8 +172,21 @@ export const METRICS: Readonly<Record<string, Metric>> = {
     ],
     requires: ["reference", "features"],
     compute(input, ctx) {
-      const r = kernelInceptionDistance(featuresOf(input, ctx), ctx.reference!.features);
-      return { values: { kid: r.value, kid_std: r.std } };
+      const x = featuresOf(input, ctx);
+      const y = ctx.reference!.features;
+      const r = kernelInceptionDistance(x, y);
+      // A sweep's sets hold n samples of each prompt: the prompt-stratified estimator is the unbiased one there.
+      const gy = ctx.reference!.promptId;
+      const value =
+        gy && gy.length === y.length
+          ? stratifiedKid(
+              x,
+              input.prompts.map((p) => p.id),
+              y,
+              gy,
+            )
+          : r.value;
+      return { values: { kid: value, kid_std: r.std } };
     },
   },
   precision_recall: {

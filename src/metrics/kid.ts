@@ -55,6 +55,62 @@ function subset(set: FeatureSet, m: number, rng: Rng): FeatureSet {
   return idx.slice(0, m).map((i) => set[i]!);
 }
 
+function groupSums(a: FeatureSet, ga: readonly string[], b: FeatureSet, gb: readonly string[], d: number) {
+  const sums = new Map<string, number>();
+  for (let i = 0; i < a.length; i++) {
+    for (let j = 0; j < b.length; j++) {
+      const key = `${ga[i]}\u0000${gb[j]}`;
+      sums.set(key, (sums.get(key) ?? 0) + polyKernel(a[i]!, b[j]!, d));
+    }
+  }
+  return sums;
+}
+
+/** E k(x, x') of one set, prompt-stratified (see src/stats/estimators.ts, uTerm, which resamples the same). */
+function stratifiedSelf(x: FeatureSet, groups: readonly string[], d: number): number {
+  const cnt = new Map<string, number>();
+  for (const g of groups) cnt.set(g, (cnt.get(g) ?? 0) + 1);
+  const sums = groupSums(x, groups, x, groups, d);
+  const diag = new Map<string, number>();
+  x.forEach((v, i) => {
+    diag.set(groups[i]!, (diag.get(groups[i]!) ?? 0) + polyKernel(v, v, d));
+  });
+  let num = 0;
+  for (const [key, s] of sums) {
+    const [a, b] = key.split("\u0000") as [string, string];
+    if (a !== b) num += s;
+    else num += (cnt.get(a)! / (cnt.get(a)! - 1)) * (s - diag.get(a)!);
+  }
+  return num / (x.length * x.length);
+}
+
+/**
+ * KID for a sweep's prompt-stratified sets: `x` and `y` hold n_g samples of each prompt g (their prompt ids in
+ * `gx`, `gy`). The plain estimator leaves out the pairs (x_i, x_i) and so under-weights same-prompt pairs,
+ * biasing MMD² low when samples of one prompt resemble each other; here every pair of prompts carries its
+ * share, same-prompt pairs at their mean over distinct pairs (src/stats/estimators.ts, uTerm). Falls back to the
+ * plain estimator when some prompt has a single sample in either set.
+ */
+export function stratifiedKid(
+  x: FeatureSet,
+  gx: readonly string[],
+  y: FeatureSet,
+  gy: readonly string[],
+): number {
+  const d = dimOf(x, "kid (generated)");
+  if (dimOf(y, "kid (real)") !== d) throw new Error("kid: generated and real features differ in dimension");
+  const single = (gs: readonly string[]) => {
+    const c = new Map<string, number>();
+    for (const g of gs) c.set(g, (c.get(g) ?? 0) + 1);
+    return [...c.values()].some((n) => n < 2);
+  };
+  if (single(gx) || single(gy))
+    return kernelInceptionDistance(x, y, { subsetSize: Math.max(x.length, y.length) }).value;
+  let cross = 0;
+  for (const s of groupSums(x, gx, y, gy, d).values()) cross += s;
+  return stratifiedSelf(x, gx, d) + stratifiedSelf(y, gy, d) - (2 * cross) / (x.length * y.length);
+}
+
 /**
  * KID of generated features `x` against real features `y`: 100 subsets of min(subsetSize, |x|, |y|) samples from
  * each (torchmetrics' defaults: 100 subsets, subset size 1000). When the subset size equals both set sizes every

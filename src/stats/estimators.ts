@@ -200,23 +200,34 @@ export function selfKernel(x: Float32Array, groups: ArrayLike<number>, d: number
 }
 
 /**
- * Mean of k over pairs of distinct samples of the weighted multiset, copies of one sample never paired with each
- * other: the U-statistic term of MMD²_u (Bińkowski et al. 2018, eq. 3), so resampling adds no k(x, x) bias.
+ * E k(x, x') of the weighted multiset, prompt-stratified: a sweep draws exactly n_g samples of each prompt g (and
+ * its real set the same), not samples of the prompt mixture, so the plain U-statistic of MMD²_u (Bińkowski et al.
+ * 2018, eq. 3), which leaves out the n pairs (x_i, x_i), under-weights same-prompt pairs against the cross term
+ * and is biased low whenever samples of one prompt resemble each other (the run's real-vs-real KID comes out
+ * negative). Here each pair of groups (g, h) carries its share p_g p_h (p_g = w_g n_g / W), with a group against
+ * itself, and copies of one group against each other, at the mean over its distinct pairs (S_gg − D_g) /
+ * (n_g (n_g − 1)); never k(x, x), so resampling adds no bias either. With one group this is the plain
+ * U-statistic; with iid samples both are unbiased. Groups of one sample have no within-group mean: then the
+ * plain U-statistic of the multiset is used.
  */
 export function uTerm(s: SelfKernel, w: Weights): number {
   const g = s.cnt.length;
+  let single = false;
+  for (let a = 0; a < g; a++) if (w[a]! > 0 && s.cnt[a] === 1) single = true;
   let num = 0;
   let total = 0;
   let same = 0;
   for (let a = 0; a < g; a++) {
     const wa = w[a]!;
-    if (wa === 0) continue;
-    total += wa * s.cnt[a]!;
-    same += wa * wa * s.cnt[a]!;
-    num -= wa * wa * s.diag[a]!;
-    for (let b = 0; b < g; b++) num += wa * w[b]! * s.pairs[a * g + b]!;
+    const na = s.cnt[a]!;
+    if (wa === 0 || na === 0) continue;
+    total += wa * na;
+    same += wa * wa * na;
+    for (let b = 0; b < g; b++) if (b !== a) num += wa * w[b]! * s.pairs[a * g + b]!;
+    const within = s.pairs[a * g + a]! - s.diag[a]!;
+    num += single ? wa * wa * within : ((wa * wa * na) / (na - 1)) * within;
   }
-  const pairs = total * total - same;
+  const pairs = single ? total * total - same : total * total;
   return pairs > 0 ? num / pairs : Number.NaN;
 }
 
