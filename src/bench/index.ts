@@ -171,7 +171,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
   zoo.dispose();
   out(`\n${formatTable(sampling)}\n`);
   // What the intervals add to a sweep (bootstrap and KID against a quickstart cell's sampling time).
-  const stats = benchStats(sampling, quick ? { b: 100 } : {});
+  const stats = benchStats(sampling, quick ? { b: 100, rowSamples: 2 } : { rowSamples: 16 });
   out(`\n${formatTable(stats)}\n`);
 
   const glide: Row[] = [];

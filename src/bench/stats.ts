@@ -44,9 +44,13 @@ function cell(i: number, promptId: string[]): CellObservations {
   };
 }
 
-/** One row; `sampling` are the sampling rows (for the quickstart cell's sampling time). */
-export function benchStats(sampling: readonly Row[], opts: { b?: number } = {}): Row[] {
+/**
+ * One row; `sampling` are the sampling rows (for the quickstart cell's sampling time), `rowSamples` the samples
+ * each of their steps drew (16; 2 in --quick, whose tiny sizes make the share a smoke test only).
+ */
+export function benchStats(sampling: readonly Row[], opts: { b?: number; rowSamples?: number } = {}): Row[] {
   const b = opts.b ?? 1000;
+  const rowSamples = opts.rowSamples ?? 16;
   const promptId = Array.from(
     { length: PROMPTS * PER_PROMPT },
     (_, i) => `colour/${Math.floor(i / PER_PROMPT)}`,
@@ -67,7 +71,7 @@ export function benchStats(sampling: readonly Row[], opts: { b?: number } = {}):
   const cfg = sampling
     .filter((r) => r.name === "zoo cfg sampling" && r.ms > 0)
     .sort((p, q) => p.ms - q.ms)[0];
-  const cellSamplingMs = cfg ? cfg.ms * (24 / 16) * 37.5 : Number.NaN;
+  const cellSamplingMs = cfg ? cfg.ms * (24 / rowSamples) * 37.5 : Number.NaN;
   const share = (100 * perCellMs) / (perCellMs + cellSamplingMs);
   return [
     {
