@@ -104,6 +104,28 @@ describe("compare", () => {
   });
 });
 
+describe("neutral cells", () => {
+  it("follow each strategy's registry definition of its neutral setting", () => {
+    const r = (strategy: string, scale: number, strategyParams: Record<string, unknown> = {}) => ({
+      cellId: "x",
+      strategy,
+      scale,
+      strategyParams,
+      steps: 1,
+      sampler: "ddpm",
+      metrics: {},
+      nfe: 1,
+      secondsPerImage: 1,
+    });
+    assert.equal(isNeutral(r("cfg", 1)), true, "cfg at s = 1 is the conditional model");
+    assert.equal(isNeutral(r("cfg", 3)), false);
+    assert.equal(isNeutral(r("clip", 0, { base: { kind: "none" } })), true, "an added guide at 0");
+    assert.equal(isNeutral(r("cfg-plus-plus", 0)), false, "cfg++'s neutral point is the unconditional model");
+    assert.equal(isNeutral(r("pag", 1, { perturbScale: 0 })), true, "pag needs both scales neutral");
+    assert.equal(isNeutral(r("pag", 1, { perturbScale: 3 })), false);
+  });
+});
+
 describe("frontier interpolation", () => {
   it("interpolates y at the first crossing of a level and says NaN where the curve does not reach it", () => {
     assert.equal(interpolateAt([0.8, 0.6, 0.4], [1, 2, 3], 0.5), 2.5);

@@ -19,6 +19,7 @@ import {
   type LevelResult,
 } from "../stats/frontier.ts";
 import { intervalMethod } from "../stats/run-stats.ts";
+import { parseStrategyConfig, strategyDef } from "../strategies/registry.ts";
 
 /** Metrics compared by default, fidelity first. */
 export const COMPARE_KEYS = [
@@ -80,11 +81,26 @@ export interface CompareResult {
   curves: { name: string; cells: string[] }[];
 }
 
-/** Whether guidance is off in a cell: the conditional model (cfg at s = 1, other guides at 0, or `none`). */
+/**
+ * Whether guidance is off in a cell, as its strategy's registry entry defines it (`neutral`: the config at which it
+ * reproduces the conditional model or its base strategy alone; cfg++'s neutral point is the unconditional model,
+ * which is not the comparison wanted here). Kinds the registry does not know fall back to cfg-like s = 1 and
+ * added guides s = 0.
+ */
 export function isNeutral(r: CellRecord): boolean {
   if (r.strategy === "none") return true;
-  if (r.strategy.startsWith("cfg") || r.strategy === "apg") return r.scale === 1;
-  return r.scale === 0;
+  try {
+    const config = parseStrategyConfig({ ...r.strategyParams, kind: r.strategy, scale: r.scale }) as Record<
+      string,
+      unknown
+    >;
+    const n = strategyDef(r.strategy).neutral(config as { kind: string });
+    if (n.equals === "unconditional") return false;
+    const target = n.config as Record<string, unknown>;
+    return Object.keys(target).every((k) => JSON.stringify(target[k]) === JSON.stringify(config[k]));
+  } catch {
+    return r.strategy.startsWith("cfg") || r.strategy === "apg" ? r.scale === 1 : r.scale === 0;
+  }
 }
 
 const variantKey = (r: CellRecord) => `${r.strategy}|${paramsKey(r)}|${r.steps}|${r.sampler}`;
