@@ -428,16 +428,21 @@ export abstract class NoisedClipModel<I extends Module = Module> extends Module 
     return tf.tidy(() => normalize(this.encodeImage(x, t)));
   }
 
+  /**
+   * exp(logit_scale)·Σ_b ⟨z_t_b, z_i(x_b, t_b)⟩, the objective of CLIP guidance (GLIDE §2.4 eq. 6); a pure function
+   * of its tensors, so src/onnx/guide-grad.ts can trace its gradient.
+   */
+  similarity(x: Tensor4D, t: Tensor1D, zText: Tensor2D): Tensor {
+    return tf.tidy(() =>
+      tf.mul(tf.exp(tf.reshape(this.logitScale, [])), tf.sum(tf.mul(zText, this.embedImage(x, t)))),
+    );
+  }
+
   /** The CLIP-guidance gradient d/dx [exp(logit_scale)·Σ z_t·z_i]·scale, NHWC like x. */
   condGrad(x: Tensor4D, t: Tensor1D, zText: Tensor2D, scale: number): Tensor4D {
-    return tf.tidy(() => {
-      const loss = (xv: Tensor) =>
-        tf.mul(
-          tf.exp(tf.reshape(this.logitScale, [])),
-          tf.sum(tf.mul(zText, this.embedImage(xv as Tensor4D, t))),
-        ) as Tensor;
-      return tf.mul(tf.grad(loss)(x), scale) as Tensor4D;
-    });
+    return tf.tidy(
+      () => tf.mul(tf.grad((xv) => this.similarity(xv as Tensor4D, t, zText))(x), scale) as Tensor4D,
+    );
   }
 }
 

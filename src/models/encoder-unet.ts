@@ -233,12 +233,19 @@ export class EncoderUNet extends Module {
     });
   }
 
-  /** Classifier guidance: d/dx Σ_b log_softmax(logits_b)[y_b] · scale, NHWC like x. */
-  condGrad(x: Tensor4D, t: Tensor1D, y: Tensor1D, scale: number): Tensor4D {
+  /**
+   * Σ_b log p(y_b | x_b, t_b) = Σ_b log_softmax(logits_b)[y_b], the objective of classifier guidance (Dhariwal &
+   * Nichol 2021, Alg. 1); a pure function of its tensors, so src/onnx/guide-grad.ts can trace its gradient.
+   */
+  logProb(x: Tensor4D, t: Tensor1D, y: Tensor1D): Tensor {
     return tf.tidy(() => {
       const picked = tf.cast(tf.oneHot(tf.cast(y, "int32"), this.config.outChannels), "float32");
-      const f = (xv: Tensor): Tensor => tf.sum(tf.mul(tf.logSoftmax(this.logits(xv as Tensor4D, t)), picked));
-      return tf.mul(tf.grad(f)(x), scale) as Tensor4D;
+      return tf.sum(tf.mul(tf.logSoftmax(this.logits(x, t)), picked));
     });
+  }
+
+  /** Classifier guidance: d/dx Σ_b log_softmax(logits_b)[y_b] · scale, NHWC like x. */
+  condGrad(x: Tensor4D, t: Tensor1D, y: Tensor1D, scale: number): Tensor4D {
+    return tf.tidy(() => tf.mul(tf.grad((xv) => this.logProb(xv as Tensor4D, t, y))(x), scale) as Tensor4D);
   }
 }

@@ -8,6 +8,7 @@ import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
 import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { labelForPrompt, PAD_ID, tokenize } from "../data/world.ts";
 import type { Runtime } from "../onnx/choice.ts";
+import { onnxCondGrad } from "../onnx/guide-grad.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
 import type { Conditioning, GuidanceModels, ModelFn } from "../strategies/strategy.ts";
 import { denoiserModelSchema, textLengths } from "../train/tasks.ts";
@@ -93,7 +94,10 @@ export function defaultGuideThreads(): 1 | 2 {
 }
 
 export interface LoadZooOptions {
-  /** 2: classifier and CLIP gradients split each batch with a worker thread (split-guide.ts). Default 1. */
+  /**
+   * 2: classifier and CLIP gradients split each batch with a worker thread (split-guide.ts). Default 1. TensorFlow.js
+   * runtime only: on ONNX Runtime the gradients run on all cores already.
+   */
   guideThreads?: 1 | 2;
 }
 
@@ -106,7 +110,8 @@ export function loadZoo(
   const n = { ...DEFAULT_ZOO, ...names };
   const split = opts.guideThreads === 2;
   const owned: { dispose(): void }[] = [];
-  // Forward-only denoisers may run on ONNX Runtime; gradient guides (classifier, CLIP) stay on TensorFlow.js.
+  // On ONNX Runtime the denoisers run their forwards there and the guides (classifier, CLIP) their traced
+  // gradients (src/onnx/guide-grad.ts); on TensorFlow.js the guides may split each batch with a worker.
   const forwards = (unet: UNet, info: ModelInfo) => {
     const f = denoiserOn(unet, runtime);
     owned.push(f);
@@ -144,7 +149,11 @@ export function loadZoo(
     noisedClassifier = c;
     owned.push(c);
     models.classifier = c;
-    if (split) {
+    if (runtime === "onnx") {
+      const g = onnxCondGrad<Tensor1D>(n.classifier, (x, t, y) => c.logProb(x, t, y));
+      owned.push(g);
+      models.classifier = g;
+    } else if (split) {
       const s = new SplitGuide<Tensor1D>(c, n.classifier, dir);
       owned.push(s);
       models.classifier = s;
@@ -157,7 +166,11 @@ export function loadZoo(
     owned.push(clip);
     const clipCtx = clip.config.maxTextLen;
     models.clip = clip;
-    if (split) {
+    if (runtime === "onnx") {
+      const g = onnxCondGrad<Tensor2D>(n.clip, (x, t, z) => clip.similarity(x, t, z));
+      owned.push(g);
+      models.clip = g;
+    } else if (split) {
       const s = new SplitGuide<Tensor2D>(clip, n.clip, dir);
       owned.push(s);
       models.clip = s;
