@@ -3,7 +3,7 @@
 // official-checkpoint loader, so a section exercises exactly what a user's real checkpoint goes through.
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import type { Tensor, Tensor2D } from "../core/engine.ts";
+import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import { Init, type Module } from "../core/layers.ts";
 import { ClipModel, clipConfigFromOfficial } from "../models/clip.ts";
@@ -11,8 +11,9 @@ import { gdUnetConfigFromOfficial, glideConfigFromOfficial } from "../models/con
 import { loadOfficial, type ModelFamily } from "../models/convert.ts";
 import { classifierConfigFromOfficial, EncoderUNet } from "../models/encoder-unet.ts";
 import { UNet } from "../models/unet.ts";
+import { onnxCondGrad } from "../onnx/guide-grad.ts";
 import { type DenoiserForward, denoiserOn } from "../onnx/runtime.ts";
-import type { ModelFn } from "../strategies/strategy.ts";
+import type { ModelFn, NoisedClassifier, NoisedClip } from "../strategies/strategy.ts";
 import { compare, GoldenError, guard, type Row, SectionContext } from "./common.ts";
 
 /** The golden set's weight files and the manifest blocks that configure them. */
@@ -207,4 +208,33 @@ export function withDenoiser<T>(
     }
   });
   return { value, seconds, runtime: denoiser.runtime };
+}
+
+/**
+ * Runs `fn` with the golden classifier's guidance gradient on the section's runtime: the model's own condGrad on
+ * TensorFlow.js, its traced graph on ONNX Runtime (src/onnx/guide-grad.ts), freed whatever happens.
+ */
+export function withClassifierGuide<T>(
+  ctx: SectionContext,
+  classifier: EncoderUNet,
+  fn: (guide: NoisedClassifier) => T,
+): T {
+  if (ctx.runtime !== "onnx") return fn(classifier);
+  const g = onnxCondGrad<Tensor1D>("golden classifier", (x, t, y) => classifier.logProb(x, t, y));
+  try {
+    return fn(g);
+  } finally {
+    g.dispose();
+  }
+}
+
+/** withClassifierGuide for the golden noised CLIP's guidance gradient. */
+export function withClipGuide<T>(ctx: SectionContext, clip: ClipModel, fn: (guide: NoisedClip) => T): T {
+  if (ctx.runtime !== "onnx") return fn(clip);
+  const g = onnxCondGrad<Tensor2D>("golden CLIP", (x: Tensor4D, t, z) => clip.similarity(x, t, z));
+  try {
+    return fn(g);
+  } finally {
+    g.dispose();
+  }
 }

@@ -68,8 +68,8 @@ export function guidedDdpm(
 }
 
 /**
- * guidedDdpm with the golden `unet` as the bag's model (on the section's runtime; gradient guides in `guides` stay
- * on TensorFlow.js whatever it is), timed, as one row against samples.npy; `note` follows the time and runtime.
+ * guidedDdpm with the golden `unet` as the bag's model (on the section's runtime; gradient guides in `guides` run
+ * where the caller put them: withClassifierGuide / withClipGuide follow the section's runtime), timed, as one row against samples.npy; `note` follows the time and runtime.
  */
 export function guidedTrajectoryRow(
   ctx: SectionContext,

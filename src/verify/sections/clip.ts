@@ -18,7 +18,7 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenClip, intTensor, scoped, timed, withGoldenModel } from "../golden-models.ts";
+import { goldenClip, intTensor, scoped, timed, withClipGuide, withGoldenModel } from "../golden-models.ts";
 
 function modelRows(ctx: SectionContext): Row[] {
   const s = ctx.section;
@@ -99,7 +99,7 @@ function modelRows(ctx: SectionContext): Row[] {
             );
             return {
               loss: loss.dataSync() as Float32Array,
-              grad: nhwcToNchw(clipModel.condGrad(x, t, zt, scale)),
+              grad: withClipGuide(ctx, clipModel, (guide) => nhwcToNchw(guide.condGrad(x, t, zt, scale))),
             };
           }),
         );
@@ -111,7 +111,7 @@ function modelRows(ctx: SectionContext): Row[] {
             ref("cond_grad.npy"),
             value.grad,
             TOL_SINGLE,
-            `${seconds.toFixed(1)} s`,
+            `${seconds.toFixed(1)} s, ${ctx.runtime}`,
           ),
         ];
       }),

@@ -12,6 +12,7 @@ import {
   intTensor,
   maskTensor,
   sibling,
+  withClipGuide,
   withGoldenModels,
 } from "../golden-models.ts";
 import { guidedTrajectoryRow } from "../guided.ts";
@@ -40,38 +41,40 @@ function run(ctx: SectionContext): Row[] {
       const clipCtx = sibling(ctx, "clip");
       const clipLens = clipCtx.loadNumbers("text_lens.npy");
       const diffusion = diffusionFromMeta(ctx, "small_glide");
-      return guidedTrajectoryRow(
-        ctx,
-        diffusion,
-        unet,
-        {
-          encode: (ps) =>
-            tf.tidy(() => {
-              const rowsOf = promptRows(ps, listed);
-              const all = {
-                tokens: intTensor(ctx, "tokens.npy") as Tensor2D,
-                mask: maskTensor(ctx, "mask.npy"),
-              };
-              const idx = tf.tensor1d(rowsOf, "int32");
-              return {
-                tokens: tf.gather(all.tokens, idx) as Tensor2D,
-                mask: tf.gather(all.mask, idx) as Tensor2D,
-              };
-            }),
-          clip: clipModel,
-          clipText: (ps) =>
-            tf.tidy(() => {
-              const rowsOf = promptRows(ps, listed);
-              const tokens = tf.gather(intTensor(clipCtx, "text_tokens.npy"), tf.tensor1d(rowsOf, "int32"));
-              return clipModel.embedText(
-                tokens as Tensor2D,
-                rowsOf.map((r) => clipLens[r]!),
-              );
-            }),
-        },
-        { kind: "clip", scale, base: { kind: "none" } },
-        prompts,
-        `trajectory samples (CLIP scale ${scale}, ${diffusion.numTimesteps} steps)`,
+      return withClipGuide(ctx, clipModel, (guide) =>
+        guidedTrajectoryRow(
+          ctx,
+          diffusion,
+          unet,
+          {
+            encode: (ps) =>
+              tf.tidy(() => {
+                const rowsOf = promptRows(ps, listed);
+                const all = {
+                  tokens: intTensor(ctx, "tokens.npy") as Tensor2D,
+                  mask: maskTensor(ctx, "mask.npy"),
+                };
+                const idx = tf.tensor1d(rowsOf, "int32");
+                return {
+                  tokens: tf.gather(all.tokens, idx) as Tensor2D,
+                  mask: tf.gather(all.mask, idx) as Tensor2D,
+                };
+              }),
+            clip: guide,
+            clipText: (ps) =>
+              tf.tidy(() => {
+                const rowsOf = promptRows(ps, listed);
+                const tokens = tf.gather(intTensor(clipCtx, "text_tokens.npy"), tf.tensor1d(rowsOf, "int32"));
+                return clipModel.embedText(
+                  tokens as Tensor2D,
+                  rowsOf.map((r) => clipLens[r]!),
+                );
+              }),
+          },
+          { kind: "clip", scale, base: { kind: "none" } },
+          prompts,
+          `trajectory samples (CLIP scale ${scale}, ${diffusion.numTimesteps} steps)`,
+        ),
       );
     }),
   );

@@ -13,7 +13,13 @@ import {
   type SectionContext,
   TOL_SINGLE,
 } from "../common.ts";
-import { goldenClassifier, intTensor, timed, withGoldenModel } from "../golden-models.ts";
+import {
+  goldenClassifier,
+  intTensor,
+  timed,
+  withClassifierGuide,
+  withGoldenModel,
+} from "../golden-models.ts";
 
 function run(ctx: SectionContext): Row[] {
   const s = ctx.section;
@@ -43,13 +49,22 @@ function run(ctx: SectionContext): Row[] {
       ...guard(s, "cond_grad", () => {
         const scale = Number(ctx.meta("classifier_scale"));
         const { value, seconds } = timed(() =>
-          tf.tidy(() => {
-            const { x, t, y } = inputs();
-            return nhwcToNchw(classifier.condGrad(x, t, y, scale));
-          }),
+          withClassifierGuide(ctx, classifier, (guide) =>
+            tf.tidy(() => {
+              const { x, t, y } = inputs();
+              return nhwcToNchw(guide.condGrad(x, t, y, scale));
+            }),
+          ),
         );
         const ref = floats(ctx.load("cond_grad.npy"), "cond_grad.npy");
-        return compare(s, `cond_grad (scale ${scale})`, ref, value, TOL_SINGLE, `${seconds.toFixed(1)} s`);
+        return compare(
+          s,
+          `cond_grad (scale ${scale})`,
+          ref,
+          value,
+          TOL_SINGLE,
+          `${seconds.toFixed(1)} s, ${ctx.runtime}`,
+        );
       }),
     );
     return rows;

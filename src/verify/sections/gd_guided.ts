@@ -6,7 +6,13 @@
 import "../../core/ops.ts";
 import { tf } from "../../core/engine.ts";
 import { GoldenError, guard, type Row, type SectionChecker, type SectionContext } from "../common.ts";
-import { goldenClassifier, goldenGdUnet, sibling, withGoldenModels } from "../golden-models.ts";
+import {
+  goldenClassifier,
+  goldenGdUnet,
+  sibling,
+  withClassifierGuide,
+  withGoldenModels,
+} from "../golden-models.ts";
 import { guidedTrajectoryRow } from "../guided.ts";
 import { checkTables, diffusionFromMeta } from "../tables.ts";
 
@@ -31,19 +37,21 @@ function trajectory(ctx: SectionContext): Row[] {
       const diffusion = diffusionFromMeta(ctx, "small_gd_model");
       // Prompts are the labels themselves: the bag's encoder and classifierLabel read them back.
       const prompts = y.map(String);
-      return guidedTrajectoryRow(
-        ctx,
-        diffusion,
-        unet,
-        {
-          encode: (ps) => ({ y: tf.tensor1d(ps.map(Number), "int32") }),
-          classifier,
-          classifierLabel: Number,
-        },
-        { kind: "classifier", scale, base: { kind: "none" } },
-        prompts,
-        `trajectory samples (classifier scale ${scale}, ${diffusion.numTimesteps} steps)`,
-        `; y = [${y}] from ${from}`,
+      return withClassifierGuide(ctx, classifier, (guide) =>
+        guidedTrajectoryRow(
+          ctx,
+          diffusion,
+          unet,
+          {
+            encode: (ps) => ({ y: tf.tensor1d(ps.map(Number), "int32") }),
+            classifier: guide,
+            classifierLabel: Number,
+          },
+          { kind: "classifier", scale, base: { kind: "none" } },
+          prompts,
+          `trajectory samples (classifier scale ${scale}, ${diffusion.numTimesteps} steps)`,
+          `; y = [${y}] from ${from}`,
+        ),
       );
     }),
   );
