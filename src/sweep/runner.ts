@@ -33,6 +33,7 @@ import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
 import { defaultGuideThreads, loadZoo, type Zoo } from "../models/zoo.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
+import { metricModelsOn } from "../onnx/metric-models.ts";
 import { readImages } from "../pipelines/sampling.ts";
 import { buildReport } from "../report/index.ts";
 import { writeCellObservations, writeReferenceObservations } from "../report/observations.ts";
@@ -161,7 +162,9 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
   } catch (e) {
     throw new Error(`${source}: models.denoiser: ${(e as Error).message}`);
   }
-  const owned: { dispose(): void }[] = [];
+  // The metrics' forwards follow the denoisers' runtime (ONNX Runtime: traced graphs, src/onnx/metric-models.ts).
+  const forwards = metricModelsOn(runtime);
+  const owned: { dispose(): void }[] = [forwards];
   const ctx: MetricContext = {};
   if (config.evalClipOpenai) {
     let clip: ReturnType<typeof loadOpenAIEvalClip>;
@@ -176,12 +179,13 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
     const { info, model } = loadZooModel(config.models.evalClip, dir);
     owned.push(model);
     const textCtx = typeof info.config.model.textCtx === "number" ? info.config.model.textCtx : 16;
-    ctx.evalEmbedder = evalClipEmbedder(model as EvalClip, textCtx);
+    ctx.evalEmbedder = evalClipEmbedder(forwards.evalClip(model as EvalClip), textCtx);
   }
   if (zoo.noisedClip && zoo.models.clipText) {
-    ctx.guidanceEmbedder = guidanceClipEmbedder(zoo.noisedClip, zoo.models.clipText);
+    ctx.guidanceEmbedder = guidanceClipEmbedder(forwards.noisedClip(zoo.noisedClip), zoo.models.clipText);
   }
-  if (zoo.noisedClassifier) ctx.classProbabilities = classifierProbabilities(zoo.noisedClassifier);
+  if (zoo.noisedClassifier)
+    ctx.classProbabilities = classifierProbabilities(forwards.classifier(zoo.noisedClassifier));
   return {
     zoo,
     ctx,

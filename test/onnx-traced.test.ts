@@ -1,8 +1,10 @@
-// Guidance gradients traced into ONNX graphs (src/onnx/guide-grad.ts): the noised classifier's and the noised
-// CLIP's gradients on ONNX Runtime equal TensorFlow.js's, at several batches and on later calls with other labels,
-// timesteps and text embeddings (so those are graph inputs, not constants of the first call); a strategy-style
-// objective of its own (CLIP on a rescaled x with a table gathered at t) traces too; an objective that reads an
-// input's values through JavaScript is refused; no tensor is left behind.
+// TensorFlow.js functions traced into ONNX graphs (src/onnx/traced.ts). Guidance gradients (guide-grad.ts): the
+// noised classifier's and the noised CLIP's gradients on ONNX Runtime equal TensorFlow.js's, at several batches and
+// on later calls with other labels, timesteps and text embeddings (so those are graph inputs, not constants of the
+// first call); a strategy-style objective of its own (CLIP on a rescaled x with a table gathered at t) traces too;
+// an objective that reads an input's values through JavaScript is refused; no tensor is left behind. The metrics'
+// forwards (metric-models.ts): evaluation-CLIP image and text embeddings, the noised CLIP at t = 0 and the
+// classifier's logits equal TensorFlow.js's.
 import assert from "node:assert/strict";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -17,8 +19,11 @@ import {
   tf,
 } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
+import type { EvalClip } from "../src/models/eval-clip.ts";
+import { loadZooModel } from "../src/models/registry.ts";
 import { loadZoo, type Zoo } from "../src/models/zoo.ts";
 import { OnnxGuideGrad } from "../src/onnx/guide-grad.ts";
+import { metricModelsOn } from "../src/onnx/metric-models.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { relErr } from "./helpers/onnx.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
@@ -28,6 +33,7 @@ const dir = mkdtempSync(join(tmpdir(), "gl-guide-grad-"));
 let skip: string | undefined;
 let tfjs: Zoo;
 let onnx: Zoo;
+let models = "";
 
 before(async () => {
   await initEngine("wasm", { quiet: true });
@@ -36,7 +42,7 @@ before(async () => {
     skip = `onnxruntime-node cannot load: ${why}`;
     return;
   }
-  const models = await makeTinyZoo(dir, ["denoiser", "classifier", "noised-clip"]);
+  models = await makeTinyZoo(dir, ["denoiser", "classifier", "noised-clip", "eval-clip"]);
   tfjs = loadZoo({}, models, "tfjs");
   onnx = loadZoo({}, models, "onnx");
 });
@@ -148,6 +154,47 @@ describe("guidance gradients on ONNX Runtime", () => {
     } finally {
       engine.dispose();
       tf.dispose([x, ts, z]);
+    }
+  });
+
+  test("the metrics' forwards equal TensorFlow.js's (evaluation CLIP, noised CLIP and classifier at t = 0)", (t) => {
+    if (skip) return t.skip(skip);
+    const evalClip = loadZooModel("eval-clip", models).model as EvalClip;
+    const onnxModels = metricModelsOn("onnx");
+    const init = new Init(5);
+    try {
+      const e = onnxModels.evalClip(evalClip);
+      const c = onnxModels.noisedClip(tfjs.noisedClip!);
+      const k = onnxModels.classifier(tfjs.noisedClassifier!);
+      for (const n of [4, 2]) {
+        const before = tf.memory().numTensors;
+        const x = init.normal([n, 16, 16, 3], 1) as Tensor4D;
+        const t0 = tf.zeros([n], "int32") as Tensor1D;
+        const ids = Array.from({ length: n * 16 }, (_, i) =>
+          i % 16 < 3 + (i >> 4) ? 1 + ((i * 7) % 30) : 0,
+        );
+        const tokens = tf.tensor2d(ids, [n, 16], "int32") as Tensor2D;
+        const mask = tf.tensor2d(
+          ids.map((id) => (id === 0 ? 0 : 1)),
+          [n, 16],
+        ) as Tensor2D;
+        for (const [what, a, b] of [
+          ["eval-CLIP image", evalClip.embedImage(x), e.embedImage(x)],
+          ["eval-CLIP text", evalClip.embedText(tokens, mask), e.embedText(tokens, mask)],
+          ["noised CLIP image at t=0", tfjs.noisedClip!.embedImage(x, t0), c.embedImage(x, t0)],
+          ["classifier logits at t=0", tfjs.noisedClassifier!.logits(x, t0), k.logits(x, t0)],
+        ] as const) {
+          assert.deepEqual(b.shape, a.shape, `${what} n=${n}: shape`);
+          const err = relErr(b.dataSync(), a.dataSync());
+          assert.ok(err <= 1e-5, `${what} n=${n}: relative error ${err}`);
+          tf.dispose([a, b]);
+        }
+        tf.dispose([x, t0, tokens, mask]);
+        assert.equal(tf.memory().numTensors, before, `n=${n}: no tensor left behind`);
+      }
+    } finally {
+      onnxModels.dispose();
+      evalClip.dispose();
     }
   });
 });
