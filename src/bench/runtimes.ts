@@ -18,6 +18,8 @@ export interface RuntimeSpec {
   label: string;
   runtime: "onnx" | "tfjs";
   threads?: number;
+  /** Where gradient guides run in sampling rows (default: `runtime`). */
+  guides?: "onnx" | "tfjs";
 }
 
 /** ONNX Runtime with 1 and 2 threads (when it loads), then TensorFlow.js on the active backend. */
@@ -137,25 +139,28 @@ export interface SamplingCase {
   /** Step counts per runtime: slow runtimes may time fewer steps (the figure is per step). */
   steps: (spec: RuntimeSpec) => number;
   respacing: (steps: number) => GaussianDiffusion;
+  /** Gradient guides (classifier, CLIP) for a spec, overriding `models`'; dispose frees their sessions. */
+  guides?: (spec: RuntimeSpec) => { models: Partial<GuidanceModels>; dispose(): void };
 }
 
 /**
  * Sampling steps per second for each strategy on each runtime: the whole loop of runStage (strategy binding,
  * seeded x_T, the sampler with the strategy's hooks; the median step), after one untimed single-step loop that
- * creates the ONNX sessions. Gradient guidance differentiates its model on TensorFlow.js whatever the denoiser's runtime.
+ * creates the ONNX sessions (and traces the guides' gradient graphs). Gradient guides come from `c.guides` per spec.
  */
 export function benchSampling(c: SamplingCase, specs: readonly RuntimeSpec[]): Row[] {
   const rows: Row[] = [];
   const [h, w, ch] = [c.unet.config.imageSize, c.unet.config.imageSize, c.unet.config.inChannels];
   for (const spec of specs) {
     const m = modelOn(c.unet, spec);
+    const guides = c.guides?.(spec);
     try {
       for (const s of c.strategies) {
         // Each step's wall time: the median over the loop shrugs off a stall of the shared machine.
         // onStep fires as each step starts; the last mark is the loop's end.
         const loop = (diffusion: GaussianDiffusion, marks: number[]) => {
           const r = runStage({
-            models: { ...c.models, model: m.fn },
+            models: { ...c.models, ...guides?.models, model: m.fn },
             strategy: s.config,
             prompts: c.prompts,
             diffusion,
@@ -186,6 +191,7 @@ export function benchSampling(c: SamplingCase, specs: readonly RuntimeSpec[]): R
         });
       }
     } finally {
+      guides?.dispose();
       m.dispose();
     }
   }

@@ -93,6 +93,20 @@ export function defaultGuideThreads(): 1 | 2 {
   return tf.getBackend() === "wasm" && availableParallelism() >= 2 ? 2 : 1;
 }
 
+/** Prompts → a noised CLIP's unit-norm text embeddings, with the world's tokenizer at the CLIP's context. */
+export function clipTextEncoder(clip: NoisedClipModel): (prompts: readonly string[]) => Tensor2D {
+  const ctx = clip.config.maxTextLen;
+  return (prompts) =>
+    tf.tidy(() => {
+      const ids = new Int32Array(prompts.length * ctx);
+      for (const [i, p] of prompts.entries()) ids.set(tokenize(p, ctx), i * ctx);
+      return clip.embedText(
+        tf.tensor2d(ids, [prompts.length, ctx], "int32") as Tensor2D,
+        textLengths(ids, ctx),
+      );
+    });
+}
+
 export interface LoadZooOptions {
   /**
    * 2: classifier and CLIP gradients split each batch with a worker thread (split-guide.ts). Default 1. TensorFlow.js
@@ -164,7 +178,6 @@ export function loadZoo(
     const clip = loadZooModel(n.clip, dir).model as NoisedClipModel;
     noisedClip = clip;
     owned.push(clip);
-    const clipCtx = clip.config.maxTextLen;
     models.clip = clip;
     if (runtime === "onnx") {
       const g = onnxCondGrad<Tensor2D>(n.clip, (x, t, z) => clip.similarity(x, t, z));
@@ -175,15 +188,7 @@ export function loadZoo(
       owned.push(s);
       models.clip = s;
     }
-    models.clipText = (prompts) =>
-      tf.tidy(() => {
-        const ids = new Int32Array(prompts.length * clipCtx);
-        for (const [i, p] of prompts.entries()) ids.set(tokenize(p, clipCtx), i * clipCtx);
-        return clip.embedText(
-          tf.tensor2d(ids, [prompts.length, clipCtx], "int32") as Tensor2D,
-          textLengths(ids, clipCtx),
-        );
-      });
+    models.clipText = clipTextEncoder(clip);
   }
   const base = info.config.diffusion;
   return {
