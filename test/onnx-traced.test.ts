@@ -132,7 +132,7 @@ describe("guidance gradients on ONNX Runtime", () => {
   test("an objective that reads an input's values through JavaScript is refused, naming it", (t) => {
     if (skip) return t.skip(skip);
     const clip = tfjs.noisedClip!;
-    const engine = new OnnxGuideGrad("peeking", (x, inputs) =>
+    const objective = (x: Tensor4D, inputs: Readonly<Record<string, Tensor>>) =>
       tf.tidy(() => {
         // The timestep read as a number and turned back into a tensor: the graph would freeze the first call's t.
         const t0 = inputs.t!.dataSync()[0]!;
@@ -141,8 +141,8 @@ describe("guidance gradients on ONNX Runtime", () => {
           inputs.t as Tensor1D,
           inputs.z as Tensor2D,
         );
-      }),
-    );
+      });
+    const engine = new OnnxGuideGrad("peeking", objective);
     const x = tf.ones([1, 16, 16, 3]) as Tensor4D;
     const ts = tf.tensor1d([10], "int32");
     const z = tfjs.models.clipText!(["a red circle"]);
@@ -151,6 +151,18 @@ describe("guidance gradients on ONNX Runtime", () => {
         () => engine.grad(x, { t: ts, z }),
         /peeking guidance gradient.*traces on two inputs differ/,
       );
+      // With fallback on (as the zoo's guides have it), the same objective is computed by TensorFlow.js instead.
+      const kept = new OnnxGuideGrad("peeking", objective, { fallback: true });
+      const before = tf.memory().numTensors;
+      try {
+        const got = kept.grad(x, { t: ts, z });
+        const want = tf.tidy(() => tf.grad((xv) => objective(xv as Tensor4D, { t: ts, z }))(x)) as Tensor4D;
+        assert.deepEqual(data(got), data(want), "the TensorFlow.js gradient");
+        tf.dispose([got, want]);
+        assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+      } finally {
+        kept.dispose();
+      }
     } finally {
       engine.dispose();
       tf.dispose([x, ts, z]);

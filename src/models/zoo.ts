@@ -164,7 +164,9 @@ export function loadZoo(
     owned.push(c);
     models.classifier = c;
     if (runtime === "onnx") {
-      const g = onnxCondGrad<Tensor1D>(n.classifier, (x, t, y) => c.logProb(x, t, y));
+      const g = onnxCondGrad<Tensor1D>(n.classifier, (x, t, y) => c.logProb(x, t, y), {
+        fallback: true,
+      });
       owned.push(g);
       models.classifier = g;
     } else if (split) {
@@ -180,7 +182,9 @@ export function loadZoo(
     owned.push(clip);
     models.clip = clip;
     if (runtime === "onnx") {
-      const g = onnxCondGrad<Tensor2D>(n.clip, (x, t, z) => clip.similarity(x, t, z));
+      const g = onnxCondGrad<Tensor2D>(n.clip, (x, t, z) => clip.similarity(x, t, z), {
+        fallback: true,
+      });
       owned.push(g);
       models.clip = g;
     } else if (split) {

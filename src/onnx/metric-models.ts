@@ -37,7 +37,7 @@ export function metricModelsOn(runtime: Runtime): MetricModels {
     return (inputs: Record<string, Tensor>): Tensor => {
       if (!t) {
         host ??= new OnnxSessions();
-        t = new OnnxTraced(name, f, { sessions: host });
+        t = new OnnxTraced(name, f, { sessions: host, fallback: true });
         traced.push(t);
       }
       return t.run(inputs);

@@ -263,8 +263,8 @@ export interface DenoiserForward {
 }
 
 /**
- * `unet`'s forward on ONNX Runtime (one session per input shape, freed by dispose) or TensorFlow.js. Only for
- * forward-only uses: gradient guides (classifier, CLIP) stay TensorFlow.js modules and never come through here.
+ * `unet`'s forward on ONNX Runtime (one session per input shape, freed by dispose) or TensorFlow.js. Forward only:
+ * gradient guides (classifier, CLIP) come to ONNX Runtime as traced gradients (guide-grad.ts).
  */
 export function denoiserOn(unet: UNet, runtime: Runtime = "tfjs"): DenoiserForward {
   const made = new Map<string, ModelFn & { runner?: OnnxUNetRunner }>();
@@ -308,7 +308,7 @@ export function onnxModelFn(
 
 /**
  * The noised CLIP's unit-norm embeddings on onnxruntime-node, for forward-only uses (metrics embed samples and
- * prompts); CLIP guidance differentiates the image tower and stays on TensorFlow.js. Same values as
+ * prompts); CLIP guidance's gradient is traced instead (guide-grad.ts). Same values as
  * ClipModel.embedImage / embedText to ~1e-6.
  */
 export class OnnxClip {

@@ -121,6 +121,11 @@ export interface TracedOptions extends OnnxOptions {
   tolerance?: number;
   /** A session host to share (its owner disposes it); default one of this function's own, started on first use. */
   sessions?: OnnxSessions;
+  /**
+   * When the graph cannot be built or disagrees with TensorFlow.js: compute `fn` with TensorFlow.js for those input
+   * shapes, saying so once on stderr (GUIDANCE_LAB_QUIET=1 silences it), instead of throwing. Default false.
+   */
+  fallback?: boolean;
 }
 
 /**
@@ -129,7 +134,7 @@ export interface TracedOptions extends OnnxOptions {
  */
 export class OnnxTraced {
   private host: OnnxSessions | undefined;
-  private readonly sessions = new Map<string, { s: Session; outShape: number[] }>();
+  private readonly sessions = new Map<string, { s: Session; outShape: number[] } | "tfjs">();
   private readonly tolerance: number;
   /** Graphs traced so far, with the kernels each kept and its agreement with TensorFlow.js (benches, tests). */
   readonly traced: { key: string; kernels: TracedGraph["kernels"]; maxRelDiff: number }[] = [];
@@ -154,27 +159,47 @@ export class OnnxTraced {
       Object.fromEntries(Object.entries(inputs).map(([k, t]) => [k, feedOf(t)]));
     let entry = this.sessions.get(key);
     if (!entry) {
-      const graph = buildTracedGraph(this.name, this.fn, inputs);
-      const n = graph.reference.length;
-      const s = host.session(`${this.name}/${key}`, () => graph.bytes, n);
-      const got = host.run(s, feeds(), n);
-      let scale = 0;
-      let diff = 0;
-      for (let i = 0; i < n; i++) {
-        scale = Math.max(scale, Math.abs(graph.reference[i]!));
-        diff = Math.max(diff, Math.abs(got[i]! - graph.reference[i]!));
+      try {
+        entry = this.build(key, inputs, feeds);
+      } catch (e) {
+        if (!this.opts.fallback) throw e;
+        if (process.env.GUIDANCE_LAB_QUIET !== "1")
+          process.stderr.write(
+            `[runtime] ${this.name} stays on TensorFlow.js for inputs ${key}: ${(e as Error).message}\n`,
+          );
+        entry = "tfjs";
       }
-      const rel = diff / Math.max(scale, 1e-30);
-      if (!(rel <= this.tolerance))
-        throw new Error(
-          `${this.name} on ONNX Runtime differs from TensorFlow.js by ${rel.toExponential(2)} of its largest value (> ${this.tolerance}); use --runtime tfjs`,
-        );
-      this.traced.push({ key, kernels: graph.kernels, maxRelDiff: rel });
-      entry = { s, outShape: graph.outShape };
       this.sessions.set(key, entry);
     }
+    if (entry === "tfjs") return tf.tidy(() => this.fn(inputs));
     const size = entry.outShape.reduce((a, b) => a * b, 1);
     return tf.tensor(host.run(entry.s, feeds(), size), entry.outShape);
+  }
+
+  /** Traces, exports and checks the graph of one set of input shapes (see the header). */
+  private build(
+    key: string,
+    inputs: Record<string, Tensor>,
+    feeds: () => Record<string, Feed>,
+  ): { s: Session; outShape: number[] } {
+    const host = this.host!;
+    const graph = buildTracedGraph(this.name, this.fn, inputs);
+    const n = graph.reference.length;
+    const s = host.session(`${this.name}/${key}`, () => graph.bytes, n);
+    const got = host.run(s, feeds(), n);
+    let scale = 0;
+    let diff = 0;
+    for (let i = 0; i < n; i++) {
+      scale = Math.max(scale, Math.abs(graph.reference[i]!));
+      diff = Math.max(diff, Math.abs(got[i]! - graph.reference[i]!));
+    }
+    const rel = diff / Math.max(scale, 1e-30);
+    if (!(rel <= this.tolerance))
+      throw new Error(
+        `${this.name} on ONNX Runtime differs from TensorFlow.js by ${rel.toExponential(2)} of its largest value (> ${this.tolerance}); use --runtime tfjs`,
+      );
+    this.traced.push({ key, kernels: graph.kernels, maxRelDiff: rel });
+    return { s, outShape: graph.outShape };
   }
 
   dispose(): void {
