@@ -1,8 +1,8 @@
 // What intervals cost: the paired prompt bootstrap (B = 1000) and KID over a quickstart-sized run (18 cells of 6
 // prompts × 4 samples, 64-d evaluation features, 24 classifier classes, a real set and its floor set), set against
 // the sampling time of a quickstart cell estimated from the sampling rows (the fastest "zoo cfg sampling" row:
-// ms per DDPM step for the row's samples, scaled to the quickstart's 24 samples and its mean of 37.5 steps). The target is
-// at most 10% of a sweep's wall time.
+// ms per DDPM step for the row's samples, scaled to the quickstart's 24 samples and its mean of 37.5 steps). The
+// target is at most 10% of a sweep's wall time.
 import { hashSeed, Rng } from "../data/rng.ts";
 import { kernelInceptionDistance } from "../metrics/kid.ts";
 import type { CellObservations } from "../metrics/observations.ts";
