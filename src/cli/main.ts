@@ -4,6 +4,14 @@ import { join } from "node:path";
 import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BACKENDS, type BackendChoice, initEngine } from "../core/engine.ts";
+import { checkNumberFlags, type NumberFlag } from "./flags.ts";
+
+/** The numeric flags `sample` and `glide` share (--steps is checked against the model once it is loaded). */
+const SAMPLING_FLAGS: Record<string, NumberFlag> = {
+  seed: { int: true, min: 0, max: 2 ** 32 - 1 },
+  eta: { min: 0, max: 1 },
+  scale: {},
+};
 
 const backendOption = {
   choices: BACKENDS,
@@ -125,6 +133,11 @@ async function main(): Promise<void> {
             describe: "stop (with a checkpoint) after this many minutes",
           }),
       async (argv) => {
+        checkNumberFlags(argv, {
+          workers: { int: true, min: 1, max: 256 },
+          "max-steps": { int: true, min: 1 },
+          "max-minutes": { min: 0 },
+        });
         const { train } = await import("../train/trainer.ts");
         const { resolveRecipe } = await import("../train/recipe.ts");
         await train(resolveRecipe(argv.recipe), {
@@ -169,6 +182,13 @@ async function main(): Promise<void> {
           })
           .option("steps", { type: "number", describe: "evaluate a denoiser: DDPM steps (default 50)" }),
       async (argv) => {
+        checkNumberFlags(argv, {
+          snapshot: { int: true, min: 0 },
+          renders: { int: true, min: 1 },
+          "samples-per-prompt": { int: true, min: 1 },
+          "fd-samples": { int: true, min: 2 },
+          steps: { int: true, min: 1 },
+        });
         const { listModels, modelsDir } = await import("../models/registry.ts");
         if (argv.action === "ship") {
           if (!argv.name || !argv.run)
@@ -247,6 +267,11 @@ async function main(): Promise<void> {
             describe: "known-region replacement on the predicted x0 (GLIDE) or on x_t each step",
           }),
       async (argv) => {
+        checkNumberFlags(argv, {
+          ...SAMPLING_FLAGS,
+          steps: { int: true, min: 1 },
+          n: { int: true, min: 1, max: 256, why: "every image is sampled in one batch" },
+        });
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runSample } = await import("./sample.ts");
@@ -302,6 +327,10 @@ async function main(): Promise<void> {
           .option("n", { type: "number", default: 4, describe: "number of images" })
           .option("out", { type: "string", default: join("reports", "glide") }),
       async (argv) => {
+        checkNumberFlags(argv, {
+          ...SAMPLING_FLAGS,
+          n: { int: true, min: 1, max: 64, why: "every image is sampled in one batch of GLIDE's model" },
+        });
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runGlide } = await import("./glide.ts");
@@ -341,6 +370,11 @@ async function main(): Promise<void> {
           .option("shard", {
             type: "string",
             describe: "i/n: run the i-th of n deterministic parts (1-based)",
+          })
+          .option("force", {
+            type: "boolean",
+            default: false,
+            describe: "take over the run folder's lock when the process that held it is gone",
           }),
       async (argv) => {
         await initEngine(argv.backend);
@@ -352,8 +386,11 @@ async function main(): Promise<void> {
           resume: argv.resume,
           shard: argv.shard,
           backend: argv.backend,
+          force: argv.force,
         });
         process.stdout.write(`${r.htmlPath}\n`);
+        // The shell's convention for a process stopped by a signal: 128 + its number (SIGINT 2, SIGTERM 15).
+        if (r.interrupted) process.exitCode = r.interrupted === "SIGINT" ? 130 : 143;
       },
     )
     .command(
@@ -362,10 +399,15 @@ async function main(): Promise<void> {
       (y) =>
         y
           .positional("out", { type: "string", demandOption: true })
-          .positional("shards", { type: "string", array: true, demandOption: true }),
+          .positional("shards", { type: "string", array: true, demandOption: true })
+          .option("partial", {
+            type: "boolean",
+            default: false,
+            describe: "merge even when the shards do not cover every cell of the config",
+          }),
       async (argv) => {
         const { mergeRuns } = await import("../sweep/merge.ts");
-        const r = await mergeRuns(argv.out, argv.shards);
+        const r = mergeRuns(argv.out, argv.shards, { partial: argv.partial });
         process.stdout.write(`${JSON.stringify(r)}\n`);
       },
     )

@@ -146,9 +146,21 @@ export function resultsRows(records: readonly CellRecord[], stats?: RunIntervals
   });
 }
 
+/**
+ * A text cell a spreadsheet would not run as a formula: one starting with =, +, -, @, tab or carriage return
+ * (OWASP's CSV-injection list) gets a leading apostrophe, which spreadsheets show as text. Prompts and strategy
+ * parameters are free text (a negative prompt `=HYPERLINK(...)` would otherwise become a live link). Numbers
+ * stay numbers: a negative scale is written as a number, not as text.
+ */
+export function neutraliseCsvCell(v: string | number): string | number {
+  return typeof v === "string" && /^[=+\-@	]/.test(v) ? `'${v}` : v;
+}
+
 export function resultsCsv(run: RunData, stats?: RunIntervals): string {
   const records = run.cells.map((c) => c.record);
-  return stringify([csvColumns(records, stats), ...resultsRows(records, stats)]);
+  return stringify(
+    [csvColumns(records, stats), ...resultsRows(records, stats)].map((row) => row.map(neutraliseCsvCell)),
+  );
 }
 
 /**

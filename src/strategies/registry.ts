@@ -19,7 +19,7 @@ import { negativeStrategy } from "./negative.ts";
 import { noneStrategy, unconditionalStrategy } from "./none.ts";
 import { pagStrategy } from "./pag.ts";
 import { segStrategy } from "./seg.ts";
-import { formatIssues, requireModels } from "./shared.ts";
+import { formatIssues, READABLE_PARSE, requireModels } from "./shared.ts";
 import { slgStrategy } from "./slg.ts";
 import type { BuildContext, GuidanceModels, Strategy, StrategyDef } from "./strategy.ts";
 import { tcfgStrategy } from "./tcfg.ts";
@@ -87,7 +87,7 @@ export function parseStrategyConfig(raw: unknown, source = "strategy"): Strategy
   if (!byKind.has(kind)) {
     throw new Error(`${source}: kind: unknown strategy '${kind}' (known: ${STRATEGY_KINDS.join(", ")})`);
   }
-  const r = strategyDef(kind).schema(strategyConfigSchema).safeParse(raw);
+  const r = strategyDef(kind).schema(strategyConfigSchema).safeParse(raw, READABLE_PARSE);
   if (!r.success) throw new Error(formatIssues(r.error, `${source} '${kind}'`));
   return r.data as StrategyConfig;
 }

@@ -9,7 +9,7 @@ import { SUITE_NAMES, suite } from "../data/suites.ts";
 import { parseCaption, type SceneSpec } from "../data/world.ts";
 import { METRIC_NAMES } from "../metrics/index.ts";
 import { RUNTIMES, type RuntimeChoice } from "../onnx/choice.ts";
-import { formatIssues } from "../strategies/shared.ts";
+import { formatIssues, READABLE_PARSE } from "../strategies/shared.ts";
 
 const oneOrMany = <T extends z.ZodType>(s: T) => z.union([s, z.array(s).min(1)]);
 
@@ -187,7 +187,7 @@ function resolvePrompts(
 
 /** Validates a parsed config; `source` (the file) prefixes every error line. */
 export function parseSweepConfig(raw: unknown, source: string, configDir = "."): LoadedSweep {
-  const r = sweepSchema.safeParse(raw);
+  const r = sweepSchema.safeParse(raw, READABLE_PARSE);
   if (!r.success) throw new Error(formatIssues(r.error, source));
   const c = r.data;
   const modelsGiven =

@@ -3,13 +3,11 @@
 // per-step noise in every cell, derived from (seed, p, j) alone, so neither batching, sharding nor resuming changes
 // a single pixel. A cell exists once its record.json does, and that file is written last by rename, so a crash or
 // a signal never leaves a half-written record: the cell is simply redone by --resume.
-import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { cpus } from "node:os";
 import { join } from "node:path";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import { type BackendChoice, initEngine, type Tensor4D, tf } from "../core/engine.ts";
-import { REPO_ROOT } from "../core/paths.ts";
 import { sampleDdim, sampleDdpm } from "../core/samplers.ts";
 import type { NoiseSource, StepInfo } from "../core/types.ts";
 import { encodePng, gridImage } from "../data/png.ts";
@@ -41,7 +39,11 @@ import { buildStrategy } from "../strategies/registry.ts";
 import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
 import { formatDuration, Progress } from "../train/progress.ts";
 import { defaultOut, loadSweepConfig, type SweepConfig } from "./config.ts";
+import { acquireLock, LOCK_FILE } from "./lock.ts";
 import { type Cell, canonicalJson, parseShard, planCells, type Shard, shardCells } from "./plan.ts";
+import { checkPrerequisites } from "./prerequisites.ts";
+import { asProvenance, type Provenance, provenanceDiff, runProvenance } from "./provenance.ts";
+import { readRecord } from "./records.ts";
 
 export interface SweepOptions {
   out?: string;
@@ -57,6 +59,8 @@ export interface SweepOptions {
   afterCell?: (cellId: string) => void | Promise<void>;
   /** Progress and summary lines; default stderr/stdout. */
   quiet?: boolean;
+  /** Take over a run-folder lock whose process is gone (lock.ts). */
+  force?: boolean;
 }
 
 export interface SweepResult {
@@ -68,6 +72,8 @@ export interface SweepResult {
   remaining: string[];
   htmlPath: string;
   csvPath: string;
+  /** The signal that stopped the sweep early (the CLI exits 128 + its number). */
+  interrupted?: "SIGINT" | "SIGTERM";
 }
 
 /** What the run folder's config.json holds: the resolved config (no output path or shard, so shards agree). */
@@ -80,17 +86,6 @@ export function writeAtomic(path: string, data: string | Buffer): void {
   const tmp = `${path}.tmp-${process.pid}`;
   writeFileSync(tmp, data);
   renameSync(tmp, path);
-}
-
-function gitInfo(): { gitCommit?: string; gitDirty?: boolean } {
-  try {
-    const opts = { cwd: REPO_ROOT, encoding: "utf8" as const, stdio: ["ignore", "pipe", "ignore"] as const };
-    const gitCommit = execFileSync("git", ["rev-parse", "HEAD"], { ...opts, stdio: [...opts.stdio] }).trim();
-    const dirty = execFileSync("git", ["status", "--porcelain"], { ...opts, stdio: [...opts.stdio] }).trim();
-    return { gitCommit, gitDirty: dirty.length > 0 };
-  } catch {
-    return {};
-  }
 }
 
 interface Sample {
@@ -277,6 +272,7 @@ async function sampleCell(
   const images: Float32Array[] = [];
   const cost: CostSample[] = [];
   for (let from = 0; from < samples.length; from += config.batchSize) {
+    await yieldToEvents();
     if (stopping()) throw new Abandoned();
     const batch = samples.slice(from, from + config.batchSize);
     const g = strategy.bind(batch.map((s) => s.prompt.text));
@@ -310,10 +306,41 @@ async function sampleCell(
 }
 
 function isNonEmptyDir(dir: string): boolean {
-  return existsSync(dir) && readdirSync(dir).length > 0;
+  return existsSync(dir) && readdirSync(dir).some((f) => f !== LOCK_FILE);
 }
 
-const finishedIn = (out: string, id: string) => existsSync(join(out, "cells", id, "record.json"));
+/** Lets pending signal handlers and timers run: sampling is synchronous, so without this a signal waits. */
+const yieldToEvents = () => new Promise<void>((r) => setImmediate(r));
+
+/**
+ * --resume's guard against mixing: the run's provenance (env.json) must equal this session's, key by key. A run
+ * from before provenance was recorded cannot be checked and is refused rather than trusted.
+ */
+function checkResumable(out: string, configPath: string, config: SweepConfig, now: Provenance): void {
+  const prev = join(out, "config.json");
+  if (!existsSync(prev)) return; // nothing sampled yet: a plain start
+  if (canonicalJson(JSON.parse(readFileSync(prev, "utf8"))) !== canonicalJson(config)) {
+    throw new Error(`--resume: ${out} was made with a different config than ${configPath}`);
+  }
+  const envPath = join(out, "env.json");
+  let was: Provenance | undefined;
+  try {
+    was = asProvenance((JSON.parse(readFileSync(envPath, "utf8")) as { provenance?: unknown }).provenance);
+  } catch {
+    was = undefined;
+  }
+  if (!was) {
+    throw new Error(
+      `--resume: ${envPath} records no provenance (missing, unreadable, or made before provenance was recorded): its cells cannot be shown to come from the same models and code; start a new --out`,
+    );
+  }
+  const diffs = provenanceDiff(was, now);
+  if (diffs.length) {
+    throw new Error(
+      `--resume: ${out} was made with different inputs than this session has: ${diffs.join("; ")}. Resuming would mix them; start a new --out (or restore what changed)`,
+    );
+  }
+}
 
 export async function runSweep(configPath: string, opts: SweepOptions = {}): Promise<SweepResult> {
   const started = new Date();
@@ -326,16 +353,12 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   const loaded = loadSweepConfig(configPath);
   const { config, source } = loaded;
   const cells = planCells(config, source);
+  checkPrerequisites(config, source);
   const shard = typeof opts.shard === "string" ? parseShard(opts.shard) : opts.shard;
   const mine = shardCells(cells, shard);
   const out = opts.out ?? loaded.out ?? defaultOut(configPath);
   const configJson = resolvedConfigJson(config);
-  if (opts.resume) {
-    const prev = join(out, "config.json");
-    if (existsSync(prev) && canonicalJson(JSON.parse(readFileSync(prev, "utf8"))) !== canonicalJson(config)) {
-      throw new Error(`--resume: ${out} was made with a different config than ${configPath}`);
-    }
-  } else if (isNonEmptyDir(out)) {
+  if (!opts.resume && isNonEmptyDir(out)) {
     throw new Error(`${out} is not empty: pass --resume to continue that run, or choose another --out`);
   }
 
@@ -344,14 +367,26 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   const tLoad = performance.now();
   const models = loadModels(config, source, runtime);
   const loadSeconds = (performance.now() - tLoad) / 1000;
-  const stop = { requested: false };
+  const stop: { signal?: "SIGINT" | "SIGTERM" } = {};
   const onSignal = (sig: NodeJS.Signals) => {
-    if (stop.requested) process.exit(130);
-    stop.requested = true;
+    const signal = sig === "SIGINT" ? "SIGINT" : "SIGTERM";
+    if (stop.signal) {
+      // A second signal: quit now. Finished records are whole (written by rename) and the lock is dropped.
+      lock?.release();
+      process.exit(signal === "SIGINT" ? 130 : 143);
+    }
+    stop.signal = signal;
     log(`\n[sweep] ${sig}: abandoning the current cell (its record is not written); again to quit at once\n`);
   };
+  let lock: ReturnType<typeof acquireLock> | undefined;
   try {
     const size = models.zoo.imageSize;
+    const T = models.zoo.info.config.diffusion.steps;
+    const tooMany = config.steps.find((k) => k > T);
+    if (tooMany !== undefined)
+      throw new Error(
+        `${source}: steps: ${tooMany} is more than the ${T} diffusion steps the denoiser '${config.models.denoiser}' was trained with (expected 1 to ${T})`,
+      );
     const diffusions = new Map<string, GaussianDiffusion>();
     const diffusionFor = (c: Cell) => {
       const key = c.sampler === "ddim" ? `ddim${c.steps}` : String(c.steps);
@@ -386,12 +421,23 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
     } catch (e) {
       throw new Error(`${source}: metrics: ${(e as Error).message}`);
     }
+    const provenance = runProvenance(config);
+
+    // The lock comes before any write, and the folder checks are repeated under it: two sweeps started together
+    // both pass the early check above, but only one gets the lock, and it then sees what the other left.
+    mkdirSync(out, { recursive: true });
+    lock = acquireLock(out, { force: opts.force ?? false, command: `sweep ${configPath}` });
+    if (opts.resume) checkResumable(out, configPath, config, provenance);
+    else if (isNonEmptyDir(out)) {
+      throw new Error(`${out} is not empty: pass --resume to continue that run, or choose another --out`);
+    }
+    process.on("SIGINT", onSignal);
+    process.on("SIGTERM", onSignal);
 
     mkdirSync(join(out, "cells"), { recursive: true });
     writeAtomic(join(out, "config.json"), configJson);
     if (real) writeReference(config, size, real, out, models.ctx.featureSpace);
     const env: Record<string, unknown> = {
-      ...gitInfo(),
       backend: engine.backend,
       backendReason: engine.reason,
       runtime,
@@ -402,21 +448,41 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
       out,
       ...(shard ? { shard: `${shard.index}/${shard.count}` } : {}),
       models: config.models,
+      gitCommit: provenance.gitCommit,
+      gitDirty: provenance.gitDirty,
+      provenance,
     };
     writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
 
-    const skipped = mine.filter((c) => finishedIn(out, c.id)).map((c) => c.id);
-    let todo = mine.filter((c) => !finishedIn(out, c.id));
+    const state = new Map(mine.map((c) => [c.id, readRecord(out, c.id)]));
+    const invalid = mine.filter((c) => state.get(c.id)!.state === "invalid");
+    for (const c of invalid) {
+      // Kept beside, not deleted (nothing is lost), and out of the report's way until the cell is redone.
+      const r = state.get(c.id)!;
+      const path = join(out, "cells", c.id, "record.json");
+      renameSync(path, `${path}.invalid-${Date.now()}`);
+      log(`[sweep] ${c.id}: ${r.state === "invalid" ? r.why : ""}; moved aside, sampling it again\n`);
+    }
+    const foreign = mine.find((c) => {
+      const r = state.get(c.id)!;
+      return r.state === "finished" && provenanceDiff(asProvenance(r.record.provenance)!, provenance).length;
+    });
+    if (foreign) {
+      const r = state.get(foreign.id)!;
+      const diffs = r.state === "finished" ? provenanceDiff(asProvenance(r.record.provenance)!, provenance) : [];
+      throw new Error(`--resume: cell ${foreign.id} was sampled with different inputs: ${diffs.join("; ")}`);
+    }
+    const skipped = mine.filter((c) => state.get(c.id)!.state === "finished").map((c) => c.id);
+    let todo = mine.filter((c) => state.get(c.id)!.state !== "finished");
     if (opts.limit !== undefined) todo = todo.slice(0, opts.limit);
     if (skipped.length) log(`[sweep] resuming: ${skipped.length} cell(s) already finished\n`);
-    process.on("SIGINT", onSignal);
-    process.on("SIGTERM", onSignal);
     const progress = new Progress("[sweep]", todo.length, 0, 10, process.stderr);
     const finished: string[] = [];
     let sampling = 0;
     let metricsTime = 0;
     for (const cell of todo) {
-      if (stop.requested) break;
+      await yieldToEvents();
+      if (stop.signal) break;
       let result: CellOutput;
       try {
         result = await sampleCell(
@@ -425,7 +491,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
           strategies.get(cell.id)!,
           diffusionFor(cell),
           size,
-          () => stop.requested,
+          () => stop.signal !== undefined,
         );
       } catch (e) {
         if (e instanceof Abandoned) break;
@@ -466,6 +532,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
           prompts: samples.map((s) => s.prompt.text),
         },
         timings: { samplingSeconds: result.seconds, metricsSeconds: metricSeconds },
+        provenance,
       };
       // Observations before the record: a cell that exists has everything its metrics are rebuilt from.
       writeCellObservations(cellDir, m.observations, models.ctx.featureSpace);
@@ -480,14 +547,16 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
     const totalSeconds = (performance.now() - t0) / 1000;
     env.finishedAt = new Date().toISOString();
     env.timings = { totalSeconds, loadSeconds, samplingSeconds: sampling, metricsSeconds: metricsTime };
-    env.interrupted = stop.requested;
+    env.interrupted = stop.signal !== undefined;
+    if (stop.signal) env.signal = stop.signal;
     writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
     const report = buildReport(out);
-    const remaining = mine.filter((c) => !finishedIn(out, c.id)).map((c) => c.id);
+    const remaining = mine.filter((c) => readRecord(out, c.id).state !== "finished").map((c) => c.id);
     if (!opts.quiet) {
       process.stdout.write(
         `[sweep] ${finished.length} cell(s) sampled, ${skipped.length} already done, ${remaining.length} left` +
           `${shard ? ` (shard ${shard.index}/${shard.count} of ${cells.length} cells)` : ""} in ${formatDuration(totalSeconds)}` +
+          `${stop.signal ? ` (stopped by ${stop.signal})` : ""}` +
           `${remaining.length ? " (continue with --resume)" : ""}\n[sweep] report: ${report.htmlPath}\n`,
       );
     }
@@ -499,10 +568,12 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
       remaining,
       htmlPath: report.htmlPath,
       csvPath: report.csvPath,
+      ...(stop.signal ? { interrupted: stop.signal } : {}),
     };
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     models.dispose();
+    lock?.release();
   }
 }
