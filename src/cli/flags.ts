@@ -42,7 +42,9 @@ export function checkNumberFlags(argv: Record<string, unknown>, specs: Record<st
       (spec.max === undefined || v <= spec.max);
     if (!ok) {
       const shown =
-        typeof v === "number" && Number.isNaN(v) ? `'${typed(flag) ?? "NaN"}' (not a number)` : JSON.stringify(v);
+        typeof v === "number" && Number.isNaN(v)
+          ? `'${typed(flag) ?? "NaN"}' (not a number)`
+          : JSON.stringify(v);
       throw new Error(`--${flag} ${shown}: expected ${range(spec)}${spec.why ? ` (${spec.why})` : ""}`);
     }
   }

@@ -85,7 +85,9 @@ export async function runSample(a: SampleArgs): Promise<void> {
   try {
     const T = zoo.info.config.diffusion.steps;
     if (!Number.isInteger(a.steps) || a.steps < 1 || a.steps > T)
-      throw new Error(`--steps ${a.steps}: expected an integer from 1 to ${T} (the diffusion steps '${a.model}' was trained with)`);
+      throw new Error(
+        `--steps ${a.steps}: expected an integer from 1 to ${T} (the diffusion steps '${a.model}' was trained with)`,
+      );
     const respacing = a.sampler === "ddim" ? `ddim${a.steps}` : String(a.steps);
     const diffusion = zoo.diffusion(respacing);
     const { raw, source } = strategyFromArgs(a);

@@ -62,8 +62,8 @@ export const inWindow = (w: GuidanceWindow, step: StepInfo): boolean =>
 function expectedInWords(iss: { expected?: string; inst?: unknown }): string {
   if (iss.expected === "number" || iss.expected === "int") {
     // z.number().int() reports "number" for a string; its integer check is among the schema's checks.
-    const checks = (iss.inst as { _zod?: { def?: { checks?: { _zod?: { def?: { format?: string } } }[] } } })?._zod
-      ?.def?.checks;
+    const checks = (iss.inst as { _zod?: { def?: { checks?: { _zod?: { def?: { format?: string } } }[] } } })
+      ?._zod?.def?.checks;
     const int = iss.expected === "int" || checks?.some((c) => /int/.test(c._zod?.def?.format ?? ""));
     return int ? "an integer" : "a number";
   }
@@ -102,7 +102,8 @@ export function formatIssues(err: z.ZodError, source: string): string {
   return err.issues
     .flatMap((i) => {
       // Name each unknown key itself rather than the object that holds it.
-      if (i.code === "unrecognized_keys") return i.keys.map((k) => `${source}: ${at([...i.path, k])}: unknown key`);
+      if (i.code === "unrecognized_keys")
+        return i.keys.map((k) => `${source}: ${at([...i.path, k])}: unknown key`);
       if (i.code === "invalid_union") {
         // A value of the right type that failed inside its alternative (a list with a bad element): that issue.
         const inner = i.errors.find((branch) => branch.length > 0 && branch.every((b) => b.path.length > 0));
@@ -114,12 +115,16 @@ export function formatIssues(err: z.ZodError, source: string): string {
         const expected = [
           ...new Set(
             i.errors.flatMap((branch) =>
-              branch.filter((b) => b.path.length === 0 && b.message.startsWith("expected ")).map((b) => b.message),
+              branch
+                .filter((b) => b.path.length === 0 && b.message.startsWith("expected "))
+                .map((b) => b.message),
             ),
           ),
         ];
         if (expected.length)
-          return [`${source}: ${at(i.path)}: ${expected.join(" or ").replace(/ or expected /g, " or ")}${got(i)}`];
+          return [
+            `${source}: ${at(i.path)}: ${expected.join(" or ").replace(/ or expected /g, " or ")}${got(i)}`,
+          ];
       }
       const message = ["invalid_type", "too_small", "too_big", "invalid_value"].includes(i.code)
         ? `${i.message}${got(i)}`

@@ -122,6 +122,19 @@ export function acquireLock(dir: string, opts: { force?: boolean; command?: stri
   };
 }
 
+/**
+ * Fails fast when a live process on this host holds the folder's lock, before a sweep spends time loading models;
+ * the binding check is acquireLock's atomic create.
+ */
+export function checkNotLocked(dir: string): void {
+  const held = lockOf(dir);
+  if (held && held.host === hostname() && alive(held.pid) && held.pid !== process.pid) {
+    throw new Error(
+      `${dir} is in use: locked by ${describe(held)}; wait for it to finish, stop it, or choose another --out`,
+    );
+  }
+}
+
 /** The lock currently on a run folder, if any (for `report` and tests). */
 export function lockOf(dir: string): LockInfo | undefined {
   const path = join(dir, LOCK_FILE);

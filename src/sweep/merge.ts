@@ -6,7 +6,17 @@
 // model.json by content hash, commit, package versions), every record the provenance of its shard, and the merged
 // set must hold every planned cell unless `partial` is asked for. The output is built in a temporary folder beside
 // OUT and renamed into place, so a merge that fails (or is killed) leaves OUT as it was.
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { type BuiltReport, buildReport } from "../report/index.ts";
 import type { SweepConfig } from "./config.ts";
@@ -60,7 +70,11 @@ function provenanceOf(dir: string): Provenance {
   return p;
 }
 
-export function mergeRuns(outDir: string, shardDirs: readonly string[], opts: MergeOptions = {}): MergeResult {
+export function mergeRuns(
+  outDir: string,
+  shardDirs: readonly string[],
+  opts: MergeOptions = {},
+): MergeResult {
   if (!shardDirs.length) throw new Error("merge: no shard folders given");
   let config: string | undefined;
   for (const dir of shardDirs) {
@@ -77,7 +91,9 @@ export function mergeRuns(outDir: string, shardDirs: readonly string[], opts: Me
   for (const dir of shardDirs.slice(1)) {
     const diffs = provenanceDiff(first, provenanceOf(dir));
     if (diffs.length)
-      throw new Error(`merge: ${dir} was sampled with different inputs than ${shardDirs[0]}: ${diffs.join("; ")}`);
+      throw new Error(
+        `merge: ${dir} was sampled with different inputs than ${shardDirs[0]}: ${diffs.join("; ")}`,
+      );
   }
   if (existsSync(outDir) && readdirSync(outDir).length > 0)
     throw new Error(`merge: ${outDir} is not empty: merge into a new folder (the shards stay untouched)`);
@@ -94,7 +110,9 @@ export function mergeRuns(outDir: string, shardDirs: readonly string[], opts: Me
       if (r.state === "invalid") throw new Error(`merge: ${r.why}`);
       const diffs = provenanceDiff(first, asProvenance(r.record.provenance)!);
       if (diffs.length)
-        throw new Error(`merge: ${join(cellsDir, id)} was sampled with different inputs: ${diffs.join("; ")}`);
+        throw new Error(
+          `merge: ${join(cellsDir, id)} was sampled with different inputs: ${diffs.join("; ")}`,
+        );
       const seen = sources.get(id);
       if (seen) {
         if (comparable(seen.record) !== comparable(r.record)) {
@@ -108,14 +126,20 @@ export function mergeRuns(outDir: string, shardDirs: readonly string[], opts: Me
       sources.set(id, { dir, record: r.record });
     }
   }
-  const planned = planCells(JSON.parse(config!) as SweepConfig, join(shardDirs[0]!, "config.json")).map((c) => c.id);
+  const planned = planCells(JSON.parse(config!) as SweepConfig, join(shardDirs[0]!, "config.json")).map(
+    (c) => c.id,
+  );
   const missing = planned.filter((id) => !sources.has(id));
   const unplanned = [...sources.keys()].filter((id) => !planned.includes(id));
   if (unplanned.length)
     throw new Error(`merge: cell(s) ${unplanned.join(", ")} are not cells of the shards' config.json`);
   if (missing.length && !opts.partial) {
     const shardsSeen = shardDirs
-      .map((d) => (existsSync(join(d, "env.json")) ? (readJson(join(d, "env.json")) as { shard?: string }).shard : undefined))
+      .map((d) =>
+        existsSync(join(d, "env.json"))
+          ? (readJson(join(d, "env.json")) as { shard?: string }).shard
+          : undefined,
+      )
       .filter((s): s is string => typeof s === "string");
     const count = shardsSeen.length ? Number(shardsSeen[0]!.split("/")[1]) : 0;
     const absent = count
@@ -139,7 +163,8 @@ export function mergeRuns(outDir: string, shardDirs: readonly string[], opts: Me
     for (const dir of shardDirs) {
       envs.push(readJson(join(dir, "env.json")));
       const realDir = join(dir, "real");
-      if (existsSync(realDir) && !existsSync(join(tmp, "real"))) cpSync(realDir, join(tmp, "real"), { recursive: true });
+      if (existsSync(realDir) && !existsSync(join(tmp, "real")))
+        cpSync(realDir, join(tmp, "real"), { recursive: true });
     }
     for (const [id, { dir }] of sources) {
       const from = join(dir, "cells", id);

@@ -67,7 +67,11 @@ export function configHash(config: SweepConfig): string {
 
 function gitInfo(): { gitCommit?: string; gitDirty?: boolean } {
   try {
-    const opts = { cwd: REPO_ROOT, encoding: "utf8" as const, stdio: ["ignore", "pipe", "ignore"] as ("ignore" | "pipe")[] };
+    const opts = {
+      cwd: REPO_ROOT,
+      encoding: "utf8" as const,
+      stdio: ["ignore", "pipe", "ignore"] as ("ignore" | "pipe")[],
+    };
     const gitCommit = execFileSync("git", ["rev-parse", "HEAD"], opts).trim();
     const dirty = execFileSync("git", ["status", "--porcelain", "--untracked-files=no"], opts).trim();
     return { gitCommit, gitDirty: dirty.length > 0 };
@@ -140,7 +144,9 @@ export function provenanceDiff(a: Provenance, b: Provenance): string[] {
     }
     if (x.name !== y.name) diffs.push(`models.${key}: '${x.name}' vs '${y.name}'`);
     if (x.weights !== y.weights)
-      diffs.push(`models.${key} ('${y.name}'): weights differ (sha256 ${short(x.weights)} vs ${short(y.weights)})`);
+      diffs.push(
+        `models.${key} ('${y.name}'): weights differ (sha256 ${short(x.weights)} vs ${short(y.weights)})`,
+      );
     if (x.modelJson !== y.modelJson)
       diffs.push(
         `models.${key} ('${y.name}'): model.json differs (sha256 ${short(x.modelJson)} vs ${short(y.modelJson)})`,
@@ -149,7 +155,9 @@ export function provenanceDiff(a: Provenance, b: Provenance): string[] {
   if (a.evalClipOpenai !== b.evalClipOpenai)
     diffs.push(`evalClipOpenai: weights differ (${short(a.evalClipOpenai)} vs ${short(b.evalClipOpenai)})`);
   if (a.gitCommit !== b.gitCommit) diffs.push(`gitCommit: ${short(a.gitCommit)} vs ${short(b.gitCommit)}`);
-  for (const name of [...new Set([...Object.keys(a.packages ?? {}), ...Object.keys(b.packages ?? {})])].sort()) {
+  for (const name of [
+    ...new Set([...Object.keys(a.packages ?? {}), ...Object.keys(b.packages ?? {})]),
+  ].sort()) {
     if (a.packages?.[name] !== b.packages?.[name])
       diffs.push(`packages.${name}: ${a.packages?.[name] ?? "absent"} vs ${b.packages?.[name] ?? "absent"}`);
   }
@@ -160,5 +168,7 @@ export function provenanceDiff(a: Provenance, b: Provenance): string[] {
 export function asProvenance(v: unknown): Provenance | undefined {
   if (!v || typeof v !== "object") return undefined;
   const p = v as Partial<Provenance>;
-  return typeof p.config === "string" && p.models && typeof p.models === "object" ? (p as Provenance) : undefined;
+  return typeof p.config === "string" && p.models && typeof p.models === "object"
+    ? (p as Provenance)
+    : undefined;
 }

@@ -25,7 +25,12 @@ export function recordProblem(record: unknown, id: string): string | undefined {
     if (typeof record[key] !== "number") return `record.json: ${key} missing`;
   if (!isObject(record.metrics)) return "record.json: metrics missing";
   const grid = record.grid;
-  if (!isObject(grid) || typeof grid.n !== "number" || !Array.isArray(grid.seeds) || grid.seeds.length !== grid.n)
+  if (
+    !isObject(grid) ||
+    typeof grid.n !== "number" ||
+    !Array.isArray(grid.seeds) ||
+    grid.seeds.length !== grid.n
+  )
     return "record.json: grid incomplete";
   if (!asProvenance(record.provenance)) return "record.json: no provenance (made before it was recorded)";
   return undefined;
@@ -43,6 +48,7 @@ export function readRecord(out: string, id: string): RecordState {
   }
   const problem = recordProblem(record, id);
   if (problem) return { state: "invalid", why: `${path}: ${problem}` };
-  if (!existsSync(join(dir, "grid.png"))) return { state: "invalid", why: `${join(dir, "grid.png")} is missing` };
+  if (!existsSync(join(dir, "grid.png")))
+    return { state: "invalid", why: `${join(dir, "grid.png")} is missing` };
   return { state: "finished", record: record as Record<string, unknown> & { provenance: unknown } };
 }

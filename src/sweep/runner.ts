@@ -39,7 +39,7 @@ import { buildStrategy } from "../strategies/registry.ts";
 import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
 import { formatDuration, Progress } from "../train/progress.ts";
 import { defaultOut, loadSweepConfig, type SweepConfig } from "./config.ts";
-import { acquireLock, LOCK_FILE } from "./lock.ts";
+import { acquireLock, checkNotLocked, LOCK_FILE } from "./lock.ts";
 import { type Cell, canonicalJson, parseShard, planCells, type Shard, shardCells } from "./plan.ts";
 import { checkPrerequisites } from "./prerequisites.ts";
 import { asProvenance, type Provenance, provenanceDiff, runProvenance } from "./provenance.ts";
@@ -358,6 +358,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   const mine = shardCells(cells, shard);
   const out = opts.out ?? loaded.out ?? defaultOut(configPath);
   const configJson = resolvedConfigJson(config);
+  checkNotLocked(out);
   if (!opts.resume && isNonEmptyDir(out)) {
     throw new Error(`${out} is not empty: pass --resume to continue that run, or choose another --out`);
   }
@@ -469,7 +470,8 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
     });
     if (foreign) {
       const r = state.get(foreign.id)!;
-      const diffs = r.state === "finished" ? provenanceDiff(asProvenance(r.record.provenance)!, provenance) : [];
+      const diffs =
+        r.state === "finished" ? provenanceDiff(asProvenance(r.record.provenance)!, provenance) : [];
       throw new Error(`--resume: cell ${foreign.id} was sampled with different inputs: ${diffs.join("; ")}`);
     }
     const skipped = mine.filter((c) => state.get(c.id)!.state === "finished").map((c) => c.id);
