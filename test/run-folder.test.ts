@@ -15,7 +15,12 @@ import {
 import { hostname, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { checkNumberFlags, FLAGS } from "../src/cli/flags.ts";
+import { runSample } from "../src/cli/sample.ts";
 import { initEngine } from "../src/core/engine.ts";
+import { loadZooModel, modelInfo } from "../src/models/registry.ts";
+import { neutraliseCsvCell } from "../src/report/csv.ts";
+import { loadSweepConfig } from "../src/sweep/config.ts";
 import { acquireLock, LOCK_FILE } from "../src/sweep/lock.ts";
 import { mergeRuns } from "../src/sweep/merge.ts";
 import { runSweep } from "../src/sweep/runner.ts";
@@ -345,5 +350,178 @@ describe("provenance", () => {
       "the damaged record was kept aside, not deleted",
     );
     assert.equal(csvWithoutTiming(out), csvWithoutTiming(full), "same results as an uninterrupted run");
+  });
+});
+
+/** A copy of the tiny denoiser under `name` in a fresh models folder, for damaging. */
+function modelCopy(name: string): { dir: string; model: string } {
+  const root = join(dir, `models-${name}`);
+  cpSync(join(models, "denoiser"), join(root, "denoiser"), { recursive: true });
+  return { dir: root, model: join(root, "denoiser") };
+}
+
+/** Rewrites a safetensors header through `edit` (data offsets are relative to the data, so they stay valid). */
+function editHeader(file: string, edit: (h: Record<string, { dtype: string }>) => void): void {
+  const buf = readFileSync(file);
+  const len = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + len).toString("utf8"));
+  edit(header);
+  const text = Buffer.from(JSON.stringify(header));
+  const size = Buffer.alloc(8);
+  size.writeBigUInt64LE(BigInt(text.length));
+  writeFileSync(file, Buffer.concat([size, text, buf.subarray(8 + len)]));
+}
+
+describe("every error before sampling, naming the file and key", () => {
+  const fails = async (name: string, text: string, pattern: RegExp) => {
+    const out = join(dir, `bad-${name}`);
+    await assert.rejects(runSweep(writeConfig(`${name}.yaml`, text), { out, quiet: true }), pattern, name);
+    assert.ok(!existsSync(out), `${name}: nothing written`);
+  };
+
+  it("checks each metric's prerequisites against the config", async () => {
+    await fails(
+      "pr",
+      TINY.replace("samplesPerPrompt: 2", "samplesPerPrompt: 1").replace(
+        "pixel_diversity,",
+        "precision_recall,",
+      ),
+      /pr\.yaml: metrics: precision_recall needs at least 4 samples per cell .*samplesPerPrompt 1 = 1: raise samplesPerPrompt/,
+    );
+    await fails(
+      "acc",
+      TINY.replace('["a red circle"]', '["a red circle", "=HYPERLINK(1)"]'),
+      /acc\.yaml: metrics: prompt_accuracy judges prompts from the world .*prompt 1 \('=HYPERLINK\(1\)'\) is free text/,
+    );
+    await fails(
+      "fd",
+      `${TINY.replace("pixel_diversity,", "fid,").replace('"a red circle"', '"hello"')}`,
+      /fid needs/,
+    );
+  });
+
+  it("says which type a key expects, and bounds steps by the model's", async () => {
+    await fails(
+      "five",
+      TINY.replace("steps: 2", "steps: five"),
+      /five\.yaml: steps: expected an integer or a list, got string 'five'/,
+    );
+    await fails(
+      "frac",
+      TINY.replace("samplesPerPrompt: 2", "samplesPerPrompt: 1.5"),
+      /samplesPerPrompt: expected an integer, got number 1\.5/,
+    );
+    await fails(
+      "many",
+      TINY.replace("steps: 2", "steps: 10000"),
+      /many\.yaml: steps: 10000 is more than the 1000 diffusion steps the denoiser 'denoiser' was trained with/,
+    );
+  });
+
+  it("restricts model names to names and resolves `out` against the config's folder", async () => {
+    await fails(
+      "dots",
+      `${TINY}models: { denoiser: ../models/denoiser }\n`,
+      /dots\.yaml: models\.denoiser: expected a model name/,
+    );
+    assert.throws(() => modelInfo("../denoiser"), /model '\.\.\/denoiser': not a model name/, "registry too");
+    mkdirSync(join(dir, "sub"), { recursive: true });
+    const loaded = loadSweepConfig(writeConfig(join("sub", "out.yaml"), `${TINY}out: runs/here\n`));
+    assert.equal(loaded.out, join(dir, "sub", "runs", "here"), "out is relative to the config file");
+  });
+
+  it("validates model.json by its schema, naming the file and key", () => {
+    for (const key of ["diffusion", "world"]) {
+      const { dir: root, model } = modelCopy(`no-${key}`);
+      const json = JSON.parse(readFileSync(join(model, "model.json"), "utf8"));
+      delete json[key];
+      writeFileSync(join(model, "model.json"), JSON.stringify(json));
+      assert.throws(
+        () => loadZooModel("denoiser", root),
+        new RegExp(`denoiser/model\\.json: ${key}: expected a mapping of keys`),
+        `missing ${key}`,
+      );
+    }
+  });
+
+  it("refuses weights relabelled to another dtype of the same size, and non-finite weights", () => {
+    const relabel = modelCopy("bf16");
+    editHeader(join(relabel.model, "model.safetensors"), (h) => {
+      const first = Object.keys(h).find((k) => k !== "__metadata__")!;
+      h[first]!.dtype = "BF16"; // F16 and BF16 are both 2 bytes: every size check passes
+    });
+    assert.throws(
+      () => loadZooModel("denoiser", relabel.dir),
+      /labelled BF16 but the file was written as F16/,
+    );
+    const toInt = modelCopy("i32");
+    editHeader(join(toInt.model, "model.safetensors"), (h) => {
+      for (const v of Object.values(h)) if (v.dtype) v.dtype = "F16";
+      h.__metadata__ = {} as never;
+      const first = Object.keys(h).find((k) => k !== "__metadata__")!;
+      const t = h[first] as unknown as { dtype: string; shape: number[] };
+      // Two F16 values as one I32: same bytes, a shape with half the elements.
+      if (t.shape.at(-1)! % 2 === 0) {
+        t.dtype = "I32";
+        t.shape = [...t.shape.slice(0, -1), t.shape.at(-1)! / 2];
+      }
+    });
+    assert.throws(() => loadZooModel("denoiser", toInt.dir), /is I32; zoo weights are floating point/);
+    const nan = modelCopy("nan");
+    const file = join(nan.model, "model.safetensors");
+    const buf = readFileSync(file);
+    buf.writeUInt16LE(0x7e00, 8 + Number(buf.readBigUInt64LE(0))); // an F16 NaN as the first weight
+    writeFileSync(file, buf);
+    assert.throws(() => loadZooModel("denoiser", nan.dir), /holds NaN at index 0/);
+  });
+
+  it("neutralises spreadsheet formulas in results.csv", { timeout: 60_000 }, async () => {
+    const out = join(dir, "csv");
+    const config = TINY.replace(
+      "{ kind: cfg, scales: [1, 2, 3] }",
+      `{ kind: negative, scales: [2], negativePrompt: '=HYPERLINK("http://x","y")' }`,
+    );
+    await runSweep(writeConfig("csv.yaml", config), { out, quiet: true });
+    const csv = readFileSync(join(out, "results.csv"), "utf8");
+    assert.ok(csv.includes(`'=HYPERLINK(`), `the formula is text: ${csv}`);
+    assert.ok(!/(^|,)"?=HYPERLINK/m.test(csv), "no cell starts with =");
+    for (const c of ["=1", "+1", "-1", "@x", "\tx", "\rx"])
+      assert.equal(neutraliseCsvCell(c), `'${c}`, JSON.stringify(c));
+    assert.equal(neutraliseCsvCell(-1), -1, "numbers stay numbers");
+    assert.equal(neutraliseCsvCell("a=1"), "a=1", "only a leading character matters");
+  });
+
+  it("validates numeric flags, naming the flag and the range", { timeout: 120_000 }, async () => {
+    const cases: [string[], RegExp][] = [
+      [["--steps", "0"], /--steps 0: expected an integer ≥ 1/],
+      [["--steps", "five"], /--steps 'five' \(not a number\): expected an integer ≥ 1/],
+      [["--n", "0"], /--n 0: expected an integer from 1 to 256/],
+      [["--n", "100000"], /--n 100000: expected an integer from 1 to 256/],
+    ];
+    for (const [flags, pattern] of cases) {
+      // As yargs hands them over: numbers, NaN for what is not one.
+      const argv = { [flags[0]!.slice(2)]: Number(flags[1]) };
+      assert.throws(() => checkNumberFlags(argv, FLAGS.sample, flags), pattern, flags.join(" "));
+    }
+    // Through the real command line once: exit status 2 and the message, before any model loads.
+    const c = cli(["sample", "--prompt", "a red circle", "--steps", "0"]);
+    assert.equal((await c.exited).code, 2, c.out());
+    assert.match(c.out(), /--steps 0: expected an integer ≥ 1/);
+    // --steps beyond the model's diffusion steps is checked once the model is known.
+    await assert.rejects(
+      runSample({
+        model: "denoiser",
+        prompt: "a red circle",
+        strategy: "cfg",
+        steps: 10000,
+        sampler: "ddpm",
+        eta: 0,
+        n: 1,
+        seed: 0,
+        out: join(dir, "sample-out"),
+        runtime: "tfjs",
+      }),
+      /--steps 10000: expected an integer from 1 to 1000/,
+    );
   });
 });

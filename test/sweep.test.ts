@@ -292,7 +292,12 @@ await runSweep(${JSON.stringify(config())}, { out: ${JSON.stringify(out)}, backe
     proc.kill("SIGKILL");
     await exited;
     assert.equal(records().length, 1, "killed after exactly one cell");
-    const r = await runSweep(config(), { out, resume: true, quiet: true });
+    await assert.rejects(
+      runSweep(config(), { out, resume: true, quiet: true }),
+      /lock left by pid \d+ .*no longer running.*--force/,
+      "the dead process's lock is reported",
+    );
+    const r = await runSweep(config(), { out, resume: true, quiet: true, force: true });
     assert.equal(r.skipped.length, 1, "the finished cell is skipped");
     assert.equal(r.finished.length, 3, "the rest is sampled");
     assert.equal(csvWithoutTiming(out), csvWithoutTiming(full), "same results.csv as the uninterrupted run");

@@ -20,8 +20,7 @@ function range(spec: NumberFlag): string {
 }
 
 /** What was typed after `--flag` (yargs has already made it NaN). */
-function typed(flag: string): string | undefined {
-  const args = process.argv;
+function typed(flag: string, args: readonly string[]): string | undefined {
   for (let i = 0; i < args.length; i++) {
     if (args[i] === `--${flag}`) return args[i + 1];
     if (args[i]!.startsWith(`--${flag}=`)) return args[i]!.slice(flag.length + 3);
@@ -30,7 +29,11 @@ function typed(flag: string): string | undefined {
 }
 
 /** Throws for the first flag given with a value outside its range; absent flags are left to their defaults. */
-export function checkNumberFlags(argv: Record<string, unknown>, specs: Record<string, NumberFlag>): void {
+export function checkNumberFlags(
+  argv: Record<string, unknown>,
+  specs: Record<string, NumberFlag>,
+  args: readonly string[] = process.argv,
+): void {
   for (const [flag, spec] of Object.entries(specs)) {
     const v = argv[flag];
     if (v === undefined) continue;
@@ -43,9 +46,41 @@ export function checkNumberFlags(argv: Record<string, unknown>, specs: Record<st
     if (!ok) {
       const shown =
         typeof v === "number" && Number.isNaN(v)
-          ? `'${typed(flag) ?? "NaN"}' (not a number)`
+          ? `'${typed(flag, args) ?? "NaN"}' (not a number)`
           : JSON.stringify(v);
       throw new Error(`--${flag} ${shown}: expected ${range(spec)}${spec.why ? ` (${spec.why})` : ""}`);
     }
   }
 }
+
+/** The numeric flags `sample` and `glide` share (--steps is checked against the model once it is loaded). */
+const SAMPLING: Record<string, NumberFlag> = {
+  seed: { int: true, min: 0, max: 2 ** 32 - 1 },
+  eta: { min: 0, max: 1 },
+  scale: {},
+};
+
+/** Each command's numeric flags and their ranges. */
+export const FLAGS = {
+  sample: {
+    ...SAMPLING,
+    steps: { int: true, min: 1 },
+    n: { int: true, min: 1, max: 256, why: "every image is sampled in one batch" },
+  },
+  glide: {
+    ...SAMPLING,
+    n: { int: true, min: 1, max: 64, why: "every image is sampled in one batch of GLIDE's model" },
+  },
+  train: {
+    workers: { int: true, min: 1, max: 256 },
+    "max-steps": { int: true, min: 1 },
+    "max-minutes": { min: 0 },
+  },
+  models: {
+    snapshot: { int: true, min: 0 },
+    renders: { int: true, min: 1 },
+    "samples-per-prompt": { int: true, min: 1 },
+    "fd-samples": { int: true, min: 2 },
+    steps: { int: true, min: 1 },
+  },
+} satisfies Record<string, Record<string, NumberFlag>>;

@@ -4,14 +4,7 @@ import { join } from "node:path";
 import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BACKENDS, type BackendChoice, initEngine } from "../core/engine.ts";
-import { checkNumberFlags, type NumberFlag } from "./flags.ts";
-
-/** The numeric flags `sample` and `glide` share (--steps is checked against the model once it is loaded). */
-const SAMPLING_FLAGS: Record<string, NumberFlag> = {
-  seed: { int: true, min: 0, max: 2 ** 32 - 1 },
-  eta: { min: 0, max: 1 },
-  scale: {},
-};
+import { checkNumberFlags, FLAGS } from "./flags.ts";
 
 const backendOption = {
   choices: BACKENDS,
@@ -133,11 +126,7 @@ async function main(): Promise<void> {
             describe: "stop (with a checkpoint) after this many minutes",
           }),
       async (argv) => {
-        checkNumberFlags(argv, {
-          workers: { int: true, min: 1, max: 256 },
-          "max-steps": { int: true, min: 1 },
-          "max-minutes": { min: 0 },
-        });
+        checkNumberFlags(argv, FLAGS.train);
         const { train } = await import("../train/trainer.ts");
         const { resolveRecipe } = await import("../train/recipe.ts");
         await train(resolveRecipe(argv.recipe), {
@@ -182,13 +171,7 @@ async function main(): Promise<void> {
           })
           .option("steps", { type: "number", describe: "evaluate a denoiser: DDPM steps (default 50)" }),
       async (argv) => {
-        checkNumberFlags(argv, {
-          snapshot: { int: true, min: 0 },
-          renders: { int: true, min: 1 },
-          "samples-per-prompt": { int: true, min: 1 },
-          "fd-samples": { int: true, min: 2 },
-          steps: { int: true, min: 1 },
-        });
+        checkNumberFlags(argv, FLAGS.models);
         const { listModels, modelsDir } = await import("../models/registry.ts");
         if (argv.action === "ship") {
           if (!argv.name || !argv.run)
@@ -267,11 +250,7 @@ async function main(): Promise<void> {
             describe: "known-region replacement on the predicted x0 (GLIDE) or on x_t each step",
           }),
       async (argv) => {
-        checkNumberFlags(argv, {
-          ...SAMPLING_FLAGS,
-          steps: { int: true, min: 1 },
-          n: { int: true, min: 1, max: 256, why: "every image is sampled in one batch" },
-        });
+        checkNumberFlags(argv, FLAGS.sample);
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runSample } = await import("./sample.ts");
@@ -327,10 +306,7 @@ async function main(): Promise<void> {
           .option("n", { type: "number", default: 4, describe: "number of images" })
           .option("out", { type: "string", default: join("reports", "glide") }),
       async (argv) => {
-        checkNumberFlags(argv, {
-          ...SAMPLING_FLAGS,
-          n: { int: true, min: 1, max: 64, why: "every image is sampled in one batch of GLIDE's model" },
-        });
+        checkNumberFlags(argv, FLAGS.glide);
         await initEngine(argv.backend);
         await import("../core/ops.ts");
         const { runGlide } = await import("./glide.ts");

@@ -2,11 +2,13 @@
 // the trainer's export (task, recipe's model block, world and diffusion settings), so a model rebuilds exactly.
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { z } from "zod";
 import { type Tensor, tf } from "../core/engine.ts";
 import { Init, type Module } from "../core/layers.ts";
 import { REPO_ROOT } from "../core/paths.ts";
+import { formatIssues, READABLE_PARSE } from "../core/zod-issues.ts";
 import { NUM_CLASSES } from "../data/world.ts";
-import { type Recipe, TASKS } from "../train/recipe.ts";
+import { diffusionSchema, type Recipe, TASKS, worldSchema } from "../train/recipe.ts";
 import {
   buildEvalClip,
   buildNoisedClip,
@@ -53,6 +55,38 @@ export interface ExportedConfig {
   initFrom?: { model: string; step: number };
 }
 
+/**
+ * model.json as the trainer exports it. `diffusion` and `world` are the recipe's own (strict) blocks; the top level
+ * is open to fields newer exports add, so a model shipped by a newer checkout still loads here.
+ */
+export const exportedConfigSchema = z
+  .object({
+    name: z.string().min(1),
+    task: z.enum(TASKS),
+    model: z.record(z.string(), z.unknown()),
+    diffusion: diffusionSchema,
+    world: worldSchema,
+    step: z.number().int().nonnegative(),
+    wallSeconds: z.number().nonnegative(),
+    workers: z.number().int().positive().optional(),
+    runtime: z.string().optional(),
+    initFrom: z.object({ model: z.string(), step: z.number().int().nonnegative() }).optional(),
+  })
+  .loose();
+
+/**
+ * Zoo model names are folder names under the models folder, never paths: no separators, no `..`, nothing hidden.
+ * A name like `../x` would otherwise read (and a provenance would record) a folder outside the zoo.
+ */
+export const MODEL_NAME = /^[A-Za-z0-9_][A-Za-z0-9._+-]*$/;
+
+export function checkModelName(name: string, what = "model"): void {
+  if (!MODEL_NAME.test(name) || name.includes(".."))
+    throw new Error(
+      `${what} '${name}': not a model name (letters, digits, '.', '_', '+', '-'; no '/', '..' or leading '.'): give the name of a folder in ${modelsDir()}`,
+    );
+}
+
 export function listModels(dir = modelsDir()): ModelInfo[] {
   if (!existsSync(dir)) return [];
   return readdirSync(dir)
@@ -62,21 +96,22 @@ export function listModels(dir = modelsDir()): ModelInfo[] {
 }
 
 export function modelInfo(name: string, dir = modelsDir()): ModelInfo {
+  checkModelName(name);
   const d = join(dir, name);
   const cfgPath = join(d, "model.json");
   if (!existsSync(cfgPath)) {
     const known = listModels(dir).map((m) => m.name);
     throw new Error(`model '${name}': no ${cfgPath} (known models: ${known.join(", ") || "none"})`);
   }
-  let config: ExportedConfig;
+  let raw: unknown;
   try {
-    config = JSON.parse(readFileSync(cfgPath, "utf8")) as ExportedConfig;
+    raw = JSON.parse(readFileSync(cfgPath, "utf8"));
   } catch (e) {
     throw new Error(`${cfgPath}: not valid JSON (${(e as Error).message})`);
   }
-  if (!(TASKS as readonly string[]).includes(config.task)) {
-    throw new Error(`${cfgPath}: task '${config.task}' is not one of ${TASKS.join(", ")}`);
-  }
+  const parsed = exportedConfigSchema.safeParse(raw, READABLE_PARSE);
+  if (!parsed.success) throw new Error(formatIssues(parsed.error, cfgPath));
+  const config = parsed.data as ExportedConfig;
   const weights = join(d, "model.safetensors");
   return {
     name,
@@ -87,6 +122,27 @@ export function modelInfo(name: string, dir = modelsDir()): ModelInfo {
     bytes: existsSync(weights) ? statSync(weights).size : 0,
     config,
   };
+}
+
+/**
+ * A relabelled dtype of the same size keeps every header check happy (shape × size still equals the byte span), so
+ * the weights themselves are checked: zoo weights are floats (an F32 tensor relabelled I32, or F64 as I64, is
+ * refused), they match the storage dtype the trainer stamps in the metadata (catches F16 ↔ BF16, whose bits
+ * decode to finite but wrong values), and they are finite (a NaN or ±inf weight poisons every sample). Models
+ * exported before the stamp get the first and last checks only; provenance's weights hash covers the rest.
+ */
+function checkWeights(path: string, name: string, dtype: string, data: Float32Array, stamped?: string): void {
+  if (!["F32", "F16", "BF16", "F64"].includes(dtype))
+    throw new Error(
+      `${path}: tensor '${name}' is ${dtype}; zoo weights are floating point (relabelled dtype?)`,
+    );
+  if (stamped !== undefined && dtype !== stamped)
+    throw new Error(
+      `${path}: tensor '${name}' is labelled ${dtype} but the file was written as ${stamped} (relabelled dtype?)`,
+    );
+  const bad = data.findIndex((v) => !Number.isFinite(v));
+  if (bad >= 0)
+    throw new Error(`${path}: tensor '${name}' holds ${data[bad]} at index ${bad} (corrupted weights?)`);
 }
 
 /** Builds the module a zoo model was trained as, with its weights. */
@@ -124,8 +180,10 @@ export function loadZooModel(name: string, dir = modelsDir()): { info: ModelInfo
   const file = readSafetensors(path);
   const sd = new Map<string, Tensor>();
   try {
+    const stamped = file.metadata.storage_dtype;
     for (const n of file.names()) {
       const t = file.get(n);
+      checkWeights(path, n, t.dtype, t.data, stamped);
       sd.set(n, tf.tensor(t.data, t.shape));
     }
     model.loadStateDict(sd, { source: path });

@@ -5,11 +5,12 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, extname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { formatIssues, READABLE_PARSE } from "../core/zod-issues.ts";
 import { SUITE_NAMES, suite } from "../data/suites.ts";
 import { parseCaption, type SceneSpec } from "../data/world.ts";
 import { METRIC_NAMES } from "../metrics/index.ts";
+import { MODEL_NAME } from "../models/registry.ts";
 import { RUNTIMES, type RuntimeChoice } from "../onnx/choice.ts";
-import { formatIssues, READABLE_PARSE } from "../strategies/shared.ts";
 
 const oneOrMany = <T extends z.ZodType>(s: T) => z.union([s, z.array(s).min(1)]);
 
@@ -44,6 +45,14 @@ export const DEFAULT_MODELS = {
   evalClip: "eval-clip",
 } as const;
 
+/** A zoo model's folder name, never a path (models/registry.ts). */
+const modelName = z
+  .string()
+  .regex(
+    MODEL_NAME,
+    "expected a model name (letters, digits, '.', '_', '+', '-'; no '/' and no leading '.')",
+  );
+
 export const SAMPLERS = ["ddpm", "ddim"] as const;
 export type SamplerName = (typeof SAMPLERS)[number];
 
@@ -52,11 +61,11 @@ export const sweepSchema = z
     /** Zoo model names (folders of GUIDANCE_LAB_MODELS). Absent optional models just disable what needs them. */
     models: z
       .object({
-        denoiser: z.string().min(1).default(DEFAULT_MODELS.denoiser),
-        weak: z.string().min(1).default(DEFAULT_MODELS.weak),
-        classifier: z.string().min(1).default(DEFAULT_MODELS.classifier),
-        clip: z.string().min(1).default(DEFAULT_MODELS.clip),
-        evalClip: z.string().min(1).default(DEFAULT_MODELS.evalClip),
+        denoiser: modelName.default(DEFAULT_MODELS.denoiser),
+        weak: modelName.default(DEFAULT_MODELS.weak),
+        classifier: modelName.default(DEFAULT_MODELS.classifier),
+        clip: modelName.default(DEFAULT_MODELS.clip),
+        evalClip: modelName.default(DEFAULT_MODELS.evalClip),
       })
       .strict()
       .default(DEFAULT_MODELS),
@@ -222,7 +231,8 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
   };
   return {
     config,
-    ...(c.out !== undefined ? { out: c.out } : {}),
+    // Like every path in a config, `out` is relative to the config's folder, not to where the command runs.
+    ...(c.out !== undefined ? { out: fromConfig(c.out) } : {}),
     ...(c.runtime !== undefined ? { runtime: c.runtime } : {}),
     source,
   };

@@ -28,7 +28,7 @@ const optimSchema = z
   })
   .strict();
 
-const worldSchema = z
+export const worldSchema = z
   .object({
     size: z.number().int().min(8).default(32),
     /** Probability that a training scene has two objects. */
@@ -36,7 +36,7 @@ const worldSchema = z
   })
   .strict();
 
-const diffusionSchema = z
+export const diffusionSchema = z
   .object({
     schedule: z.enum(["linear", "squaredcos_cap_v2", "cosine"]).default("squaredcos_cap_v2"),
     steps: z.number().int().positive().default(1000),

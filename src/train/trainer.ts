@@ -306,7 +306,9 @@ function writeExport(recipe: Recipe, out: string, weights: NamedArrays, run: Run
   mkdirSync(out, { recursive: true });
   const { step, wall, slices, runtime, initFrom } = run;
   atomicWrite(join(out, `${stem}.safetensors`), (tmp) =>
-    writeSafetensors(tmp, weights, { dtype: "F16", metadata: { step: String(step) } }),
+    // storage_dtype lets the loader catch tensors relabelled to another dtype of the same size (F16 as BF16),
+    // which the header's sizes cannot show (models/registry.ts).
+    writeSafetensors(tmp, weights, { dtype: "F16", metadata: { step: String(step), storage_dtype: "F16" } }),
   );
   const config = {
     name: recipe.name,
