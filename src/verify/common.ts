@@ -14,14 +14,24 @@ export interface Row {
   /** maxAbs relative to the reference array's max |value|. */
   rel: number;
   tol: number;
+  /** Where `tol` came from when it is not the fixed default: e.g. "manifest meta.tolerances.…". */
+  tolFrom?: string;
   pass: boolean;
+  /** An optional intermediate array the golden set does not hold: nothing compared, not a failure. */
+  skipped?: boolean;
   note?: string;
 }
 
 /** Schedules, unit primitives and single forwards/steps. */
 export const TOL_SINGLE = 1e-5;
-/** Whole sampling trajectories, where float32 rounding compounds over the steps. */
+/**
+ * Whole sampling trajectories, where float32 rounding compounds over the steps: the default when the manifest
+ * gives no tolerance for the loop (meta.tolerances.trajectory_final_samples.<section>; SectionContext.trajectoryTol).
+ */
 export const TOL_TRAJECTORY = 1e-4;
+
+/** The note of a row whose intermediate array the golden set leaves out (README: aids, not requirements). */
+export const NOT_IN_GOLDEN = "not in golden set";
 
 export interface Manifest {
   meta?: Record<string, unknown>;
@@ -96,6 +106,30 @@ export class SectionContext {
     return npyToNumbers(this.load(name));
   }
 
+  /**
+   * This loop's trajectory tolerance: the manifest's meta.tolerances.trajectory_final_samples.<section> when it
+   * has one (set by the golden set's makers above the official code's own run-to-run spread), else TOL_TRAJECTORY.
+   */
+  trajectoryTol(): { tol: number; from: string } {
+    const t = (
+      this.manifest?.meta?.tolerances as { trajectory_final_samples?: Record<string, unknown> } | undefined
+    )?.trajectory_final_samples?.[this.section];
+    if (typeof t === "number" && Number.isFinite(t) && t > 0)
+      return { tol: t, from: `manifest meta.tolerances.trajectory_final_samples.${this.section}` };
+    return { tol: TOL_TRAJECTORY, from: "default (no manifest tolerance for this loop)" };
+  }
+
+  /** A trajectory row compared at this loop's tolerance, naming where the tolerance came from. */
+  trajectoryRow(row: (tol: number) => Row): Row {
+    const { tol, from } = this.trajectoryTol();
+    return { ...row(tol), tolFrom: from };
+  }
+
+  /** Which of `names` this section lacks. */
+  missing(names: readonly string[]): string[] {
+    return names.filter((n) => !this.has(n));
+  }
+
   /** A value under manifest.meta by path, e.g. meta("small_glide", "noise_schedule"). */
   meta<T = unknown>(...path: string[]): T {
     if (!this.manifest) throw new GoldenError(`manifest.json: ${this.manifestError ?? "missing"}`);
@@ -118,6 +152,20 @@ export interface SectionChecker {
 
 export function failRow(section: string, caseName: string, note: string): Row {
   return { section, case: caseName, maxAbs: Number.NaN, rel: Number.NaN, tol: 0, pass: false, note };
+}
+
+/** A row for optional intermediate arrays the golden set does not hold (`what` says which). */
+export function skipRow(section: string, caseName: string, what: string): Row {
+  return {
+    section,
+    case: caseName,
+    maxAbs: Number.NaN,
+    rel: Number.NaN,
+    tol: 0,
+    pass: true,
+    skipped: true,
+    note: `${NOT_IN_GOLDEN} (${what})`,
+  };
 }
 
 /** Running max-abs error over chunks (e.g. the steps of a trajectory), relative to the max |ref| over all of them. */

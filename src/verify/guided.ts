@@ -16,7 +16,6 @@ import {
   type Row,
   type SectionContext,
   stepSlice,
-  TOL_TRAJECTORY,
 } from "./common.ts";
 import { scoped, withDenoiser } from "./golden-models.ts";
 
@@ -84,12 +83,14 @@ export function guidedTrajectoryRow(
   const { value, seconds, runtime } = withDenoiser(ctx, unet, (model: ModelFn) =>
     guidedDdpm(ctx, diffusion, { model, ...guides }, config, prompts),
   );
-  return compare(
-    ctx.section,
-    label,
-    floats(ctx.load("samples.npy"), "samples.npy"),
-    value,
-    TOL_TRAJECTORY,
-    `${seconds.toFixed(1)} s, ${runtime}${note}`,
+  return ctx.trajectoryRow((tol) =>
+    compare(
+      ctx.section,
+      label,
+      floats(ctx.load("samples.npy"), "samples.npy"),
+      value,
+      tol,
+      `${seconds.toFixed(1)} s, ${runtime}${note}`,
+    ),
   );
 }

@@ -5,7 +5,7 @@ import { existsSync, readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { tf } from "../core/engine.ts";
 import type { Runtime } from "../onnx/choice.ts";
-import { failRow, type Manifest, type Row, SectionContext } from "./common.ts";
+import { failRow, type Manifest, NOT_IN_GOLDEN, type Row, SectionContext } from "./common.ts";
 import { SECTIONS } from "./registry.ts";
 
 export type { Row } from "./common.ts";
@@ -20,6 +20,8 @@ export interface VerifyResult {
   rows: Row[];
   passed: number;
   failed: number;
+  /** Rows of optional intermediate arrays the golden set does not hold. */
+  skipped: number;
 }
 
 function loadManifest(dir: string): { manifest?: Manifest; error?: string } {
@@ -45,7 +47,7 @@ export async function verifyReference(
   const rows: Row[] = [];
   if (!existsSync(dir) || !statSync(dir).isDirectory()) {
     rows.push(failRow("-", "golden directory", `${dir}: directory not found`));
-    return { rows, passed: 0, failed: 1 };
+    return { rows, passed: 0, failed: 1, skipped: 0 };
   }
   const { manifest, error } = loadManifest(dir);
   const exists = (name: string) => existsSync(join(dir, name)) && statSync(join(dir, name)).isDirectory();
@@ -73,22 +75,24 @@ export async function verifyReference(
       rows.push(failRow(name, "section", `error: ${(err as Error).message.split("\n")[0]}`));
     }
   }
-  const passed = rows.filter((r) => r.pass).length;
-  return { rows, passed, failed: rows.length - passed };
+  const passed = rows.filter((r) => r.pass && !r.skipped).length;
+  const skipped = rows.filter((r) => r.skipped).length;
+  return { rows, passed, failed: rows.length - passed - skipped, skipped };
 }
 
 const fmt = (x: number) => (Number.isNaN(x) ? "-" : x === 0 ? "0" : x.toExponential(2));
 
-/** A plain-text table of the rows, ending with the line `N passed, M failed`. */
+/** A plain-text table of the rows, ending with the line `N passed, M failed` (and `, K skipped` when some were). */
 export function formatRows(rows: readonly Row[]): string {
-  const header = ["section", "case", "max|Δ|", "rel", "tol", "result", "note"];
+  const header = ["section", "case", "max|Δ|", "rel", "tol", "tol from", "result", "note"];
   const body = rows.map((r) => [
     r.section,
     r.case,
     fmt(r.maxAbs),
     fmt(r.rel),
-    r.tol === 0 ? "exact" : fmt(r.tol),
-    r.pass ? "PASS" : "FAIL",
+    r.skipped ? "-" : r.tol === 0 ? "exact" : fmt(r.tol),
+    r.skipped ? "-" : (r.tolFrom ?? "fixed"),
+    r.skipped ? "SKIP" : r.pass ? "PASS" : "FAIL",
     r.note ?? "",
   ]);
   const widths = header.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
@@ -97,6 +101,9 @@ export function formatRows(rows: readonly Row[]): string {
       .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
       .join("  ")
       .trimEnd();
-  const passed = rows.filter((r) => r.pass).length;
-  return [line(header), ...body.map(line), `${passed} passed, ${rows.length - passed} failed`, ""].join("\n");
+  const passed = rows.filter((r) => r.pass && !r.skipped).length;
+  const skipped = rows.filter((r) => r.skipped).length;
+  const failed = rows.length - passed - skipped;
+  const totals = `${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped (${NOT_IN_GOLDEN})` : ""}`;
+  return [line(header), ...body.map(line), totals, ""].join("\n");
 }

@@ -10,6 +10,7 @@ import type { NpyArray } from "../../core/npy.ts";
 import { ddpmStep, type RecordedStep, sampleDdpm } from "../../core/samplers.ts";
 import type { Denoiser, NoiseSource, Prediction } from "../../core/types.ts";
 import { buildStrategy } from "../../strategies/registry.ts";
+import { hooksOf } from "../../strategies/strategy.ts";
 import {
   compare,
   ErrorAcc,
@@ -21,9 +22,9 @@ import {
   type Row,
   type SectionChecker,
   type SectionContext,
+  skipRow,
   stepSlice,
   TOL_SINGLE,
-  TOL_TRAJECTORY,
 } from "../common.ts";
 import {
   goldenDenoiser,
@@ -32,8 +33,10 @@ import {
   maskTensor,
   scoped,
   timed,
+  withDenoiser,
   withGoldenModels,
 } from "../golden-models.ts";
+import { checkLoopArrays } from "../guided.ts";
 import { checkTables, diffusionFromMeta } from "../tables.ts";
 
 /**
@@ -82,6 +85,16 @@ function run(ctx: SectionContext): Row[] {
   if (!diffusion) return rows;
   const diffusionSteps = diffusion.numTimesteps;
 
+  // The per-step arrays locate a difference; the golden set may leave them out. Then the loop is checked from its
+  // inputs (x_T, noise, tokens) to its outputs by the model under the cfg strategy, a whole trajectory.
+  const absent = ctx.missing(STEP_ARRAYS);
+  if (absent.length) {
+    rows.push(
+      skipRow(s, "per-step replay", `${absent.join(", ")}: the loop is checked from its inputs by the model`),
+    );
+    rows.push(...modelTrajectoryRows(ctx));
+    return rows;
+  }
   let arrays:
     | { xIn: NpyArray; raw: NpyArray; guided: NpyArray; mean: NpyArray; logVar: NpyArray; noise: NpyArray }
     | undefined;
@@ -137,19 +150,23 @@ function run(ctx: SectionContext): Row[] {
   );
   const rawPerStep = raw.shape.slice(1).reduce((a, b) => a * b, 1);
 
-  rows.push(
-    ...guard(s, "step timesteps", () => {
-      const respaced = ctx.loadNumbers("step_t_respaced.npy");
-      const model = ctx.loadNumbers("step_t_model.npy");
-      const B = model.length / S;
-      const expectedModel = respaced.flatMap((i) => Array<number>(B).fill(d.timestepMap[i] ?? Number.NaN));
-      const expectedRespaced = Array.from({ length: S }, (_, k) => S - 1 - k);
-      return [
-        compare(s, "step t respaced", expectedRespaced, respaced, 0),
-        compare(s, "step t model (timestep_map)", expectedModel, model, 0, "models receive the original t"),
-      ];
-    }),
-  );
+  const timesteps = ["step_t_respaced.npy", "step_t_model.npy"];
+  if (ctx.missing(timesteps).length)
+    rows.push(skipRow(s, "step timesteps", ctx.missing(timesteps).join(", ")));
+  else
+    rows.push(
+      ...guard(s, "step timesteps", () => {
+        const respaced = ctx.loadNumbers("step_t_respaced.npy");
+        const model = ctx.loadNumbers("step_t_model.npy");
+        const B = model.length / S;
+        const expectedModel = respaced.flatMap((i) => Array<number>(B).fill(d.timestepMap[i] ?? Number.NaN));
+        const expectedRespaced = Array.from({ length: S }, (_, k) => S - 1 - k);
+        return [
+          compare(s, "step t respaced", expectedRespaced, respaced, 0),
+          compare(s, "step t model (timestep_map)", expectedModel, model, 0, "models receive the original t"),
+        ];
+      }),
+    );
 
   let scale = Number.NaN;
   rows.push(
@@ -213,8 +230,9 @@ function run(ctx: SectionContext): Row[] {
   rows.push(
     ...guard(s, "trajectory", () => {
       const xT = ctx.load("x_T.npy");
-      const full = ctx.load("samples_full_batch.npy");
-      const firstHalf = ctx.has("samples.npy") ? ctx.load("samples.npy") : undefined;
+      // samples.npy (the guided half) is the loop's output; the full batch is an aid.
+      const firstHalf = ctx.load("samples.npy");
+      const full = ctx.has("samples_full_batch.npy") ? ctx.load("samples_full_batch.npy") : undefined;
       const rec: RecordedStep[] = [];
       const sample = tf.tidy(() => {
         const x0 = nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape);
@@ -229,33 +247,126 @@ function run(ctx: SectionContext): Row[] {
         );
         accX.add(xInRef.subarray(r.k * perStep, (r.k + 1) * perStep), got, r.k);
       }
-      const out: Row[] = [
-        accX.row(s, `trajectory x_t at every step (${S} steps)`, TOL_TRAJECTORY, accX.worstNote()),
-        compare(
-          s,
-          "trajectory samples_full_batch",
-          floats(full, "samples_full_batch.npy"),
-          sample,
-          TOL_TRAJECTORY,
+      const n = firstHalf.data.length;
+      return [
+        ctx.trajectoryRow((tol) =>
+          accX.row(s, `trajectory x_t at every step (${S} steps)`, tol, accX.worstNote()),
         ),
-      ];
-      if (firstHalf) {
-        const n = firstHalf.data.length;
-        out.push(
+        full
+          ? ctx.trajectoryRow((tol) =>
+              compare(
+                s,
+                "trajectory samples_full_batch",
+                floats(full, "samples_full_batch.npy"),
+                sample,
+                tol,
+              ),
+            )
+          : skipRow(s, "trajectory samples_full_batch", "samples_full_batch.npy"),
+        ctx.trajectoryRow((tol) =>
           compare(
             s,
             "trajectory samples (guided half)",
             floats(firstHalf, "samples.npy"),
             sample.subarray(0, n),
-            TOL_TRAJECTORY,
+            tol,
           ),
-        );
-      }
-      return out;
+        ),
+      ];
     }),
   );
   rows.push(...modelRows(ctx, d, xIn, guided, scale));
   return rows;
+}
+
+/** The per-step arrays of the loop (aids: a golden set may leave them out). */
+const STEP_ARRAYS = [
+  "step_x_in.npy",
+  "step_model_raw.npy",
+  "step_model_guided.npy",
+  "step_mean.npy",
+  "step_log_variance.npy",
+];
+
+/**
+ * The golden prompts' tokens for the strategies' encoder. The recorded batch is [prompts; unconditional]: a
+ * prompt reads its meta.prompts row, "" the j-th unconditional row.
+ */
+function goldenEncode(ctx: SectionContext, listed: readonly string[], half: number) {
+  const rowOf = (p: string, j: number) => (p === "" ? half + j : listed.indexOf(p));
+  return (ps: readonly string[]) =>
+    tf.tidy(() => {
+      const idx = tf.tensor1d(
+        ps.map((p, j) => {
+          const r = rowOf(p, j);
+          if (r < 0)
+            throw new GoldenError(`manifest.json: prompt ${JSON.stringify(p)} is not in meta.prompts`);
+          return r;
+        }),
+        "int32",
+      );
+      return {
+        tokens: tf.gather(intTensor(ctx, "in_tokens.npy"), idx) as Tensor2D,
+        mask: tf.gather(maskTensor(ctx, "in_mask.npy"), idx) as Tensor2D,
+      };
+    });
+}
+
+/**
+ * Without the per-step arrays: the whole loop from x_T and the stored noise, the model under the cfg strategy. The
+ * recorded batch is [x; x] with [prompts; unconditional] tokens, and the notebook keeps the first half, so that
+ * half's x_T and noise are the strategy's (which forms the pair itself).
+ */
+function modelTrajectoryRows(ctx: SectionContext): Row[] {
+  const s = ctx.section;
+  return withGoldenModels(ctx, [goldenGlide], ([unet]) =>
+    guard(s, "trajectory", () => {
+      const scale = Number(ctx.meta("guidance_scale"));
+      const listed = ctx.meta<string[]>("prompts");
+      const xT = ctx.load("x_T.npy");
+      const noise = ctx.load("noise_per_step.npy");
+      const diffusion = diffusionFromMeta(ctx, "small_glide");
+      checkLoopArrays(ctx, xT, noise, diffusion.numTimesteps);
+      const [B, C, H, W] = xT.shape as [number, number, number, number];
+      const half = B / 2;
+      const prompts = listed.slice(0, half);
+      if (!Number.isInteger(half) || prompts.length !== half)
+        throw new GoldenError(
+          `${s}: a batch of ${B} is not ${listed.length} prompts + as many unconditional rows`,
+        );
+      const { value, seconds, runtime } = withDenoiser(ctx, unet, (model) => {
+        const binding = buildStrategy(
+          { kind: "cfg", scale },
+          { model, encode: goldenEncode(ctx, listed, half) },
+          `${s} strategy`,
+        ).bind(prompts);
+        try {
+          return scoped(() => {
+            const x = tf.slice(nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape), [0, 0, 0, 0], [half, H, W, C]);
+            const out = sampleDdpm(diffusion, binding.denoise, x, {
+              ...hooksOf(binding),
+              noise: (k): Tensor4D =>
+                tf.slice(stepSlice(noise, "noise_per_step.npy", k), [0, 0, 0, 0], [half, H, W, C]),
+              clipDenoised: binding.clipDenoised ?? true,
+            });
+            return nhwcToNchw(out);
+          });
+        } finally {
+          binding.dispose();
+        }
+      });
+      return ctx.trajectoryRow((tol) =>
+        compare(
+          s,
+          `trajectory samples, model-driven (cfg scale ${scale}, ${diffusion.numTimesteps} steps)`,
+          floats(ctx.load("samples.npy"), "samples.npy"),
+          value,
+          tol,
+          `${seconds.toFixed(1)} s, ${runtime}`,
+        ),
+      );
+    }),
+  );
 }
 
 /** The loop steps whose recorded inputs are re-run through the model: first, middle and last. */
@@ -280,25 +391,7 @@ function modelRows(
           `${s}: a batch of ${B} is not ${listed.length} prompts + as many unconditional rows`,
         );
       }
-      // The recorded batch is [prompts; unconditional]: a prompt reads its meta.prompts row, "" the j-th
-      // unconditional row.
-      const rowOf = (p: string, j: number) => (p === "" ? half + j : listed.indexOf(p));
-      const encode = (ps: readonly string[]) =>
-        tf.tidy(() => {
-          const idx = tf.tensor1d(
-            ps.map((p, j) => {
-              const r = rowOf(p, j);
-              if (r < 0)
-                throw new GoldenError(`manifest.json: prompt ${JSON.stringify(p)} is not in meta.prompts`);
-              return r;
-            }),
-            "int32",
-          );
-          return {
-            tokens: tf.gather(intTensor(ctx, "in_tokens.npy"), idx) as Tensor2D,
-            mask: tf.gather(maskTensor(ctx, "in_mask.npy"), idx) as Tensor2D,
-          };
-        });
+      const encode = goldenEncode(ctx, listed, half);
       const denoiser = goldenDenoiser(ctx, unet);
       const acc = new ErrorAcc();
       const steps = modelSteps(S);

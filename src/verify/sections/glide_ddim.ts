@@ -16,7 +16,6 @@ import {
   type Row,
   type SectionChecker,
   type SectionContext,
-  TOL_TRAJECTORY,
 } from "../common.ts";
 import {
   goldenGlide,
@@ -72,13 +71,15 @@ function trajectoryRows(ctx: SectionContext): Row[] {
           return nhwcToNchw(sampleDdim(diffusion, denoise, x0, { eta, clipDenoised: true }));
         }),
       );
-      return compare(
-        s,
-        `trajectory samples ("${spec}", eta ${eta}, ${diffusion.numTimesteps} steps)`,
-        floats(ctx.load("samples.npy"), "samples.npy"),
-        value,
-        TOL_TRAJECTORY,
-        `${seconds.toFixed(1)} s, ${runtime}`,
+      return ctx.trajectoryRow((tol) =>
+        compare(
+          s,
+          `trajectory samples ("${spec}", eta ${eta}, ${diffusion.numTimesteps} steps)`,
+          floats(ctx.load("samples.npy"), "samples.npy"),
+          value,
+          tol,
+          `${seconds.toFixed(1)} s, ${runtime}`,
+        ),
       );
     }),
   );
