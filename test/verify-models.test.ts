@@ -2,7 +2,16 @@
 // loops of the official small models), and how a damaged weights file shows up: a failing row naming the file and
 // the problem, never a crash.
 import assert from "node:assert/strict";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
@@ -114,6 +123,57 @@ describe("model sections on the golden reference", { skip }, () => {
     ]);
     for (const r of rows.filter((x) => /fwd_out|trajectory/.test(x.case)))
       assert.match(r.note ?? "", /onnx/, `${r.section} ${r.case}: the note names the runtime`);
+  });
+});
+
+describe("a golden set without its intermediate arrays", { skip }, () => {
+  // Per-block activations, text-encoder outputs, per-step states and derived tables are aids (golden README):
+  // what remains (inputs, weights, final outputs) is still checked, and each absent aid is a noted row.
+  const sparse = join(tmp, "sparse");
+  before(() => {
+    mkdirSync(sparse, { recursive: true });
+    cpSync(join(GOLDEN, "manifest.json"), join(sparse, "manifest.json"));
+    cpSync(join(GOLDEN, "weights"), join(sparse, "weights"), { recursive: true });
+    const intermediate = /^(act_|text_xf_|timestep_embedding_raw|step_|samples_full_batch)/;
+    for (const section of ["glide_fwd", "glide_cfg"]) {
+      mkdirSync(join(sparse, section));
+      for (const f of readdirSync(join(GOLDEN, section)))
+        if (f.endsWith(".npy") && !intermediate.test(f))
+          cpSync(join(GOLDEN, section, f), join(sparse, section, f));
+    }
+  });
+
+  test("glide_fwd: the output is checked, the activations noted", async (tc) => {
+    const { rows, failed, skipped } = await verifyReference(sparse, ["glide_fwd"]);
+    tc.diagnostic(formatRows(rows));
+    assert.equal(failed, 0, formatRows(rows));
+    assert.ok(rows.find((r) => r.case === "out")?.pass, "out.npy compared");
+    assert.ok(skipped >= 4, "text outputs, time embedding and block activations noted");
+    for (const r of rows.filter((x) => x.skipped)) assert.match(r.note ?? "", /^not in golden set/);
+    assert.match(formatRows(rows), /passed, 0 failed, \d+ skipped \(not in golden set\)/);
+  });
+
+  test("glide_cfg: without per-step arrays the whole loop runs from its inputs, at the manifest's tolerance", async (tc) => {
+    // 20 batched forwards of the small GLIDE: on ONNX Runtime when it loads (TensorFlow.js takes minutes here).
+    const onnxMissing = await onnxAvailable();
+    const runtime = onnxMissing ? "tfjs" : "onnx";
+    const { rows, failed } = await verifyReference(sparse, ["glide_cfg"], { runtime });
+    tc.diagnostic(formatRows(rows));
+    assert.equal(failed, 0, formatRows(rows));
+    const traj = rows.find((r) => /trajectory samples, model-driven/.test(r.case));
+    assert.ok(traj?.pass, "the loop's final samples compared");
+    const manifest = JSON.parse(readFileSync(join(GOLDEN, "manifest.json"), "utf8"));
+    assert.equal(
+      traj?.tol,
+      manifest.meta.tolerances.trajectory_final_samples.glide_cfg,
+      "the manifest's tolerance",
+    );
+    assert.equal(
+      traj?.tolFrom,
+      "manifest meta.tolerances.trajectory_final_samples.glide_cfg",
+      "and its source",
+    );
+    assert.ok(rows.find((r) => r.case === "per-step replay")?.skipped, "the per-step checks noted");
   });
 });
 

@@ -5,6 +5,7 @@ import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { backendFromEnv, initEngine } from "../src/core/engine.ts";
+import { compare, SectionContext, TOL_TRAJECTORY } from "../src/verify/common.ts";
 import { formatRows, verifyReference } from "../src/verify/index.ts";
 
 const GOLDEN =
@@ -68,6 +69,26 @@ describe("verifyReference", () => {
     const r = await verifyReference(dir);
     assert.equal(r.passed, 0);
     assert.match(r.rows[0]!.note ?? "", /manifest\.json: file not found/);
+  });
+
+  test("a loop's trajectory tolerance comes from the manifest when it has one, and says so", () => {
+    const meta = { tolerances: { trajectory_final_samples: { clip_guided: 1e-3 } } };
+    const withTol = new SectionContext(tmp, "clip_guided", { meta }).trajectoryTol();
+    assert.deepEqual(withTol, {
+      tol: 1e-3,
+      from: "manifest meta.tolerances.trajectory_final_samples.clip_guided",
+    });
+    const without = new SectionContext(tmp, "gd_guided", { meta }).trajectoryTol();
+    assert.equal(without.tol, TOL_TRAJECTORY, "the default for a loop the manifest does not list");
+    assert.match(without.from, /default/);
+    const row = new SectionContext(tmp, "clip_guided", { meta }).trajectoryRow((tol) =>
+      compare("clip_guided", "trajectory", [1, 2], [1, 2.0015], tol),
+    );
+    assert.ok(row.pass && row.tol === 1e-3, "7.5e-4 passes at the manifest's 1e-3");
+    assert.match(
+      formatRows([row]),
+      /1\.00e-3\s+manifest meta\.tolerances\.trajectory_final_samples\.clip_guided\s+PASS/,
+    );
   });
 
   test("formatRows ends with the totals line", () => {
