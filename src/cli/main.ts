@@ -172,10 +172,11 @@ async function main(): Promise<void> {
           .option("steps", { type: "number", describe: "evaluate a denoiser: DDPM steps (default 50)" }),
       async (argv) => {
         checkNumberFlags(argv, FLAGS.models);
-        const { listModels, modelsDir } = await import("../models/registry.ts");
+        const { checkModelName, listModels, modelsDir } = await import("../models/registry.ts");
         if (argv.action === "ship") {
           if (!argv.name || !argv.run)
             throw new Error("models ship NAME --run RUN_DIR: both the name and the run");
+          checkModelName(argv.name, "models ship");
           const { exportCheckpoint } = await import("../train/trainer.ts");
           const { writeCard } = await import("../models/card.ts");
           const { step } = exportCheckpoint(argv.run, join(modelsDir(), argv.name), argv.snapshot);
