@@ -316,12 +316,16 @@ const yieldToEvents = () => new Promise<void>((r) => setImmediate(r));
  * --resume's guard against mixing: the run's provenance (env.json) must equal this session's, key by key. A run
  * from before provenance was recorded cannot be checked and is refused rather than trusted.
  */
-function checkResumable(out: string, configPath: string, config: SweepConfig, now: Provenance): void {
+function checkSameConfig(out: string, configPath: string, config: SweepConfig): void {
   const prev = join(out, "config.json");
-  if (!existsSync(prev)) return; // nothing sampled yet: a plain start
-  if (canonicalJson(JSON.parse(readFileSync(prev, "utf8"))) !== canonicalJson(config)) {
+  if (existsSync(prev) && canonicalJson(JSON.parse(readFileSync(prev, "utf8"))) !== canonicalJson(config)) {
     throw new Error(`--resume: ${out} was made with a different config than ${configPath}`);
   }
+}
+
+function checkResumable(out: string, configPath: string, config: SweepConfig, now: Provenance): void {
+  if (!existsSync(join(out, "config.json"))) return; // nothing sampled yet: a plain start
+  checkSameConfig(out, configPath, config);
   const envPath = join(out, "env.json");
   let was: Provenance | undefined;
   try {
@@ -362,6 +366,8 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   if (!opts.resume && isNonEmptyDir(out)) {
     throw new Error(`${out} is not empty: pass --resume to continue that run, or choose another --out`);
   }
+  // Early and cheap; the full check (provenance too) runs again under the lock, once the models are hashed.
+  if (opts.resume) checkSameConfig(out, configPath, config);
 
   const engine = await initEngine(opts.backend, { quiet: opts.quiet ?? false });
   const runtime = await resolveRuntime(opts.runtime ?? loaded.runtime ?? "auto", opts.quiet ?? false);
