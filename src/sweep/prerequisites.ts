@@ -25,10 +25,12 @@ export function checkPrerequisites(config: SweepConfig, source: string): void {
         `precision_recall needs at least ${PR_K + 1} real images, one per sample of a world prompt, but the config has ${world}: use prompts from the world (suites or captions), or raise samplesPerPrompt`,
       );
   }
-  if (uses("fid") && world < 2)
-    problems.push(
-      `fid needs at least 2 real images, one per sample of a world prompt, but the config has ${world}: use prompts from the world (suites or captions)`,
-    );
+  // The Fréchet distance's metric name ("fid", "fd" after the rename to what it measures here).
+  for (const fd of ["fid", "fd"].filter(uses))
+    if (world < 2)
+      problems.push(
+        `${fd} needs at least 2 real images, one per sample of a world prompt, but the config has ${world}: use prompts from the world (suites or captions)`,
+      );
   if (uses("prompt_accuracy") && freeText >= 0)
     problems.push(
       `prompt_accuracy judges prompts from the world (suites or captions the oracle can parse), but prompt ${freeText} ('${config.prompts[freeText]!.text}') is free text: remove prompt_accuracy from metrics or the prompt from prompts`,
