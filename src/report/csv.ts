@@ -153,7 +153,7 @@ export function resultsRows(records: readonly CellRecord[], stats?: RunIntervals
  * stay numbers: a negative scale is written as a number, not as text.
  */
 export function neutraliseCsvCell(v: string | number): string | number {
-  return typeof v === "string" && /^[=+\-@	]/.test(v) ? `'${v}` : v;
+  return typeof v === "string" && /^[=+\-@\t\r]/.test(v) ? `'${v}` : v;
 }
 
 export function resultsCsv(run: RunData, stats?: RunIntervals): string {
