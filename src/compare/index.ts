@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { stringify } from "csv-stringify/sync";
 import { describeMetricKey } from "../metrics/index.ts";
 import { mcnemarExact } from "../metrics/prompt-accuracy.ts";
+import { neutraliseCsvCell } from "../report/csv.ts";
 import { type RunIntervals, runIntervals } from "../report/intervals.ts";
 import { type CellRecord, paramsKey, type RunData, readRun } from "../report/run-folder.ts";
 import { variantLabels } from "../report/variants.ts";
@@ -311,30 +312,33 @@ export const COMPARE_COLUMNS = [
 const num = (v: number | undefined) => (v === undefined || !Number.isFinite(v) ? "" : v);
 
 export function compareCsv(rows: readonly CompareRow[]): string {
-  return stringify([
-    [...COMPARE_COLUMNS],
-    ...rows.map((r) => [
-      r.a,
-      r.b,
-      r.why,
-      r.metric,
-      num(r.valueA),
-      num(r.valueB),
-      num(r.delta),
-      num(r.lo),
-      num(r.hi),
-      num(r.sdDelta),
-      r.test,
-      num(r.p),
-      num(r.pHolm),
-      r.nA,
-      r.nB,
-      r.ciExcludesZero ? "true" : "false",
-      r.resolved ? "true" : "false",
-      num(r.targetDelta),
-      num(r.samplesNeeded),
-    ]),
-  ]);
+  // Variant names carry strategy parameters (free text, e.g. a negative prompt): never a spreadsheet formula.
+  return stringify(
+    [
+      [...COMPARE_COLUMNS],
+      ...rows.map((r) => [
+        r.a,
+        r.b,
+        r.why,
+        r.metric,
+        num(r.valueA),
+        num(r.valueB),
+        num(r.delta),
+        num(r.lo),
+        num(r.hi),
+        num(r.sdDelta),
+        r.test,
+        num(r.p),
+        num(r.pHolm),
+        r.nA,
+        r.nB,
+        r.ciExcludesZero ? "true" : "false",
+        r.resolved ? "true" : "false",
+        num(r.targetDelta),
+        num(r.samplesNeeded),
+      ]),
+    ].map((row) => row.map(neutraliseCsvCell)),
+  );
 }
 
 const f = (v: number | undefined) => {
