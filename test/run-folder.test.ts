@@ -395,8 +395,8 @@ describe("every error before sampling, naming the file and key", () => {
     );
     await fails(
       "fd",
-      `${TINY.replace("pixel_diversity,", "fid,").replace('"a red circle"', '"hello"')}`,
-      /fid needs/,
+      TINY.replace("pixel_diversity, prompt_accuracy,", "fd, kid,").replace('"a red circle"', '"hello"'),
+      /fd\.yaml: metrics: fd needs at least 2 real images.*; kid needs at least 2/,
     );
   });
 

@@ -25,11 +25,11 @@ export function checkPrerequisites(config: SweepConfig, source: string): void {
         `precision_recall needs at least ${PR_K + 1} real images, one per sample of a world prompt, but the config has ${world}: use prompts from the world (suites or captions), or raise samplesPerPrompt`,
       );
   }
-  // The Fréchet distance's metric name ("fid", "fd" after the rename to what it measures here).
-  for (const fd of ["fid", "fd"].filter(uses))
+  // Distances to the real set: the real images are rendered from world prompts, one per sample.
+  for (const m of ["fd", "kid"].filter(uses))
     if (world < 2)
       problems.push(
-        `${fd} needs at least 2 real images, one per sample of a world prompt, but the config has ${world}: use prompts from the world (suites or captions)`,
+        `${m} needs at least 2 real images, one per sample of a world prompt, but the config has ${world}: use prompts from the world (suites or captions)`,
       );
   if (uses("prompt_accuracy") && freeText >= 0)
     problems.push(
