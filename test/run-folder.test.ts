@@ -23,7 +23,7 @@ import { neutraliseCsvCell } from "../src/report/csv.ts";
 import { loadSweepConfig } from "../src/sweep/config.ts";
 import { acquireLock, LOCK_FILE } from "../src/sweep/lock.ts";
 import { mergeRuns } from "../src/sweep/merge.ts";
-import { runSweep } from "../src/sweep/runner.ts";
+import { runSweep, runSweepResumingOrSettingAside } from "../src/sweep/runner.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -331,6 +331,22 @@ describe("provenance", () => {
       process.env.GUIDANCE_LAB_MODELS = saved;
     }
     assert.equal(records(out).length, 1, "the refused resumes changed nothing");
+  });
+
+  it("npm start's resume keeps a run made with other weights aside and starts afresh", {
+    timeout: 120_000,
+  }, async () => {
+    const out = join(dir, "prov-aside");
+    await runSweep(config(), { out, limit: 1, quiet: true });
+    const saved = process.env.GUIDANCE_LAB_MODELS;
+    process.env.GUIDANCE_LAB_MODELS = alteredModels();
+    try {
+      const r = await runSweepResumingOrSettingAside(config(), out, { quiet: true });
+      assert.equal(r.finished.length, 3, "a fresh run of every cell");
+      assert.ok(r.setAside && records(r.setAside).length === 1, "the old run kept whole beside it");
+    } finally {
+      process.env.GUIDANCE_LAB_MODELS = saved;
+    }
   });
 
   it("a truncated record.json is not finished: resume moves it aside and samples the cell again", {

@@ -18,11 +18,8 @@ export async function start(out = join("reports", "start")): Promise<void> {
   const missing = ZOO_FOR_QUICKSTART.filter((n) => !existsSync(join(modelsDir(), n, "model.json")));
   if (missing.length === 0) {
     await import("../core/ops.ts");
-    const { runSweep } = await import("../sweep/runner.ts");
-    const r = await runSweep(QUICKSTART, {
-      out: join("reports", "quickstart"),
-      resume: existsSync(join("reports", "quickstart", "config.json")),
-    });
+    const { runSweepResumingOrSettingAside } = await import("../sweep/runner.ts");
+    const r = await runSweepResumingOrSettingAside(QUICKSTART, join("reports", "quickstart"));
     process.stdout.write(`\nreport: ${r.htmlPath}\n`);
     return;
   }

@@ -316,10 +316,13 @@ const yieldToEvents = () => new Promise<void>((r) => setImmediate(r));
  * --resume's guard against mixing: the run's provenance (env.json) must equal this session's, key by key. A run
  * from before provenance was recorded cannot be checked and is refused rather than trusted.
  */
+/** A run folder `--resume` must not continue: made with another config, other models or other code. */
+export class NotResumable extends Error {}
+
 function checkSameConfig(out: string, configPath: string, config: SweepConfig): void {
   const prev = join(out, "config.json");
   if (existsSync(prev) && canonicalJson(JSON.parse(readFileSync(prev, "utf8"))) !== canonicalJson(config)) {
-    throw new Error(`--resume: ${out} was made with a different config than ${configPath}`);
+    throw new NotResumable(`--resume: ${out} was made with a different config than ${configPath}`);
   }
 }
 
@@ -334,13 +337,13 @@ function checkResumable(out: string, configPath: string, config: SweepConfig, no
     was = undefined;
   }
   if (!was) {
-    throw new Error(
+    throw new NotResumable(
       `--resume: ${envPath} records no provenance (missing, unreadable, or made before provenance was recorded): its cells cannot be shown to come from the same models and code; start a new --out`,
     );
   }
   const diffs = provenanceDiff(was, now);
   if (diffs.length) {
-    throw new Error(
+    throw new NotResumable(
       `--resume: ${out} was made with different inputs than this session has: ${diffs.join("; ")}. Resuming would mix them; start a new --out (or restore what changed)`,
     );
   }
@@ -478,7 +481,9 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
       const r = state.get(foreign.id)!;
       const diffs =
         r.state === "finished" ? provenanceDiff(asProvenance(r.record.provenance)!, provenance) : [];
-      throw new Error(`--resume: cell ${foreign.id} was sampled with different inputs: ${diffs.join("; ")}`);
+      throw new NotResumable(
+        `--resume: cell ${foreign.id} was sampled with different inputs: ${diffs.join("; ")}`,
+      );
     }
     const skipped = mine.filter((c) => state.get(c.id)!.state === "finished").map((c) => c.id);
     let todo = mine.filter((c) => state.get(c.id)!.state !== "finished");
@@ -583,5 +588,30 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
     process.off("SIGTERM", onSignal);
     models.dispose();
     lock?.release();
+  }
+}
+
+/**
+ * Resumes the run in `out` when it can, and otherwise keeps it beside as `<out>.<time>` and starts afresh (`npm
+ * start`: one command that always ends with a report, after a pull or a retrained model too). Nothing is lost and
+ * nothing is mixed; the folder set aside is named on stderr.
+ */
+export async function runSweepResumingOrSettingAside(
+  configPath: string,
+  out: string,
+  opts: Omit<SweepOptions, "out" | "resume"> = {},
+): Promise<SweepResult & { setAside?: string }> {
+  if (!existsSync(join(out, "config.json"))) return runSweep(configPath, { ...opts, out });
+  try {
+    return await runSweep(configPath, { ...opts, out, resume: true });
+  } catch (e) {
+    if (!(e instanceof NotResumable)) throw e;
+    const aside = `${out}.${new Date().toISOString().replace(/[:.]/g, "-")}`;
+    renameSync(out, aside);
+    if (!opts.quiet)
+      process.stderr.write(
+        `[sweep] ${(e as Error).message.split(". ")[0]}\n[sweep] kept as ${aside}; starting afresh\n`,
+      );
+    return { ...(await runSweep(configPath, { ...opts, out })), setAside: aside };
   }
 }
