@@ -7,7 +7,7 @@ import { seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
 import { defaultGuideThreads, loadZoo } from "../models/zoo.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
-import { readImages, sampleGuided } from "../pipelines/sampling.ts";
+import { readImages, respacingFor, sampleGuided, seededXT } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 
 export interface SampleArgs {
@@ -88,13 +88,13 @@ export async function runSample(a: SampleArgs): Promise<void> {
       throw new Error(
         `--steps ${a.steps}: expected an integer from 1 to ${T} (the diffusion steps '${a.model}' was trained with)`,
       );
-    const respacing = a.sampler === "ddim" ? `ddim${a.steps}` : String(a.steps);
+    const respacing = respacingFor(a.sampler, a.steps);
     const diffusion = zoo.diffusion(respacing);
     const { raw, source } = strategyFromArgs(a);
     const strategy = buildStrategy(raw, { ...zoo.models, diffusion }, source);
     const g = strategy.bind(Array.from({ length: a.n }, () => a.prompt));
     const s = zoo.imageSize;
-    const xT = seededNoise(`${a.seed}:x_T`)(0, [a.n, s, s, 3]);
+    const xT = seededXT(a.seed, a.n, s);
     if ((a.initImage === undefined) !== (a.mask === undefined)) {
       throw new Error(
         "--init-image and --mask go together (inpainting keeps the init image where the mask is white)",

@@ -5,12 +5,12 @@ import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
-import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
-import { labelForPrompt, PAD_ID, tokenize } from "../data/world.ts";
+import { type Tensor1D, type Tensor2D, tf } from "../core/engine.ts";
+import { labelForPrompt, tokenize } from "../data/world.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { onnxCondGrad } from "../onnx/guide-grad.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
-import type { Conditioning, GuidanceModels, ModelFn } from "../strategies/strategy.ts";
+import type { GuidanceModels, ModelFn } from "../strategies/strategy.ts";
 import { denoiserModelSchema, textLengths } from "../train/tasks.ts";
 import type { NoisedClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
@@ -18,6 +18,9 @@ import type { Perturbation } from "./perturb.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
 import { SplitGuide } from "./split-guide.ts";
 import type { UNet } from "./unet.ts";
+import { encodeWorld, epsFromV } from "./zoo-models.ts";
+
+export { encodeWorld, epsFromV } from "./zoo-models.ts";
 
 export interface ZooNames {
   denoiser: string;
@@ -46,39 +49,7 @@ export interface Zoo {
   dispose(): void;
 }
 
-function encodeWorld(prompts: readonly string[], ctx: number): Conditioning {
-  const ids = new Int32Array(prompts.length * ctx);
-  for (const [i, p] of prompts.entries()) ids.set(tokenize(p, ctx), i * ctx);
-  const mask = Float32Array.from(ids, (id) => (id === PAD_ID ? 0 : 1));
-  return {
-    tokens: tf.tensor2d(ids, [prompts.length, ctx], "int32") as Tensor2D,
-    mask: tf.tensor2d(mask, [prompts.length, ctx]) as Tensor2D,
-  };
-}
-
 const present = (name: string, dir: string) => existsSync(join(dir, name, "model.json"));
-
-/**
- * A v-predicting denoiser (Salimans & Ho 2022) as the ε-predictor every sampler and strategy expects:
- * ε = √ᾱ_t·v + √(1 − ᾱ_t)·x_t at the original timesteps t (v = √ᾱ·ε − √(1−ᾱ)·x0 with x_t = √ᾱ·x0 + √(1−ᾱ)·ε).
- * Exact in float32 even at t = 999 (√ᾱ ≈ 1.6e-3): the sampler's x0 = (x_t − √(1−ᾱ)·ε)/√ᾱ loses ~1e-4.
- */
-export function epsFromV(model: ModelFn, alphasCumprod: Float64Array): ModelFn {
-  const sqrtA = Float32Array.from(alphasCumprod, Math.sqrt);
-  const sqrtOneMinusA = Float32Array.from(alphasCumprod, (a) => Math.sqrt(1 - a));
-  return (x, t, cond) => {
-    const p = model(x, t, cond);
-    const eps = tf.tidy(() => {
-      const idx = tf.cast(t, "int32");
-      const at = (table: Float32Array) => tf.reshape(tf.gather(tf.tensor1d(table), idx), [-1, 1, 1, 1]);
-      return tf.add(tf.mul(at(sqrtA), p.out), tf.mul(at(sqrtOneMinusA), x)) as Tensor4D;
-    });
-    p.out.dispose();
-    // varValues passes through untouched: tf.keep here would exempt it from the caller's tidy, and a strategy
-    // that slices out the half it needs (cfg) relies on that tidy to free the rest.
-    return p.varValues ? { out: eps, kind: "eps", varValues: p.varValues } : { out: eps, kind: "eps" };
-  };
-}
 
 /**
  * Threads for the guidance gradients: 2 on the wasm backend when the machine has two cores (wasm computes on one

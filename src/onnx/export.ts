@@ -21,7 +21,11 @@ import * as E from "./emit.ts";
 import { Graph } from "./graph.ts";
 
 export interface ExportShapes {
-  batch: number;
+  /**
+   * Rows per call, or "dynamic": a symbolic batch dimension (every Reshape then copies the leading dimension with
+   * ONNX's 0), so one file serves every batch size (the browser explorer ships one file per model).
+   */
+  batch: number | "dynamic";
   /** Defaults to the model's imageSize. */
   height?: number;
   width?: number;
@@ -239,7 +243,7 @@ export function textEncoder(
 function modelInput(
   g: Graph,
   cfg: UNetConfig,
-  b: number,
+  b: number | string,
   hgt: number,
   wid: number,
   shapes: ExportShapes,
@@ -255,6 +259,10 @@ function modelInput(
   }
   if (cfg.superRes) {
     const { lowResHeight: lh, lowResWidth: lw } = shapes;
+    if (typeof b !== "number")
+      throw new Error(
+        "onnx export: a super-resolution UNet needs a fixed batch (its resize names every dimension)",
+      );
     if (lh === undefined || lw === undefined)
       throw new Error("onnx export: a super-resolution UNet needs lowResHeight and lowResWidth");
     const low = E.toNCHW(g, g.input("low_res", "float", [b, lh, lw, c]));
@@ -269,27 +277,29 @@ function modelInput(
  */
 export function exportUNet(unet: UNet, shapes: ExportShapes, perturbation?: Perturbation): Uint8Array {
   const cfg = unet.config;
-  const b = shapes.batch;
+  // 0 in a Reshape target copies the input's dimension; the batch always leads, so 0 stands for it throughout.
+  const b = shapes.batch === "dynamic" ? 0 : shapes.batch;
+  const bDim = shapes.batch === "dynamic" ? "batch" : shapes.batch;
   const hgt = shapes.height ?? cfg.imageSize;
   const wid = shapes.width ?? cfg.imageSize;
   const g = new Graph();
-  const xNCHW = modelInput(g, cfg, b, hgt, wid, shapes);
-  const tIn = g.input("t", "float", [b]);
+  const xNCHW = modelInput(g, cfg, bDim, hgt, wid, shapes);
+  const tIn = g.input("t", "float", [bDim]);
   const mc = cfg.modelChannels;
   if (mc % 2) throw new Error("onnx export: odd modelChannels are not supported");
   let emb = E.timestepEmbedding(g, tIn, timestepFreqs(mc));
   emb = E.linear(g, unet.timeEmbed2, E.silu(g, E.linear(g, unet.timeEmbed0, emb)));
   // Same addition order as UNet.embed (time, then label, then text), so float32 rounding matches.
   if (unet.labelEmb) {
-    const y = g.input("y", "int32", [b]);
+    const y = g.input("y", "int32", [bDim]);
     emb = E.add(g, emb, E.embedding(g, g.tensor("label_emb", unet.labelEmb.weight), y));
   }
   const ctx: Ctx = { b, emb };
   if (perturbation) ctx.perturb = unet.resolvePerturbation(perturbation);
   if (unet.text) {
     const tc = unet.text.config;
-    const tokens = g.input("tokens", "int32", [b, tc.ctx]);
-    const mask = g.input("mask", "float", [b, tc.ctx]);
+    const tokens = g.input("tokens", "int32", [bDim, tc.ctx]);
+    const mask = g.input("mask", "float", [bDim, tc.ctx]);
     const { xfProj, xfOut } = textEncoder(g, unet.text, tokens, mask, b);
     ctx.emb = E.add(g, emb, xfProj);
     ctx.enc = { v: xfOut, l: tc.ctx, width: tc.width };
@@ -308,6 +318,6 @@ export function exportUNet(unet: UNet, shapes: ExportShapes, perturbation?: Pert
   const n = E.silu(g, E.groupNorm(g, unet.outNorm, h.v, [b, h.c, h.h, h.w]));
   const out = E.toNHWC(g, E.conv2d(g, unet.outConv, n, h.h, h.w));
   g.identity(out, "out");
-  g.output("out", "float", [b, hgt, wid, cfg.outChannels]);
+  g.output("out", "float", [bDim, hgt, wid, cfg.outChannels]);
   return g.serialize();
 }

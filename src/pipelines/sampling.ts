@@ -97,8 +97,12 @@ export function replaceKnown(
   });
 }
 
+/** The samplers sampleGuided runs (the explorer's list derives from it). */
+export const LOOP_SAMPLERS = ["ddpm", "ddim"] as const;
+export type LoopSampler = (typeof LOOP_SAMPLERS)[number];
+
 export interface LoopOptions {
-  sampler?: "ddpm" | "ddim";
+  sampler?: LoopSampler;
   /** DDIM only. */
   eta?: number;
   /** Per-step sampler noise; default seededNoise(0). */
@@ -179,6 +183,18 @@ function checkKnown(known: KnownRegion, x: Tensor4D): void {
     throw new Error(`known region: image must be [${b} or 1, ${h}, ${w}, ${c}], got [${known.image.shape}]`);
   }
 }
+
+/** The respacing a sampler takes for `steps` steps: DDIM's own spacing ("ddimN"), else N evenly spaced steps. */
+export const respacingFor = (sampler: LoopSampler, steps: number): string =>
+  sampler === "ddim" ? `ddim${steps}` : String(steps);
+
+/**
+ * x_T of `guidance-lab sample --seed`: n standard normal images from the pure-JS PRNG, so that a seed starts the
+ * same trajectory on every backend and in the browser explorer (src/explore); the per-step noise is
+ * seededNoise(seed).
+ */
+export const seededXT = (seed: number, n: number, size: number, channels = 3): Tensor4D =>
+  seededNoise(`${seed}:x_T`)(0, [n, size, size, channels]);
 
 /**
  * Samples in [-1, 1] read back once as HWC images in [0, 1] (the data pipeline's format), one array per image.
