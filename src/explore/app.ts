@@ -125,7 +125,7 @@ async function main(): Promise<void> {
   };
   $("sizes").textContent = cfg.sizeNote;
 
-  const backend = await initBrowserEngine();
+  const backend = await initBrowserEngine(await gunzipAsset("tfjs-wasm"));
   ort.env.wasm.wasmBinary = await gunzipAsset("ort-wasm");
   // file:// pages are never cross-origin isolated, so onnxruntime-web has no SharedArrayBuffer for threads.
   ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency) : 1;

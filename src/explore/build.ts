@@ -130,6 +130,12 @@ export async function writeExplorer(dir: string, models = modelsDir()): Promise<
     "ort-wasm",
     readFileSync(require.resolve("onnxruntime-web/ort-wasm-simd-threaded.wasm")),
   );
+  out["tfjs-wasm.js"] = asset(
+    "tfjs-wasm",
+    readFileSync(
+      join(dirname(require.resolve("@tensorflow/tfjs-backend-wasm")), "tfjs-backend-wasm-simd.wasm"),
+    ),
+  );
   out["explorer.js"] = await bundleExplorer();
   const sizeOf = (v: string | Uint8Array) => (typeof v === "string" ? Buffer.byteLength(v) : v.length);
   const assetsBytes = Object.values(out).reduce((a, v) => a + sizeOf(v), 0);

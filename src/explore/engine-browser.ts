@@ -1,7 +1,8 @@
 // What src/core/engine.ts is inside the explorer's browser bundle (esbuild aliases one to the other; see build.ts):
-// the same `tf` namespace on TensorFlow.js's pure-JS cpu backend. The strategies' and samplers' tensors are a few
-// 32×32 images, so the cpu backend costs little next to the denoiser's forwards (onnxruntime-web), and it needs no
-// wasm file that a file:// page could not fetch.
+// the same `tf` namespace, on TensorFlow.js's wasm backend as in the CLI (so the strategies' and samplers'
+// arithmetic runs the same kernels), its binary handed over as a blob: URL because a file:// page cannot fetch its
+// neighbours. Without wasm SIMD the pure-JS cpu backend takes over (slower; the page says which).
+import { setWasmPaths } from "@tensorflow/tfjs-backend-wasm";
 import * as tfCore from "@tensorflow/tfjs-core";
 import "@tensorflow/tfjs-backend-cpu";
 
@@ -17,8 +18,26 @@ export type {
   Variable,
 } from "@tensorflow/tfjs-core";
 
-export async function initBrowserEngine(): Promise<string> {
-  if (!(await tfCore.setBackend("cpu"))) throw new Error("TensorFlow.js: the cpu backend did not initialise");
+/** Initialises the backend: wasm from `simdWasm` (tfjs-backend-wasm-simd.wasm's bytes), else cpu. */
+export async function initBrowserEngine(simdWasm?: Uint8Array): Promise<string> {
+  if (simdWasm) {
+    const url = URL.createObjectURL(new Blob([simdWasm as BlobPart], { type: "application/wasm" }));
+    // Threads need cross-origin isolation, which a file:// page never has; only the SIMD binary is shipped.
+    setWasmPaths({
+      "tfjs-backend-wasm.wasm": url,
+      "tfjs-backend-wasm-simd.wasm": url,
+      "tfjs-backend-wasm-threaded-simd.wasm": url,
+    });
+    try {
+      if (await tfCore.setBackend("wasm")) {
+        await tfCore.ready();
+        return "wasm";
+      }
+    } catch {
+      // fall back to cpu below
+    }
+  }
+  if (!(await tfCore.setBackend("cpu"))) throw new Error("TensorFlow.js: no backend initialised");
   await tfCore.ready();
   return tfCore.getBackend();
 }

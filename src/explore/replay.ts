@@ -9,8 +9,8 @@
 // which the explorer's bench row measures.
 import type { Tensor1D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
+import type { Prediction } from "../core/types.ts";
 import type { Conditioning, ModelFn } from "../strategies/strategy.ts";
-import { splitPrediction } from "../strategies/strategy.ts";
 
 /** One forward the runtime must compute: a text-conditional UNet's inputs (the names of src/onnx/export.ts). */
 export interface ForwardRequest {
@@ -45,6 +45,32 @@ export interface ReplayStats {
   forwardMs: number;
 }
 
+/**
+ * strategy.ts's splitPrediction (eps in the first `c` channels, learned-range values in the rest) done on the host
+ * array: TensorFlow.js's cpu backend slices channels element by element through its generic strided path, which
+ * cost more than the sampler's own arithmetic. Copies are exact, so the values are splitPrediction's.
+ */
+export function splitChannels(
+  raw: Float32Array,
+  [b, h, w]: [number, number, number],
+  c: number,
+  oc: number,
+): Prediction {
+  const pixels = b * h * w;
+  if (oc === c) return { out: tf.tensor4d(raw, [b, h, w, oc]), kind: "eps" };
+  const out = new Float32Array(pixels * c);
+  const rest = new Float32Array(pixels * (oc - c));
+  for (let p = 0; p < pixels; p++) {
+    for (let i = 0; i < c; i++) out[p * c + i] = raw[p * oc + i]!;
+    for (let i = c; i < oc; i++) rest[p * (oc - c) + i - c] = raw[p * oc + i]!;
+  }
+  return {
+    out: tf.tensor4d(out, [b, h, w, c]),
+    kind: "eps",
+    varValues: tf.tensor4d(rest, [b, h, w, oc - c]),
+  };
+}
+
 export class Replay {
   private readonly outputs: Float32Array[] = [];
   private calls = 0;
@@ -64,7 +90,7 @@ export class Replay {
           throw new Error(
             `replay: call ${index} of ${name} changed shape between runs (non-deterministic code?)`,
           );
-        return tf.tidy(() => splitPrediction(tf.tensor4d(cached, [b, h, w, outChannels]), inChannels));
+        return splitChannels(cached, [b, h, w], inChannels, outChannels);
       }
       if (!cond.tokens || !cond.mask)
         throw new Error(`replay: ${name} is text-conditional: pass tokens and mask`);
