@@ -4,7 +4,7 @@
 // 3 steps) keep it fast. Skips, saying why, where Chromium, playwright-core, onnxruntime-node or the zoo's
 // denoiser is missing.
 import assert from "node:assert/strict";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -12,9 +12,11 @@ import { runSample } from "../src/cli/sample.ts";
 import { initEngine } from "../src/core/engine.ts";
 import { readPng } from "../src/data/png.ts";
 import { type ExplorerPage, loadPlaywright, openExplorer } from "../src/explore/browser.ts";
-import { writeExplorer } from "../src/explore/build.ts";
+import { SIZE_BUDGET_BYTES, writeExplorer } from "../src/explore/build.ts";
 import { modelsDir } from "../src/models/registry.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { buildReport } from "../src/report/index.ts";
+import { writeSyntheticRun } from "../src/report/synthetic.ts";
 
 process.env.GUIDANCE_LAB_QUIET = "1";
 
@@ -106,5 +108,34 @@ describe("explorer in a browser", () => {
       rmSync(out, { recursive: true, force: true });
     }
     assert.deepEqual(explorer.errors, [], "no console errors");
+  });
+});
+
+describe("explorer panel in a report page", () => {
+  it("writes explorer/ beside every report page and links it from a panel", { timeout: 300_000 }, (t) => {
+    if (!existsSync(join(modelsDir(), "denoiser", "model.json"))) {
+      t.skip(`no zoo denoiser in ${modelsDir()}`);
+      return;
+    }
+    const run = mkdtempSync(join(tmpdir(), "gl-explorer-report-"));
+    try {
+      writeSyntheticRun(run);
+      const { htmlPath } = buildReport(run);
+      const html = readFileSync(htmlPath, "utf8");
+      assert.match(html, /<section id="explorer">/);
+      assert.match(html, /href="explorer\/index.html"/);
+      for (const f of ["index.html", "explorer.js", "ort-wasm.js", "tfjs-wasm.js", "model-denoiser.js"])
+        assert.ok(existsSync(join(run, "explorer", f)), `explorer/${f} beside the page`);
+      const bytes = readdirSync(join(run, "explorer")).reduce(
+        (a, f) => a + statSync(join(run, "explorer", f)).size,
+        0,
+      );
+      assert.ok(
+        bytes <= SIZE_BUDGET_BYTES,
+        `explorer/ keeps its budget: ${bytes} ≤ ${SIZE_BUDGET_BYTES} bytes`,
+      );
+    } finally {
+      rmSync(run, { recursive: true, force: true });
+    }
   });
 });

@@ -9,8 +9,9 @@
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
-  cpSync,
+  copyFileSync,
   existsSync,
+  linkSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -242,7 +243,12 @@ export function ensureExplorerSync(
     }
   };
   walk(srcRoot);
-  h.update(readFileSync(require.resolve("onnxruntime-web/package.json")));
+  // The runtimes' binaries change with their versions.
+  for (const f of [
+    require.resolve("onnxruntime-web/ort-wasm-simd-threaded.wasm"),
+    require.resolve("@tensorflow/tfjs-backend-wasm"),
+  ])
+    h.update(`${f}:${statSync(f).size}:${statSync(f).mtimeMs}`);
   const cache = join(tmpdir(), `guidance-lab-explorer-${h.digest("hex").slice(0, 16)}`);
   if (!existsSync(join(cache, "index.html"))) {
     const tmp = `${cache}.${process.pid}.tmp`;
@@ -256,7 +262,8 @@ export function ensureExplorerSync(
         tmp,
         models,
       ],
-      { stdio: ["ignore", "ignore", "inherit"], env: { ...process.env, GUIDANCE_LAB_QUIET: "1" } },
+      // Its stderr (TensorFlow.js's Node greeting) is shown only when the build fails, inside the error.
+      { stdio: ["ignore", "ignore", "pipe"], env: { ...process.env, GUIDANCE_LAB_QUIET: "1" } },
     );
     try {
       renameSync(tmp, cache);
@@ -266,7 +273,16 @@ export function ensureExplorerSync(
     }
   }
   mkdirSync(dir, { recursive: true });
-  cpSync(cache, dir, { recursive: true });
+  // Hard links: every report on this file system shares one copy of the ~16 MB (a copy where links fail).
+  for (const name of readdirSync(cache)) {
+    const dst = join(dir, name);
+    rmSync(dst, { force: true });
+    try {
+      linkSync(join(cache, name), dst);
+    } catch {
+      copyFileSync(join(cache, name), dst);
+    }
+  }
   const files = readdirSync(cache).map((name) => ({ name, bytes: statSync(join(cache, name)).size }));
   return { files: { dir, files, total: files.reduce((a, f) => a + f.bytes, 0) } };
 }

@@ -8,6 +8,7 @@ import { basename, join } from "node:path";
 import { type CompareResult, compareRun, frontierSentence } from "../compare/index.ts";
 import { describeMetricKey } from "../metrics/index.ts";
 import { CSV_COLUMNS, csvColumns, metricKeys, resultsRows } from "./csv.ts";
+import { type ExplorerPanel, explorerPanelHtml, writeExplorerPanel } from "./explorer-panel.ts";
 import type { RunIntervals } from "./intervals.ts";
 import type { CellRecord, RunCell, RunData } from "./run-folder.ts";
 import { variantLabels } from "./variants.ts";
@@ -581,7 +582,12 @@ function headlineHtml(compare: CompareResult | undefined): string {
 }
 
 /** The page's HTML; `clientJs` is inlined (see client.js). */
-export function renderHtml(run: RunData, clientJs: string, stats?: RunIntervals): string {
+export function renderHtml(
+  run: RunData,
+  clientJs: string,
+  stats?: RunIntervals,
+  explorer?: ExplorerPanel,
+): string {
   const compare = stats ? compareRun(run, { stats }) : undefined;
   const view = reportView(run, stats, compare);
   const records = run.cells.map((c) => c.record);
@@ -605,7 +611,7 @@ export function renderHtml(run: RunData, clientJs: string, stats?: RunIntervals)
 <header>
 <h1>${esc(view.title)}</h1>
 <div class="meta"><span><b>cells</b> ${run.cells.length}</span>${pending}<span><b>strategies</b> ${esc(strategies.join(", "))}</span>${envSummary(run.env)}</div>
-<nav><a href="#tradeoffs">Trade-offs</a><a href="#how-sure">How sure</a><a href="#compare">Comparisons</a><a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a><a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
+<nav><a href="#tradeoffs">Trade-offs</a><a href="#how-sure">How sure</a><a href="#compare">Comparisons</a><a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a>${explorer ? '<a href="#explorer">Explore</a>' : ""}<a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
 </header>
 <main>
 <section id="tradeoffs"><h2>Fidelity–diversity trade-offs (GLIDE Fig. 6)</h2>
@@ -629,6 +635,7 @@ ${gridsHtml(run, g)}</section>
 <section id="results"><h2>Results</h2>
 <p class="lead">Every finished cell (also in <a href="results.csv">results.csv</a>); ↑/↓ mark the better direction.</p>
 ${resultsTableHtml(run, stats)}</section>
+${explorer ? explorerPanelHtml(explorer, esc) : ""}
 <section id="config"><h2>Configuration and environment</h2>
 <details open><summary>config.json</summary><pre>${esc(JSON.stringify(run.config, null, 2))}</pre></details>
 ${run.env ? `<details><summary>env.json</summary><pre>${esc(JSON.stringify(run.env, null, 2))}</pre></details>` : ""}
@@ -654,7 +661,7 @@ export function plotlyBundlePath(): string {
 export function writeHtml(run: RunData, stats?: RunIntervals): string {
   const clientJs = readFileSync(new URL("./client.js", import.meta.url), "utf8");
   const htmlPath = join(run.dir, "index.html");
-  writeFileSync(htmlPath, renderHtml(run, clientJs, stats));
+  writeFileSync(htmlPath, renderHtml(run, clientJs, stats, writeExplorerPanel(run.dir)));
   const src = plotlyBundlePath();
   const dst = join(run.dir, "plotly.min.js");
   if (!existsSync(dst) || statSync(dst).size !== statSync(src).size) copyFileSync(src, dst);
