@@ -32,6 +32,7 @@ import {
 } from "../train/tasks.ts";
 import { benchCells } from "./cells.ts";
 import { benchEngine, formatTable, type Row } from "./engine.ts";
+import { benchExplorer } from "./explorer.ts";
 import { benchGlide, glideReference, TORCH_BASE_FORWARD_B2_S } from "./glide.ts";
 import { benchQuickstart, quickstartSummary } from "./quickstart.ts";
 import { convRoofline } from "./roofline.ts";
@@ -51,6 +52,8 @@ export interface BenchOptions {
   python?: string;
   /** Also the quickstart sweep's wall time per runtime (what `npm start` runs; tens of minutes on TensorFlow.js). */
   quickstart?: boolean;
+  /** Leave out the explorer's browser row (needs Chromium; about a minute). */
+  noExplorer?: boolean;
 }
 
 async function _timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<number> {
@@ -253,6 +256,9 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
     glide.push(...full);
     out(`\n${formatTable(full)}\n`);
   }
+  const explorer = opts.noExplorer ? { rows: [] } : await benchExplorer({ quick });
+  if (explorer.rows.length) out(`\n${formatTable(explorer.rows)}\n`);
+  else if ("skipped" in explorer) out(`\n(explorer row skipped: ${explorer.skipped})\n`);
   const quickstart = opts.quickstart ? await benchQuickstart() : [];
   if (quickstart.length) out(`\n${formatTable(quickstart)}\n`);
   out(`\n${summary(glide, golden)}${quickstartSummary(quickstart)}`);
@@ -260,7 +266,16 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
   out(
     `machine: ${load()} at the end (a shared machine's absolute figures are noisy; compare within one run)\n`,
   );
-  return [...rows, ...fwd, ...sampling, ...stats, ...(cells?.rows ?? []), ...glide, ...quickstart];
+  return [
+    ...rows,
+    ...fwd,
+    ...sampling,
+    ...stats,
+    ...(cells?.rows ?? []),
+    ...glide,
+    ...explorer.rows,
+    ...quickstart,
+  ];
 }
 
 /** The issue's headline figures: GLIDE forwards and cfg steps per runtime against the official code's. */

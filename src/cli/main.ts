@@ -86,9 +86,29 @@ async function main(): Promise<void> {
             type: "boolean",
             default: false,
             describe: "also time the quickstart sweep (npm start) on each runtime (tens of minutes on tfjs)",
+          })
+          .option("explorer", {
+            type: "boolean",
+            default: true,
+            describe:
+              "the explorer's row: 8 images × 25 cfg steps in headless Chromium (--no-explorer leaves it out)",
+          })
+          .option("explorer-only", {
+            type: "boolean",
+            default: false,
+            describe: "only the explorer's rows",
           }),
       async (argv) => {
         await initEngine(argv.backend);
+        if (argv["explorer-only"]) {
+          const { benchExplorer } = await import("../bench/explorer.ts");
+          const { formatTable } = await import("../bench/engine.ts");
+          const r = await benchExplorer({ quick: argv.quick });
+          process.stdout.write(
+            r.rows.length ? `${formatTable(r.rows)}\n` : `explorer row skipped: ${r.skipped}\n`,
+          );
+          return;
+        }
         const { runBench } = await import("../bench/index.ts");
         await runBench({
           quick: argv.quick,
@@ -96,6 +116,7 @@ async function main(): Promise<void> {
           ...(argv["compare-torch"] ? { compareTorch: argv["compare-torch"] } : {}),
           ...(argv.python ? { python: argv.python } : {}),
           quickstart: argv.quickstart,
+          noExplorer: !argv.explorer,
         });
       },
     )
