@@ -87,7 +87,7 @@ function modelEntry(name: string, dir: string) {
   try {
     const unet = model as UNet;
     const prediction = denoiserModelSchema.parse(info.config.model).prediction;
-    const bytes = exportUNet(unet, { batch: "dynamic" });
+    const bytes = exportUNet(unet, { batch: "dynamic", halfWeights: true });
     return {
       info,
       entry: {
@@ -216,6 +216,17 @@ ${tags}
 `;
 }
 
+/** Keeps the newest few caches: each code or model change makes a new one (reports keep their own hard links). */
+function pruneCaches(keep: string, newest = 3): void {
+  const parent = dirname(keep);
+  const prefix = "guidance-lab-explorer-";
+  const caches = readdirSync(parent)
+    .filter((n) => n.startsWith(prefix) && !n.endsWith(".tmp"))
+    .map((n) => ({ p: join(parent, n), t: statSync(join(parent, n)).mtimeMs }))
+    .sort((a, b) => b.t - a.t);
+  for (const c of caches.slice(newest)) if (c.p !== keep) rmSync(c.p, { recursive: true, force: true });
+}
+
 /**
  * The explorer for a report page: written once per machine into a cache keyed by the models' and the code's
  * bytes (a child process runs the async build, since report writing is synchronous), then copied into `dir`.
@@ -271,6 +282,7 @@ export function ensureExplorerSync(
       // Another process finished the same cache first: its copy is identical.
       rmSync(tmp, { recursive: true, force: true });
     }
+    pruneCaches(cache);
   }
   mkdirSync(dir, { recursive: true });
   // Hard links: every report on this file system shares one copy of the ~16 MB (a copy where links fail).

@@ -35,6 +35,8 @@ export interface ExportShapes {
    */
   lowResHeight?: number;
   lowResWidth?: number;
+  /** Store float16-exact weights as float16 (Graph.serialize's halfExact): same values, about half the bytes. */
+  halfWeights?: boolean;
 }
 
 interface Img {
@@ -319,5 +321,5 @@ export function exportUNet(unet: UNet, shapes: ExportShapes, perturbation?: Pert
   const out = E.toNHWC(g, E.conv2d(g, unet.outConv, n, h.h, h.w));
   g.identity(out, "out");
   g.output("out", "float", [bDim, hgt, wid, cfg.outChannels]);
-  return g.serialize();
+  return g.serialize({ halfExact: shapes.halfWeights ?? false });
 }

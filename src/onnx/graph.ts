@@ -7,7 +7,7 @@ export const OPSET = 17;
 const IR_VERSION = 8;
 
 /** ONNX TensorProto.DataType values used here. */
-export const DType = { float: 1, int32: 6, int64: 7, bool: 9 } as const;
+export const DType = { float: 1, int32: 6, int64: 7, bool: 9, float16: 10 } as const;
 export type DTypeName = keyof typeof DType;
 
 export type AttrValue = number | number[] | string | { floats: number[] } | { float: number };
@@ -204,14 +204,27 @@ export class Graph {
     return name;
   }
 
-  serialize(): Uint8Array {
+  /**
+   * ModelProto bytes. `halfExact`: float initializers whose every value is exactly a float16 (weights loaded from
+   * float16 files) are stored as float16 and Cast back to float32 in the graph: the same float32 values at half the
+   * bytes (the browser explorer ships its models this way).
+   */
+  serialize(opts: { halfExact?: boolean } = {}): Uint8Array {
+    const casts: NodeDef[] = [];
+    const inits = this.inits.map((i) => {
+      if (!opts.halfExact || i.dtype !== "float" || i.raw.length < 256) return i;
+      const half = halfExactBytes(i.raw);
+      if (!half) return i;
+      casts.push({ op: "Cast", inputs: [`${i.name}_f16`], outputs: [i.name], attrs: { to: DType.float } });
+      return { name: `${i.name}_f16`, dims: i.dims, dtype: "float16" as const, raw: half };
+    });
     const w = new Writer();
     w.int(1, IR_VERSION);
     w.string(2, "guidance-lab");
     w.message(7, (g) => {
-      for (const n of this.nodes) g.message(1, (m) => writeNode(m, n));
+      for (const n of [...casts, ...this.nodes]) g.message(1, (m) => writeNode(m, n));
       g.string(2, "guidance-lab");
-      for (const i of this.inits) g.message(5, (m) => writeInit(m, i));
+      for (const i of inits) g.message(5, (m) => writeInit(m, i));
       for (const v of this.inputs) g.message(11, (m) => writeValueInfo(m, v));
       for (const v of this.outputs) g.message(12, (m) => writeValueInfo(m, v));
     });
@@ -221,6 +234,35 @@ export class Graph {
     });
     return w.finish();
   }
+}
+
+/** IEEE binary16 bits of a float32 when it is exactly representable (zero, normal or subnormal), else undefined. */
+export function halfBitsExact(v: number): number | undefined {
+  const bits = new Uint32Array(new Float32Array([v]).buffer)[0]!;
+  const sign = (bits >>> 16) & 0x8000;
+  const exp = (bits >>> 23) & 0xff;
+  const man = bits & 0x7fffff;
+  if (exp === 0 && man === 0) return sign;
+  if (exp === 0xff || exp === 0) return undefined;
+  const e = exp - 127;
+  if (e >= -14 && e <= 15) return man & 0x1fff ? undefined : sign | ((e + 15) << 10) | (man >>> 13);
+  if (e < -24 || e > 15) return undefined;
+  // A half subnormal is m·2^-24; the float32 is (2^23 + man)·2^(e-23), so m = (2^23 + man) >> (-e - 1), exactly.
+  const full = man | 0x800000;
+  const shift = -e - 1;
+  return full & ((1 << shift) - 1) ? undefined : sign | (full >>> shift);
+}
+
+/** A float32 initializer's bytes as float16 bytes when every value converts exactly, else undefined. */
+function halfExactBytes(raw: Uint8Array): Uint8Array | undefined {
+  const f = new Float32Array(raw.slice().buffer);
+  const h = new Uint16Array(f.length);
+  for (let i = 0; i < f.length; i++) {
+    const b = halfBitsExact(f[i]!);
+    if (b === undefined) return undefined;
+    h[i] = b;
+  }
+  return new Uint8Array(h.buffer);
 }
 
 function writeNode(w: Writer, n: NodeDef): void {

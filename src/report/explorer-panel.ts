@@ -13,6 +13,8 @@ export interface ExplorerPanel {
 
 /** Writes explorer/ into the run folder; never throws (a report must not fail because of its panel). */
 export function writeExplorerPanel(runDir: string): ExplorerPanel {
+  if (process.env.GUIDANCE_LAB_REPORT_EXPLORER === "0")
+    return { why: "left out by GUIDANCE_LAB_REPORT_EXPLORER=0 when the report was written" };
   try {
     const r = ensureExplorerSync(join(runDir, "explorer"));
     return r.files ? { bytes: r.files.total } : { why: r.why ?? "unknown" };
