@@ -15,6 +15,7 @@ import { type ExplorerPage, loadPlaywright, openExplorer } from "../src/explore/
 import { SIZE_BUDGET_BYTES, writeExplorer } from "../src/explore/build.ts";
 import { modelsDir } from "../src/models/registry.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { explorerQuery } from "../src/report/explorer-panel.ts";
 import { buildReport } from "../src/report/index.ts";
 import { writeSyntheticRun } from "../src/report/synthetic.ts";
 
@@ -112,6 +113,19 @@ describe("explorer in a browser", () => {
 });
 
 describe("explorer panel in a report page", () => {
+  it("starts the explorer from the run's first prompt, steps and sampler", () => {
+    const q = new URLSearchParams(
+      explorerQuery({
+        prompts: [{ text: "a red circle", id: "x" }],
+        steps: [25, 50],
+        sampler: ["ddim"],
+        seed: 3,
+      }),
+    );
+    assert.deepEqual(Object.fromEntries(q), { prompt: "a red circle", steps: "25", sampler: "ddim" });
+    assert.equal(explorerQuery({ prompts: "nonsense", steps: -1 }), "", "unexpected values are left out");
+  });
+
   it("writes explorer/ beside every report page and links it from a panel", { timeout: 300_000 }, (t) => {
     if (!existsSync(join(modelsDir(), "denoiser", "model.json"))) {
       t.skip(`no zoo denoiser in ${modelsDir()}`);
@@ -123,7 +137,7 @@ describe("explorer panel in a report page", () => {
       const { htmlPath } = buildReport(run);
       const html = readFileSync(htmlPath, "utf8");
       assert.match(html, /<section id="explorer">/);
-      assert.match(html, /href="explorer\/index.html"/);
+      assert.match(html, /href="explorer\/index\.html[?"]/);
       for (const f of ["index.html", "explorer.js", "ort-wasm.js", "tfjs-wasm.js", "model-denoiser.js"])
         assert.ok(existsSync(join(run, "explorer", f)), `explorer/${f} beside the page`);
       const bytes = readdirSync(join(run, "explorer")).reduce(

@@ -8,7 +8,12 @@ import { basename, join } from "node:path";
 import { type CompareResult, compareRun, frontierSentence } from "../compare/index.ts";
 import { describeMetricKey } from "../metrics/index.ts";
 import { CSV_COLUMNS, csvColumns, metricKeys, resultsRows } from "./csv.ts";
-import { type ExplorerPanel, explorerPanelHtml, writeExplorerPanel } from "./explorer-panel.ts";
+import {
+  type ExplorerPanel,
+  explorerPanelHtml,
+  explorerQuery,
+  writeExplorerPanel,
+} from "./explorer-panel.ts";
 import type { RunIntervals } from "./intervals.ts";
 import type { CellRecord, RunCell, RunData } from "./run-folder.ts";
 import { variantLabels } from "./variants.ts";
@@ -635,7 +640,7 @@ ${gridsHtml(run, g)}</section>
 <section id="results"><h2>Results</h2>
 <p class="lead">Every finished cell (also in <a href="results.csv">results.csv</a>); ↑/↓ mark the better direction.</p>
 ${resultsTableHtml(run, stats)}</section>
-${explorer ? explorerPanelHtml(explorer, esc) : ""}
+${explorer ? explorerPanelHtml(explorer, esc, explorerQuery(run.config)) : ""}
 <section id="config"><h2>Configuration and environment</h2>
 <details open><summary>config.json</summary><pre>${esc(JSON.stringify(run.config, null, 2))}</pre></details>
 ${run.env ? `<details><summary>env.json</summary><pre>${esc(JSON.stringify(run.env, null, 2))}</pre></details>` : ""}
