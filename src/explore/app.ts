@@ -35,8 +35,8 @@ export interface ExplorerConfig {
   >;
   /** Suite name → its prompts. */
   suites: Record<string, string[]>;
-  /** Why gradient guides are not offered (shown beside the strategy list). */
-  gradientNote: string;
+  /** Model-bag key → why the page does not have it (shown beside the strategy list for the kinds needing it). */
+  unavailable: Record<string, string>;
   /** Shown in the page's footer: bytes of every file and the budget. */
   sizeNote: string;
 }
@@ -154,7 +154,8 @@ async function main(): Promise<void> {
   const strategySel = $<HTMLSelectElement>("strategy");
   const available = new Set<keyof GuidanceModels>(["model", "encode", "diffusion", "unconditionalPrompt"]);
   if (cfg.models.weak) available.add("weak");
-  const unavailable: string[] = [];
+  // Kinds the page cannot run, grouped by the reason its config gives for the model they need.
+  const unavailable = new Map<string, string[]>();
   for (const def of STRATEGIES) {
     const example = def.example as Record<string, unknown>;
     const needs = strategyDef(def.kind).requires(parseStrategyConfig(example));
@@ -166,11 +167,16 @@ async function main(): Promise<void> {
     if (missing.length) {
       opt.disabled = true;
       opt.textContent = `${def.kind} (not in the browser)`;
-      unavailable.push(def.kind);
+      const why =
+        cfg.unavailable[missing[0]!] ??
+        `needs models.${missing.join(", models.")}, which the page does not have.`;
+      unavailable.set(why, [...(unavailable.get(why) ?? []), def.kind]);
     }
     strategySel.append(opt);
   }
-  $("gradient-note").textContent = unavailable.length ? `${unavailable.join(", ")}: ${cfg.gradientNote}` : "";
+  $("gradient-note").textContent = [...unavailable]
+    .map(([why, kinds]) => `${kinds.join(", ")}: ${why}`)
+    .join(" ");
   strategySel.value = "cfg";
   const samplerSel = $<HTMLSelectElement>("sampler");
   for (const s of LOOP_SAMPLERS) samplerSel.append(new Option(s, s));

@@ -41,6 +41,9 @@ export const SIZE_BUDGET_BYTES = 16_000_000;
 
 const require = createRequire(import.meta.url);
 
+const GRADIENT_NOTE =
+  "gradient guides differentiate the noised classifier or CLIP, and src/onnx exports forwards only (no gradient graph), so they cannot run here; use `guidance-lab sample` for them.";
+
 export interface ExplorerFiles {
   dir: string;
   files: { name: string; bytes: number }[];
@@ -118,8 +121,13 @@ export async function writeExplorer(dir: string, models = modelsDir()): Promise<
     diffusion: { schedule: den.info.config.diffusion.schedule, steps: den.info.config.diffusion.steps },
     models: { denoiser: den.entry },
     suites: Object.fromEntries(SUITE_NAMES.map((n) => [n, suite(n, { n: 16, seed: 0 }).map((p) => p.text)])),
-    gradientNote:
-      "gradient guides differentiate the noised classifier or CLIP, and src/onnx exports forwards only (no gradient graph), so they cannot run here; use `guidance-lab sample` for them.",
+    unavailable: {
+      ...Object.fromEntries(
+        ["classifier", "classifierLabel", "clip", "clipText"].map((k) => [k, GRADIENT_NOTE]),
+      ),
+      perturbed:
+        "they run a perturbed copy of the network (attention or layers changed), one more exported graph of 3.8 MB per perturbation setting, which the page does not ship; use `guidance-lab sample` for them.",
+    },
     sizeNote: "",
   };
   if (existsSync(join(models, DEFAULT_ZOO.weak, "model.json"))) {

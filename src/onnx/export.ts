@@ -279,6 +279,8 @@ function modelInput(
  */
 export function exportUNet(unet: UNet, shapes: ExportShapes, perturbation?: Perturbation): Uint8Array {
   const cfg = unet.config;
+  if (shapes.batch === "dynamic" && perturbation)
+    throw new Error("onnx export: a perturbed graph needs a fixed batch (its Expand names every dimension)");
   // 0 in a Reshape target copies the input's dimension; the batch always leads, so 0 stands for it throughout.
   const b = shapes.batch === "dynamic" ? 0 : shapes.batch;
   const bDim = shapes.batch === "dynamic" ? "batch" : shapes.batch;
