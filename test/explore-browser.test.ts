@@ -12,8 +12,7 @@ import { runSample } from "../src/cli/sample.ts";
 import { initEngine } from "../src/core/engine.ts";
 import { readPng } from "../src/data/png.ts";
 import { type ExplorerPage, loadPlaywright, openExplorer } from "../src/explore/browser.ts";
-import { SIZE_BUDGET_BYTES, writeExplorer } from "../src/explore/build.ts";
-import { modelsDir } from "../src/models/registry.ts";
+import { explorerMissing, SIZE_BUDGET_BYTES, writeExplorer } from "../src/explore/build.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { explorerQuery } from "../src/report/explorer-panel.ts";
 import { buildReport } from "../src/report/index.ts";
@@ -31,8 +30,7 @@ describe("explorer in a browser", () => {
     await initEngine("wasm", { quiet: true });
     pw = await loadPlaywright();
     if (typeof pw === "string") why = pw;
-    else if (!existsSync(join(modelsDir(), "denoiser", "model.json")))
-      why = `no zoo denoiser in ${modelsDir()}`;
+    else if (explorerMissing()) why = explorerMissing();
     else {
       const onnx = await onnxAvailable();
       if (onnx) why = `onnxruntime-node does not load (${onnx}): no CLI reference`;
@@ -127,8 +125,9 @@ describe("explorer panel in a report page", () => {
   });
 
   it("writes explorer/ beside every report page and links it from a panel", { timeout: 300_000 }, (t) => {
-    if (!existsSync(join(modelsDir(), "denoiser", "model.json"))) {
-      t.skip(`no zoo denoiser in ${modelsDir()}`);
+    const missing = explorerMissing();
+    if (missing) {
+      t.skip(`explorer panel test skipped: ${missing}`);
       return;
     }
     const run = mkdtempSync(join(tmpdir(), "gl-explorer-report-"));

@@ -2,14 +2,13 @@
 // thread: a file:// page is never cross-origin isolated), 8 images × 25 DDPM steps under cfg s = 3, target ≤ 5 s;
 // beside it the same settings through `guidance-lab sample`'s path on onnxruntime-node in this process, so that a
 // loaded machine shows in both. Skips, saying why, without Chromium or the zoo's denoiser.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { tf } from "../core/engine.ts";
 import { seededNoise } from "../core/samplers.ts";
 import { loadPlaywright, openExplorer } from "../explore/browser.ts";
-import { writeExplorer } from "../explore/build.ts";
-import { modelsDir } from "../models/registry.ts";
+import { explorerMissing, writeExplorer } from "../explore/build.ts";
 import { loadZoo } from "../models/zoo.ts";
 import { onnxAvailable } from "../onnx/runtime.ts";
 import { readImages, respacingFor, sampleGuided, seededXT } from "../pipelines/sampling.ts";
@@ -24,8 +23,8 @@ export async function benchExplorer(
 ): Promise<{ rows: Row[]; skipped?: string }> {
   const pw = await loadPlaywright();
   if (typeof pw === "string") return { rows: [], skipped: pw };
-  if (!existsSync(join(modelsDir(), "denoiser", "model.json")))
-    return { rows: [], skipped: `no zoo denoiser in ${modelsDir()}` };
+  const missing = explorerMissing();
+  if (missing) return { rows: [], skipped: missing };
   const n = opts.quick ? 2 : 8;
   const steps = opts.quick ? 3 : 25;
   const settings = { prompt: "a red circle", suite: "", sampler: "ddpm" as const, n, steps, seed: 0 };

@@ -50,6 +50,18 @@ export interface ExplorerFiles {
   total: number;
 }
 
+/** Why the explorer cannot be written here (no zoo denoiser, or onnxruntime-web not installed), else undefined. */
+export function explorerMissing(models = modelsDir()): string | undefined {
+  if (!existsSync(join(models, DEFAULT_ZOO.denoiser, "model.json")))
+    return `the zoo's ${DEFAULT_ZOO.denoiser} is not in ${models} (GUIDANCE_LAB_MODELS)`;
+  try {
+    require.resolve("onnxruntime-web/ort-wasm-simd-threaded.wasm");
+  } catch {
+    return "onnxruntime-web is not installed (npm ci)";
+  }
+  return undefined;
+}
+
 /** esbuild's bundle of app.ts for the browser, with core/engine.ts replaced by engine-browser.ts. */
 export async function bundleExplorer(): Promise<string> {
   const esbuild = await import("esbuild");
@@ -110,8 +122,8 @@ function modelEntry(name: string, dir: string) {
 
 /** Writes the explorer into `dir` from the zoo in `models` (the denoiser, and its early checkpoint when shipped). */
 export async function writeExplorer(dir: string, models = modelsDir()): Promise<ExplorerFiles> {
-  if (!existsSync(join(models, DEFAULT_ZOO.denoiser, "model.json")))
-    throw new Error(`explorer: the zoo's ${DEFAULT_ZOO.denoiser} is not in ${models} (GUIDANCE_LAB_MODELS)`);
+  const missing = explorerMissing(models);
+  if (missing) throw new Error(`explorer: ${missing}`);
   mkdirSync(dir, { recursive: true });
   const out: Record<string, string | Uint8Array> = {};
   const den = modelEntry(DEFAULT_ZOO.denoiser, models);
@@ -244,8 +256,8 @@ export function ensureExplorerSync(
   dir: string,
   models = modelsDir(),
 ): { files?: ExplorerFiles; why?: string } {
-  if (!existsSync(join(models, DEFAULT_ZOO.denoiser, "model.json")))
-    return { why: `the zoo's ${DEFAULT_ZOO.denoiser} is not in ${models}` };
+  const missing = explorerMissing(models);
+  if (missing) return { why: missing };
   const h = createHash("sha256");
   for (const name of [DEFAULT_ZOO.denoiser, DEFAULT_ZOO.weak]) {
     for (const f of ["model.json", "model.safetensors"]) {
