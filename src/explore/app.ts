@@ -241,6 +241,10 @@ async function main(): Promise<void> {
       if (!Number.isInteger(v) || v < (k === "seed" ? 0 : 1))
         throw new Error(`${k}: expected a positive integer, got ${v}`);
     if (s.n > 16) throw new Error(`n: at most 16 images in the browser, got ${s.n}`);
+    if (s.steps > cfg.diffusion.steps)
+      throw new Error(
+        `steps: at most ${cfg.diffusion.steps} (the diffusion steps the denoiser was trained with), got ${s.steps}`,
+      );
     const replay = new Replay();
     const asEps = (role: string) => {
       const m = modelInfo[role]!;
