@@ -9,6 +9,7 @@ import { ddimStep, sampleDdim, sampleDdpm, seededNoise } from "../src/core/sampl
 import type { Prediction, StepInfo } from "../src/core/types.ts";
 import { ClipModel } from "../src/models/clip.ts";
 import { EncoderUNet } from "../src/models/encoder-unet.ts";
+import type { EvalClip } from "../src/models/eval-clip.ts";
 import { UNet } from "../src/models/unet.ts";
 import { absQuantile, dynamicThreshold } from "../src/strategies/dynamic-threshold.ts";
 import { buildStrategy, parseStrategyConfig, STRATEGIES, strategyDef } from "../src/strategies/registry.ts";
@@ -21,6 +22,7 @@ import {
   type ModelFn,
   unetModel,
 } from "../src/strategies/strategy.ts";
+import { tinyCleanClip, tinyCleanClipText } from "./helpers/tiny-clean-clip.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 
 const SIZE = 8;
@@ -75,6 +77,7 @@ let unet: UNet;
 let weakUnet: UNet;
 let classifier: EncoderUNet;
 let clip: ClipModel;
+let cleanClip: EvalClip;
 let diffusion: GaussianDiffusion;
 
 function clipText(prompts: readonly string[]): Tensor2D {
@@ -113,6 +116,13 @@ function tinyModels(counter: Counter = zeroCounter()): GuidanceModels {
       },
     },
     clipText,
+    cleanClip: {
+      embedImage: (x0) => {
+        counter.clip += x0.shape[0];
+        return cleanClip.embedImage(x0);
+      },
+    },
+    cleanClipText: (prompts) => tinyCleanClipText(cleanClip, prompts, encode),
     diffusion,
   };
 }
@@ -192,6 +202,7 @@ before(async () => {
     nTimesteps: 100,
     logitScale: 100,
   });
+  cleanClip = tinyCleanClip(SIZE, 5);
   diffusion = createDiffusion({
     schedule: "cosine",
     steps: 100,
@@ -201,7 +212,7 @@ before(async () => {
 });
 
 after(() => {
-  for (const m of [unet, weakUnet, classifier, clip]) m?.dispose();
+  for (const m of [unet, weakUnet, classifier, clip, cleanClip]) m?.dispose();
 });
 
 describe("contract: every registry entry", () => {

@@ -85,6 +85,32 @@ describe("trained zoo: gradient guidance raises its objective over unguided samp
     );
     assert.ok(b > a, `guided ${b} should exceed unguided ${a}`);
   });
+
+  test("clean-clip: the clean CLIP's similarity to the prompts goes up, through the denoiser or not", {
+    timeout: 600_000,
+  }, (tc) => {
+    if (missing.length) return tc.skip(`models/ lacks ${missing.join(", ")}`);
+    if (!zoo.models.cleanClip) return tc.skip("models/ lacks clean-clip");
+    const sim = (x: Tensor4D) =>
+      tf.tidy(() => {
+        const zi = zoo.models.cleanClip!.embedImage(x);
+        return tf.sum(tf.mul(zi, zoo.models.cleanClipText!(PROMPTS))).dataSync()[0]! / PROMPTS.length;
+      });
+    const before = tf.memory().numTensors;
+    const plain = final({ kind: "unconditional" });
+    const a = sim(plain);
+    plain.dispose();
+    for (const backprop of [true, false]) {
+      const guided = final({ kind: "clean-clip", scale: 100, backprop, base: { kind: "unconditional" } });
+      const b = sim(guided);
+      guided.dispose();
+      tc.diagnostic(
+        `clean-CLIP cos: unconditional ${a.toFixed(4)}, clean-clip (s = 100, backprop ${backprop}) ${b.toFixed(4)}`,
+      );
+      assert.ok(b > a, `backprop ${backprop}: guided ${b} should exceed unguided ${a}`);
+    }
+    assert.equal(tf.memory().numTensors, before, "no tensor leak");
+  });
 });
 
 test("a sweep whose prompt a strategy cannot serve fails before sampling, naming the entry", async (tc) => {

@@ -270,6 +270,11 @@ async function main(): Promise<void> {
             choices: ["x0", "xt"] as const,
             default: "x0" as const,
             describe: "known-region replacement on the predicted x0 (GLIDE) or on x_t each step",
+          })
+          .option("guide-model", {
+            type: "string",
+            describe:
+              "the guide of classifier, clip or clean-clip by zoo name (the strategy's model), e.g. noised-clip-500",
           }),
       async (argv) => {
         checkNumberFlags(argv, FLAGS.sample);
@@ -292,6 +297,7 @@ async function main(): Promise<void> {
           initImage: argv["init-image"],
           mask: argv.mask,
           replace: argv.replace,
+          ...(argv["guide-model"] !== undefined ? { guideModel: argv["guide-model"] } : {}),
         });
       },
     )

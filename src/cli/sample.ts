@@ -5,10 +5,13 @@ import { parse as parseYaml } from "yaml";
 import { type Tensor4D, tf } from "../core/engine.ts";
 import { seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
+import { modelsDir } from "../models/registry.ts";
 import { defaultGuideThreads, loadZoo } from "../models/zoo.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { readImages, respacingFor, sampleGuided, seededXT } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
+import { DEFAULT_MODELS } from "../sweep/config.ts";
+import { checkGuides, refuseEvalClipGuides } from "../sweep/guides.ts";
 
 export interface SampleArgs {
   model: string;
@@ -30,6 +33,8 @@ export interface SampleArgs {
   replace?: "x0" | "xt";
   /** Runtime of the denoisers' forwards; default auto (ONNX Runtime when it loads). */
   runtime?: RuntimeChoice;
+  /** The guide by zoo name (the strategy's `model`), e.g. noised-clip-500. */
+  guideModel?: string;
 }
 
 function readImageTensor(path: string, flag: string, size: number, channels: 1 | 3): Tensor4D {
@@ -78,7 +83,31 @@ export function strategyFromArgs(a: Pick<SampleArgs, "strategy" | "scale" | "str
   }
 }
 
+/** The strategy with --guide-model as its `model`, checked (exists, fits the kind, not the evaluation CLIP). */
+export function withGuideModel(raw: unknown, source: string, guideModel: string | undefined): unknown {
+  let out = raw;
+  if (guideModel !== undefined) {
+    if (!raw || typeof raw !== "object" || Array.isArray(raw)) return raw; // the registry names the problem
+    const given = (raw as { model?: unknown }).model;
+    if (given !== undefined && given !== guideModel) {
+      throw new Error(`--guide-model ${guideModel}: ${source} already names model '${String(given)}'`);
+    }
+    out = { ...raw, model: guideModel };
+  }
+  refuseEvalClipGuides([out], DEFAULT_MODELS.evalClip, "--guide-model");
+  checkGuides(
+    [out],
+    DEFAULT_MODELS.evalClip,
+    modelsDir(),
+    guideModel !== undefined ? "--guide-model" : source,
+  );
+  return out;
+}
+
 export async function runSample(a: SampleArgs): Promise<void> {
+  const guided = strategyFromArgs(a);
+  const raw = withGuideModel(guided.raw, guided.source, a.guideModel);
+  const source = guided.source;
   const zoo = loadZoo({ denoiser: a.model }, undefined, await resolveRuntime(a.runtime), {
     guideThreads: defaultGuideThreads(),
   });
@@ -90,7 +119,6 @@ export async function runSample(a: SampleArgs): Promise<void> {
       );
     const respacing = respacingFor(a.sampler, a.steps);
     const diffusion = zoo.diffusion(respacing);
-    const { raw, source } = strategyFromArgs(a);
     const strategy = buildStrategy(raw, { ...zoo.models, diffusion }, source);
     const g = strategy.bind(Array.from({ length: a.n }, () => a.prompt));
     const s = zoo.imageSize;

@@ -26,6 +26,9 @@ function role(info: ModelInfo): string {
   if (info.task === "noised-clip" && info.config.model.tower === "conv") {
     return "Noised CLIP: GLIDE's causal text transformer and, as image encoder on (x_t, t), the noised classifier's timestep-conditioned EncoderUNet with attention pooling (GLIDE's ViT tower, with 4×4 patches, never told the world's 5–9 px circles from squares); trained contrastively on q_sample-noised renders, for CLIP guidance.";
   }
+  if (info.task === "eval-clip" && info.config.name !== "eval-clip") {
+    return "Clean-image CLIP for guidance: the evaluation CLIP's recipe (clean renders only, the same architecture) with another seed, so that the `clean-clip` strategy's guide (its gradient on the denoiser's predicted x0, as CLIP guidance worked before GLIDE) never shares weights with the CLIP that scores the samples; never used for evaluation.";
+  }
   return ROLE[info.task];
 }
 

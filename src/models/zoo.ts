@@ -6,14 +6,16 @@ import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { createDiffusion, type GaussianDiffusion } from "../core/diffusion.ts";
 import { type Tensor1D, type Tensor2D, tf } from "../core/engine.ts";
+import type { Module } from "../core/layers.ts";
 import { labelForPrompt, tokenize } from "../data/world.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { onnxCondGrad } from "../onnx/guide-grad.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
-import type { GuidanceModels, ModelFn } from "../strategies/strategy.ts";
+import { type GuidanceModels, type ModelFn, unetModel } from "../strategies/strategy.ts";
 import { denoiserModelSchema, textLengths } from "../train/tasks.ts";
 import type { NoisedClipModel } from "./clip.ts";
 import type { EncoderUNet } from "./encoder-unet.ts";
+import type { EvalClip } from "./eval-clip.ts";
 import type { Perturbation } from "./perturb.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
 import { SplitGuide } from "./split-guide.ts";
@@ -27,6 +29,8 @@ export interface ZooNames {
   weak: string;
   classifier: string;
   clip: string;
+  /** The clean-render CLIP that clean-clip guidance uses (never the evaluation CLIP). */
+  cleanClip: string;
 }
 
 export const DEFAULT_ZOO: ZooNames = {
@@ -34,7 +38,23 @@ export const DEFAULT_ZOO: ZooNames = {
   weak: "denoiser-early",
   classifier: "classifier",
   clip: "noised-clip",
+  cleanClip: "clean-clip",
 };
+
+/** The guidance-bag keys a zoo model of each task provides as a guide (`{kind: clip, model: NAME}`). */
+export const GUIDE_KEYS: Readonly<Record<string, readonly (keyof GuidanceModels)[]>> = {
+  classifier: ["classifier"],
+  "noised-clip": ["clip", "clipText"],
+  "eval-clip": ["cleanClip", "cleanClipText"],
+};
+
+export interface ZooGuide {
+  name: string;
+  task: string;
+  /** The loaded network (EncoderUNet, NoisedClipModel or EvalClip by task), for forward uses such as scoring. */
+  module: Module;
+  bag: Partial<GuidanceModels>;
+}
 
 export interface Zoo {
   models: GuidanceModels;
@@ -46,6 +66,8 @@ export interface Zoo {
   noisedClip?: NoisedClipModel;
   /** A diffusion over the denoiser's schedule, respaced as asked ("50", "ddim25", ...). */
   diffusion(respacing: string): GaussianDiffusion;
+  /** A guide by zoo name (loaded once, owned by the zoo): its task, the loaded module and its bag keys. */
+  guideModel(name: string): ZooGuide;
   dispose(): void;
 }
 
@@ -106,6 +128,13 @@ export function loadZoo(
     return { model: epsFromV(f.model, ab), perturbed: (p: Perturbation) => epsFromV(f.perturbed(p), ab) };
   };
   const forward = (unet: UNet, info: ModelInfo): ModelFn => forwards(unet, info).model;
+  // The same denoiser on TensorFlow.js, for strategies that differentiate through it (clean-clip's backprop).
+  const tapeForward = (unet: UNet, info: ModelInfo): ModelFn => {
+    const f = unetModel(unet);
+    if (denoiserModelSchema.parse(info.config.model).prediction === "eps") return f;
+    const { steps, schedule } = info.config.diffusion;
+    return epsFromV(f, createDiffusion({ schedule, steps }).alphasCumprod);
+  };
   const { info, model } = loadZooModel(n.denoiser, dir);
   owned.push(model);
   const unet = model as UNet;
@@ -129,42 +158,72 @@ export function loadZoo(
     models.weak = forward(weakModel.model as UNet, weakModel.info);
   }
   let noisedClassifier: EncoderUNet | undefined;
-  if (present(n.classifier, dir)) {
-    const c = loadZooModel(n.classifier, dir).model as EncoderUNet;
-    noisedClassifier = c;
-    owned.push(c);
-    models.classifier = c;
-    if (runtime === "onnx") {
-      const g = onnxCondGrad<Tensor1D>(n.classifier, (x, t, y) => c.logProb(x, t, y), {
-        fallback: true,
-      });
-      owned.push(g);
-      models.classifier = g;
-    } else if (split) {
-      const s = new SplitGuide<Tensor1D>(c, n.classifier, dir);
-      owned.push(s);
-      models.classifier = s;
-    }
-  }
   let noisedClip: NoisedClipModel | undefined;
-  if (present(n.clip, dir)) {
-    const clip = loadZooModel(n.clip, dir).model as NoisedClipModel;
-    noisedClip = clip;
-    owned.push(clip);
-    models.clip = clip;
-    if (runtime === "onnx") {
-      const g = onnxCondGrad<Tensor2D>(n.clip, (x, t, z) => clip.similarity(x, t, z), {
-        fallback: true,
-      });
-      owned.push(g);
-      models.clip = g;
-    } else if (split) {
-      const s = new SplitGuide<Tensor2D>(clip, n.clip, dir);
+  // A guide's bag keys by its task; the zoo's default guides and the ones strategies name load the same way:
+  // gradients as traced ONNX graphs on ONNX Runtime, else on TensorFlow.js (split over two threads if asked).
+  const loadGuide = (name: string): ZooGuide => {
+    const { info: gi, model: m } = loadZooModel(name, dir);
+    owned.push(m);
+    return { name, task: gi.task, module: m, bag: guideBag(name, gi, m) };
+  };
+  const guideBag = (name: string, gi: ModelInfo, m: Module): Partial<GuidanceModels> => {
+    if (gi.task === "classifier") {
+      const c = m as EncoderUNet;
+      noisedClassifier ??= c;
+      if (runtime === "onnx") {
+        const g = onnxCondGrad<Tensor1D>(name, (x, t, y) => c.logProb(x, t, y), { fallback: true });
+        owned.push(g);
+        return { classifier: g };
+      }
+      if (!split) return { classifier: c };
+      const s = new SplitGuide<Tensor1D>(c, name, dir);
       owned.push(s);
-      models.clip = s;
+      return { classifier: s };
     }
-    models.clipText = clipTextEncoder(clip);
+    if (gi.task === "noised-clip") {
+      const clip = m as NoisedClipModel;
+      noisedClip ??= clip;
+      let guide: GuidanceModels["clip"] = clip;
+      if (runtime === "onnx") {
+        const g = onnxCondGrad<Tensor2D>(name, (x, t, z) => clip.similarity(x, t, z), { fallback: true });
+        owned.push(g);
+        guide = g;
+      } else if (split) {
+        const s = new SplitGuide<Tensor2D>(clip, name, dir);
+        owned.push(s);
+        guide = s;
+      }
+      return { clip: guide, clipText: clipTextEncoder(clip) };
+    }
+    if (gi.task === "eval-clip") {
+      const clip = m as EvalClip;
+      const textCtx = typeof gi.config.model.textCtx === "number" ? gi.config.model.textCtx : 16;
+      return {
+        cleanClip: clip,
+        cleanClipText: (prompts) =>
+          tf.tidy(() => {
+            const c = encodeWorld(prompts, textCtx);
+            return clip.embedText(c.tokens as Tensor2D, c.mask as Tensor2D);
+          }),
+      };
+    }
+    throw new Error(`model '${name}' is a ${gi.task}, not a guide (classifier, noised-clip or eval-clip)`);
+  };
+  // Each guide loads once, whether it is a default or named by a strategy.
+  const guides = new Map<string, ZooGuide>();
+  const guideOf = (name: string): ZooGuide => {
+    let g = guides.get(name);
+    if (!g) {
+      g = loadGuide(name);
+      guides.set(name, g);
+    }
+    return g;
+  };
+  for (const name of [n.classifier, n.clip, n.cleanClip]) {
+    if (present(name, dir)) Object.assign(models, guideOf(name).bag);
   }
+  models.guide = (name) => guideOf(name).bag;
+  if (runtime !== "tfjs") models.gradModel = tapeForward(unet, info);
   const base = info.config.diffusion;
   return {
     models,
@@ -172,6 +231,7 @@ export function loadZoo(
     imageSize: info.config.world.size,
     ...(noisedClassifier ? { noisedClassifier } : {}),
     ...(noisedClip ? { noisedClip } : {}),
+    guideModel: guideOf,
     diffusion: (respacing) =>
       createDiffusion({
         schedule: base.schedule,

@@ -25,6 +25,7 @@ export const classifierStrategy: StrategyDef<ClassifierConfig> = {
   summary: "noised-classifier gradient s·∇ log p(y|x_t) on the mean (DDPM) or score (DDIM)",
   citation: "Dhariwal & Nichol 2021 (Diffusion Models Beat GANs) Alg. 1–2; GLIDE §3.1",
   example: { kind: "classifier", scale: 1 },
+  guideKeys: ["classifier"],
   schema: classifierSchema,
   requires: (c) => (c.scale === 0 ? [] : ["classifier", "classifierLabel"]),
   build: (config, models, ctx) =>

@@ -20,6 +20,7 @@ export const clipStrategy: StrategyDef<ClipConfig> = {
   summary: "noised-CLIP gradient s·∇ exp(τ)⟨z_image(x_t,t), z_text⟩",
   citation: "Nichol et al. 2021 (GLIDE) §2.4",
   example: { kind: "clip", scale: 3 },
+  guideKeys: ["clip", "clipText"],
   schema: clipSchema,
   requires: (c) => (c.scale === 0 ? [] : ["clip", "clipText"]),
   build: (config, models, ctx) =>

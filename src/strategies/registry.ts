@@ -10,6 +10,7 @@ import { cfgPlusPlusStrategy } from "./cfg-plus-plus.ts";
 import { cfgRescaleStrategy } from "./cfg-rescale.ts";
 import { cfgZeroStarStrategy } from "./cfg-zero-star.ts";
 import { classifierStrategy } from "./classifier.ts";
+import { cleanClipStrategy } from "./clean-clip.ts";
 import { clipStrategy } from "./clip.ts";
 import { composableStrategy } from "./composable.ts";
 import { dynamicThresholdStrategy } from "./dynamic-threshold.ts";
@@ -19,7 +20,7 @@ import { negativeStrategy } from "./negative.ts";
 import { noneStrategy, unconditionalStrategy } from "./none.ts";
 import { pagStrategy } from "./pag.ts";
 import { segStrategy } from "./seg.ts";
-import { formatIssues, READABLE_PARSE, requireModels } from "./shared.ts";
+import { formatIssues, READABLE_PARSE, requireModels, withGuide } from "./shared.ts";
 import { slgStrategy } from "./slg.ts";
 import type { BuildContext, GuidanceModels, Strategy, StrategyDef } from "./strategy.ts";
 import { tcfgStrategy } from "./tcfg.ts";
@@ -30,6 +31,7 @@ export const STRATEGIES = [
   classifierStrategy,
   cfgStrategy,
   clipStrategy,
+  cleanClipStrategy,
   negativeStrategy,
   composableStrategy,
   cfgRescaleStrategy,
@@ -96,8 +98,9 @@ const context: BuildContext = { build: (config, models) => buildParsed(config, m
 
 function buildParsed(config: { kind: string }, models: GuidanceModels): Strategy {
   const def = strategyDef(config.kind);
-  requireModels(config.kind, models, def.requires(config));
-  return def.build(config, models, context);
+  const bag = withGuide(config.kind, config as { model?: unknown }, models, def.guideKeys);
+  requireModels(config.kind, bag, def.requires(config));
+  return def.build(config, bag, context);
 }
 
 /** Validates `raw` and builds the strategy with the given models (missing models are errors naming the key). */

@@ -294,7 +294,12 @@ export interface GradientGuidanceConfig extends GuidanceWindow {
   kind: string;
   scale: number;
   base: { kind: string };
+  /** The guide by zoo name (e.g. a snapshot noised-clip-500); omitted: the bag's default guide. */
+  model?: string | undefined;
 }
+
+/** The `model` key of strategies that may name their guide (a zoo model name). */
+export const guideModelField = { model: z.string().min(1).optional() };
 
 /** The strict schema of a gradient-guidance kind: scale s ≥ 0 (default `scaleDefault`), `base`, the window. */
 export function gradientGuidanceSchema<K extends string>(
@@ -307,10 +312,38 @@ export function gradientGuidanceSchema<K extends string>(
       kind: z.literal(kind),
       scale: scaleSchema({ default: scaleDefault, min: 0 }),
       base: nested.default(DEFAULT_BASE),
+      ...guideModelField,
       ...windowFields,
     })
     .strict()
     .superRefine(checkWindow);
+}
+
+/**
+ * The bag a strategy builds with: when its config names a guide (`model`), that model's keys replace the
+ * defaults, and it must provide every key the strategy takes from its guide (a classifier is no CLIP).
+ */
+export function withGuide(
+  kind: string,
+  config: { model?: unknown },
+  models: GuidanceModels,
+  keys: readonly (keyof GuidanceModels)[] | undefined,
+): GuidanceModels {
+  if (config.model === undefined) return models;
+  if (!keys) throw new Error(`strategy '${kind}': model: this kind takes no guide model`);
+  const name = String(config.model);
+  if (!models.guide) {
+    throw new Error(`strategy '${kind}': model: '${name}' needs models.guide (a zoo), which was not given`);
+  }
+  const provided = models.guide(name);
+  const missing = keys.filter((k) => provided[k] === undefined);
+  if (missing.length) {
+    const has = Object.keys(provided).join(", ") || "nothing";
+    throw new Error(
+      `strategy '${kind}': model: '${name}' provides ${has}, not ${missing.join(", ")} (the guide this kind needs)`,
+    );
+  }
+  return { ...models, ...provided };
 }
 
 /**

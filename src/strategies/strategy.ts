@@ -29,6 +29,11 @@ export interface NoisedClip {
   condGrad(x: Tensor4D, t: Tensor1D, zText: Tensor2D, scale: number): Tensor4D;
 }
 
+/** A CLIP trained on clean images: unit-norm embeddings [B, D] of NHWC x0 in [-1, 1], differentiable in x0. */
+export interface CleanClip {
+  embedImage(x0: Tensor4D): Tensor2D;
+}
+
 /** Everything a strategy may need; each strategy declares which keys it requires. */
 export interface GuidanceModels {
   /** The denoiser being guided. */
@@ -51,6 +56,20 @@ export interface GuidanceModels {
   clip?: NoisedClip;
   /** Prompts → unit-norm noised-CLIP text embeddings z_text [B, D] (CLIP has its own tokenizer). */
   clipText?: (prompts: readonly string[]) => Tensor2D;
+  /** A clean-image CLIP whose gradient on the predicted x0 guides (clean-clip; never the evaluation CLIP). */
+  cleanClip?: CleanClip;
+  /** Prompts → unit-norm clean-CLIP text embeddings [B, D]. */
+  cleanClipText?: (prompts: readonly string[]) => Tensor2D;
+  /**
+   * `model` as a TensorFlow.js function that gradients flow through, when `model` runs elsewhere (ONNX Runtime);
+   * absent: `model` is one. Strategies that differentiate through the denoiser (clean-clip with backprop) use it.
+   */
+  gradModel?: ModelFn;
+  /**
+   * A guide by zoo name, for strategies that name their own (`{kind: clip, model: noised-clip-500}`): the bag keys
+   * that model provides (clip + clipText, classifier, or cleanClip + cleanClipText). Throws naming the model.
+   */
+  guide?: (name: string) => Partial<GuidanceModels>;
   /** The sampling process, for strategies that work in x0 space or on the update rule (apg, cfg++). */
   diffusion?: GaussianDiffusion;
 }
@@ -118,6 +137,11 @@ export interface StrategyDef<C extends { kind: string } = { kind: string }> {
    * discriminated union of all kinds).
    */
   schema(nested: z.ZodType<{ kind: string }>): z.ZodType<C>;
+  /**
+   * For strategies whose config may name their guide (`model: NAME`): the bag keys that guide must provide (the
+   * named model replaces the bag's default for these keys).
+   */
+  readonly guideKeys?: readonly (keyof GuidanceModels)[];
   /** Model-bag keys that must be present, checked before build so the error names the key. */
   requires(config: C): (keyof GuidanceModels)[];
   build(config: C, models: GuidanceModels, ctx: BuildContext): Strategy<C>;

@@ -11,6 +11,7 @@ import { parseCaption, type SceneSpec } from "../data/world.ts";
 import { METRIC_NAMES } from "../metrics/index.ts";
 import { MODEL_NAME } from "../models/registry.ts";
 import { RUNTIMES, type RuntimeChoice } from "../onnx/choice.ts";
+import { refuseEvalClipGuides } from "./guides.ts";
 
 const oneOrMany = <T extends z.ZodType>(s: T) => z.union([s, z.array(s).min(1)]);
 
@@ -206,6 +207,7 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
   if (c.evalClipOpenai && modelsGiven.includes("evalClip")) {
     throw new Error(`${source}: evalClipOpenai: replaces models.evalClip; give one of the two`);
   }
+  if (!c.evalClipOpenai) refuseEvalClipGuides(c.strategies, c.models.evalClip, source);
   const fromConfig = (p: string) => (isAbsolute(p) ? p : join(configDir, p));
   const config: SweepConfig = {
     models: c.models,

@@ -9,7 +9,9 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, statSync } fro
 import { join } from "node:path";
 import { REPO_ROOT } from "../core/paths.ts";
 import { modelsDir } from "../models/registry.ts";
+import { DEFAULT_ZOO } from "../models/zoo.ts";
 import type { SweepConfig } from "./config.ts";
+import { guidesUsed } from "./guides.ts";
 import { canonicalJson } from "./plan.ts";
 
 export interface ModelProvenance {
@@ -106,16 +108,28 @@ export function packageVersions(): Record<string, string> {
 /** The provenance of a sweep of `config` with the models of `dir` as they are now. */
 export function runProvenance(config: SweepConfig, dir = modelsDir()): Provenance {
   const models: Record<string, ModelProvenance> = {};
-  for (const [key, name] of Object.entries(config.models).sort(([a], [b]) => (a < b ? -1 : 1))) {
-    if (key === "evalClip" && config.evalClipOpenai) continue;
+  const record = (key: string, name: string) => {
     const json = join(dir, name, "model.json");
-    if (!existsSync(json)) continue; // an absent optional model: nothing read, nothing to record
+    if (!existsSync(json)) return; // an absent optional model: nothing read, nothing to record
     const weights = join(dir, name, "model.safetensors");
     models[key] = {
       name,
       weights: existsSync(weights) ? sha256File(weights) : "missing",
       modelJson: sha256File(json),
     };
+  };
+  for (const [key, name] of Object.entries(config.models).sort(([a], [b]) => (a < b ? -1 : 1))) {
+    if (key === "evalClip" && config.evalClipOpenai) continue;
+    record(key, name);
+  }
+  // Guides that strategies name (`model: NAME`) and clean-clip's default guide are read by the run too.
+  const defaults = {
+    classifier: config.models.classifier,
+    clip: config.models.clip,
+    cleanClip: DEFAULT_ZOO.cleanClip,
+  };
+  for (const name of guidesUsed(config.strategies, defaults)) {
+    if (!Object.values(models).some((m) => m.name === name)) record(`guide:${name}`, name);
   }
   return {
     config: configHash(config),

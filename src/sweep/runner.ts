@@ -29,7 +29,7 @@ import { flatten } from "../metrics/observations.ts";
 import type { EvalClip } from "../models/eval-clip.ts";
 import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
 import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
-import { defaultGuideThreads, loadZoo, type Zoo } from "../models/zoo.ts";
+import { DEFAULT_ZOO, defaultGuideThreads, loadZoo, type Zoo } from "../models/zoo.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { metricModelsOn } from "../onnx/metric-models.ts";
 import { readImages } from "../pipelines/sampling.ts";
@@ -39,6 +39,7 @@ import { buildStrategy } from "../strategies/registry.ts";
 import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
 import { formatDuration, Progress } from "../train/progress.ts";
 import { defaultOut, loadSweepConfig, type SweepConfig } from "./config.ts";
+import { checkGuides, guideModelNames, guideScores, guidesUsed } from "./guides.ts";
 import { acquireLock, checkNotLocked, LOCK_FILE } from "./lock.ts";
 import { type Cell, canonicalJson, parseShard, planCells, type Shard, shardCells } from "./plan.ts";
 import { checkPrerequisites } from "./prerequisites.ts";
@@ -151,6 +152,7 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
       throw new Error(`${source}: models.${key}: ${(e as Error).message}`);
     }
   }
+  checkGuides(config.strategies, config.evalClipOpenai ? undefined : config.models.evalClip, dir, source);
   let zoo: Zoo;
   try {
     zoo = loadZoo(config.models, dir, runtime, { guideThreads: defaultGuideThreads() });
@@ -425,6 +427,11 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         throw new Error(`${source}: strategies.${c.entry} (${c.strategy.kind}): ${(e as Error).message}`);
       }
     }
+    const guideNames = guidesUsed(config.strategies, {
+      classifier: config.models.classifier,
+      clip: config.models.clip,
+      cleanClip: DEFAULT_ZOO.cleanClip,
+    });
     const real = referenceImages(config, size, models.ctx);
     try {
       checkMetrics(config.metrics, models.ctx);
@@ -461,6 +468,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
       gitCommit: provenance.gitCommit,
       gitDirty: provenance.gitDirty,
       provenance,
+      guideModels: guideModelNames(config.strategies),
     };
     writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
 
@@ -518,6 +526,16 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         { images: result.images, size, prompts: samples.map((s) => s.prompt), cost: result.cost },
         models.ctx,
       );
+      // The guides' own scores per sample (guidance raises them; the oracle says whether that helped).
+      const scores = guideNames.length
+        ? guideScores(
+            models.zoo,
+            guideNames,
+            result.images,
+            size,
+            samples.map((s) => s.prompt.text),
+          )
+        : undefined;
       const metricSeconds = (performance.now() - tm) / 1000;
       metricsTime += metricSeconds;
       const cellDir = join(out, "cells", cell.id);
@@ -535,6 +553,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         ...(cell.sampler === "ddim" ? { eta: config.eta } : {}),
         metrics: m.metrics,
         perPrompt: m.perPrompt,
+        ...(scores ? { guideScores: scores } : {}),
         nfe: result.nfe,
         secondsPerImage: result.seconds / result.images.length,
         grid: {
