@@ -11,6 +11,7 @@ import type { Tensor, Tensor1D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { CondFn, DenoisedFn, Prediction, StepInfo } from "../core/types.ts";
 import type { Perturbation } from "../models/perturb.ts";
+import { MODEL_NAME } from "../models/registry.ts";
 import type {
   BuildContext,
   Conditioning,
@@ -299,7 +300,12 @@ export interface GradientGuidanceConfig extends GuidanceWindow {
 }
 
 /** The `model` key of strategies that may name their guide (a zoo model name). */
-export const guideModelField = { model: z.string().min(1).optional() };
+export const guideModelField = {
+  model: z
+    .string()
+    .regex(MODEL_NAME, "a zoo model name (letters, digits, '.', '_', '+', '-'), not a path")
+    .optional(),
+};
 
 /** The strict schema of a gradient-guidance kind: scale s ≥ 0 (default `scaleDefault`), `base`, the window. */
 export function gradientGuidanceSchema<K extends string>(
