@@ -91,7 +91,16 @@ describe("checks before sampling", () => {
   const zoo = join(dir, "fake-models");
   const fake = (name: string, task: string, bytes: string) => {
     mkdirSync(join(zoo, name), { recursive: true });
-    writeFileSync(join(zoo, name, "model.json"), JSON.stringify({ name, task, step: 1, model: {} }));
+    const exported = {
+      name,
+      task,
+      step: 1,
+      wallSeconds: 1,
+      model: {},
+      diffusion: { schedule: "squaredcos_cap_v2", steps: 1000 },
+      world: { size: 16, twoObjects: 0.3 },
+    };
+    writeFileSync(join(zoo, name, "model.json"), JSON.stringify(exported));
     writeFileSync(join(zoo, name, "model.safetensors"), bytes);
   };
   before(() => {
