@@ -135,7 +135,10 @@ export async function writeExplorer(dir: string, models = modelsDir()): Promise<
     suites: Object.fromEntries(SUITE_NAMES.map((n) => [n, suite(n, { n: 16, seed: 0 }).map((p) => p.text)])),
     unavailable: {
       ...Object.fromEntries(
-        ["classifier", "classifierLabel", "clip", "clipText"].map((k) => [k, GRADIENT_NOTE]),
+        ["classifier", "classifierLabel", "clip", "clipText", "cleanClip", "cleanClipText"].map((k) => [
+          k,
+          GRADIENT_NOTE,
+        ]),
       ),
       perturbed:
         "they run a perturbed copy of the network (attention or layers changed), one more exported graph of 3.8 MB per perturbation setting, which the page does not ship; use `guidance-lab sample` for them.",
