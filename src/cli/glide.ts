@@ -4,6 +4,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Tensor4D } from "../core/engine.ts";
 import { Init } from "../core/layers.ts";
+import type { ScheduleName } from "../core/samplers.ts";
 import { writeGrid, writePng } from "../data/png.ts";
 import { GLIDE_BASE_FLAGS, GLIDE_UPSAMPLER_FLAGS, glideConfigFromOfficial } from "../models/configs.ts";
 import { loadOfficial } from "../models/convert.ts";
@@ -12,6 +13,7 @@ import { UNet } from "../models/unet.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { glideText2Im } from "../pipelines/glide.ts";
 import { readImages } from "../pipelines/sampling.ts";
+import { checkStrategySampler, parseStrategyConfig } from "../strategies/registry.ts";
 import { strategyFromArgs } from "./sample.ts";
 
 export interface GlideArgs {
@@ -30,8 +32,9 @@ export interface GlideArgs {
   /** Base respacing, e.g. "100" (the notebooks'), "ddim50", "fast27". */
   respacing: string;
   upsampleRespacing: string;
-  sampler: "ddpm" | "ddim";
-  eta: number;
+  sampler: string;
+  schedule?: ScheduleName;
+  eta?: number;
   n: number;
   seed: number;
   out: string;
@@ -72,7 +75,9 @@ function loadGlide(file: string, flags: Record<string, unknown>, flag: string): 
 
 export async function runGlide(a: GlideArgs): Promise<{ base: string[]; upsampled: string[] }> {
   const text = Gpt2Tokenizer.fromFiles(vocabFile(a.bpe, "encoder.json"), vocabFile(a.bpe, "vocab.bpe"));
-  const { raw } = strategyFromArgs(a);
+  const { raw, source } = strategyFromArgs(a);
+  // A strategy the sampler cannot serve fails before the checkpoints load.
+  checkStrategySampler(parseStrategyConfig(raw, source), a.sampler, a.eta, "--sampler");
   const runtime = await resolveRuntime(a.runtime);
   const base = loadGlide(
     a.base,
@@ -95,7 +100,8 @@ export async function runGlide(a: GlideArgs): Promise<{ base: string[]; upsample
       strategy: raw,
       respacing: a.respacing,
       sampler: a.sampler,
-      eta: a.eta,
+      ...(a.schedule ? { schedule: a.schedule } : {}),
+      ...(a.eta !== undefined ? { eta: a.eta } : {}),
       seed: a.seed,
       runtime,
       onStep: (stage, info) => process.stderr.write(`\r[glide] ${stage} step ${info.k + 1}/${info.total}   `),

@@ -4,6 +4,8 @@ import { join } from "node:path";
 import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
 import { BACKENDS, type BackendChoice, initEngine } from "../core/engine.ts";
+import { SAMPLER_NAMES } from "../core/samplers/registry.ts";
+import { SCHEDULES } from "../core/samplers/sampler.ts";
 import { checkNumberFlags, FLAGS } from "./flags.ts";
 
 const backendOption = {
@@ -19,8 +21,16 @@ function samplingOptions<T>(y: Argv<T>) {
     .option("strategy", { type: "string", default: "cfg", describe: "strategy kind (see README)" })
     .option("scale", { type: "number", describe: "guidance scale (the strategy's default otherwise)" })
     .option("strategy-config", { type: "string", describe: "YAML/JSON file with a full strategy config" })
-    .option("sampler", { choices: ["ddpm", "ddim"] as const, default: "ddpm" as const })
-    .option("eta", { type: "number", default: 0, describe: "DDIM eta" })
+    .option("sampler", { choices: SAMPLER_NAMES, default: "ddpm" as const, describe: "sampler (registry)" })
+    .option("schedule", {
+      choices: SCHEDULES,
+      default: "default" as const,
+      describe: "timestep / σ schedule (karras, exponential: σ-space samplers only)",
+    })
+    .option("eta", {
+      type: "number",
+      describe: "η of ddim (default 0), euler_ancestral and the SDE samplers (default 1)",
+    })
     .option("seed", { type: "number", default: 0 });
 }
 
@@ -290,6 +300,7 @@ async function main(): Promise<void> {
           strategyConfig: argv["strategy-config"],
           steps: argv.steps,
           sampler: argv.sampler,
+          schedule: argv.schedule,
           eta: argv.eta,
           n: argv.n,
           seed: argv.seed,
@@ -328,7 +339,7 @@ async function main(): Promise<void> {
           .option("respacing", {
             type: "string",
             default: "100",
-            describe: 'base respacing: "100", "ddim50", ...',
+            describe: 'base respacing: "100", "ddim50", ... (σ-space samplers: as many steps as it keeps)',
           })
           .option("upsample-respacing", { type: "string", default: "fast27" })
           .option("n", { type: "number", default: 4, describe: "number of images" })
@@ -351,6 +362,7 @@ async function main(): Promise<void> {
           respacing: argv.respacing,
           upsampleRespacing: argv["upsample-respacing"],
           sampler: argv.sampler,
+          schedule: argv.schedule,
           eta: argv.eta,
           n: argv.n,
           seed: argv.seed,

@@ -3,13 +3,13 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { type Tensor4D, tf } from "../core/engine.ts";
-import { seededNoise } from "../core/samplers.ts";
+import { type ScheduleName, seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
 import { modelsDir } from "../models/registry.ts";
 import { defaultGuideThreads, loadZoo } from "../models/zoo.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
-import { readImages, respacingFor, sampleGuided, seededXT } from "../pipelines/sampling.ts";
-import { buildStrategy } from "../strategies/registry.ts";
+import { readImages, sampleGuided, samplerDiffusion, seededXT } from "../pipelines/sampling.ts";
+import { buildStrategy, checkStrategySampler, parseStrategyConfig } from "../strategies/registry.ts";
 import { DEFAULT_MODELS } from "../sweep/config.ts";
 import { checkGuides, refuseEvalClipGuides } from "../sweep/guides.ts";
 
@@ -20,8 +20,9 @@ export interface SampleArgs {
   scale?: number;
   strategyConfig?: string;
   steps: number;
-  sampler: "ddpm" | "ddim";
-  eta: number;
+  sampler: string;
+  schedule?: ScheduleName;
+  eta?: number;
   n: number;
   seed: number;
   out: string;
@@ -108,6 +109,8 @@ export async function runSample(a: SampleArgs): Promise<void> {
   const guided = strategyFromArgs(a);
   const raw = withGuideModel(guided.raw, guided.source, a.guideModel);
   const source = guided.source;
+  // A strategy the sampler cannot serve fails before any model loads.
+  checkStrategySampler(parseStrategyConfig(raw, source), a.sampler, a.eta, "--sampler");
   const zoo = loadZoo({ denoiser: a.model }, undefined, await resolveRuntime(a.runtime), {
     guideThreads: defaultGuideThreads(),
   });
@@ -117,8 +120,13 @@ export async function runSample(a: SampleArgs): Promise<void> {
       throw new Error(
         `--steps ${a.steps}: expected an integer from 1 to ${T} (the diffusion steps '${a.model}' was trained with)`,
       );
-    const respacing = respacingFor(a.sampler, a.steps);
-    const diffusion = zoo.diffusion(respacing);
+    const choice = {
+      sampler: a.sampler,
+      steps: a.steps,
+      ...(a.schedule ? { schedule: a.schedule } : {}),
+      ...(a.eta !== undefined ? { eta: a.eta } : {}),
+    };
+    const diffusion = samplerDiffusion(choice, zoo.diffusion("").numTimesteps, (r) => zoo.diffusion(r));
     const strategy = buildStrategy(raw, { ...zoo.models, diffusion }, source);
     const g = strategy.bind(Array.from({ length: a.n }, () => a.prompt));
     const s = zoo.imageSize;
@@ -138,8 +146,7 @@ export async function runSample(a: SampleArgs): Promise<void> {
         : undefined;
     const t0 = performance.now();
     const { sample: x0, nfe: calls } = sampleGuided(diffusion, g, xT, {
-      sampler: a.sampler,
-      eta: a.eta,
+      ...choice,
       noise: seededNoise(a.seed),
       ...(known ? { known } : {}),
       onStep: (info) => process.stderr.write(`\r[sample] step ${info.k + 1}/${info.total}`),
@@ -155,7 +162,7 @@ export async function runSample(a: SampleArgs): Promise<void> {
     writeGrid(join(a.out, "grid.png"), images, s, Math.min(a.n, 8));
     process.stderr.write("\n");
     process.stdout.write(
-      `${a.n} image(s) of "${a.prompt}" with ${JSON.stringify(raw)}: ${a.steps} ${a.sampler} steps, NFE ${calls} per image (${(calls / a.steps).toFixed(2)} per step), ${seconds.toFixed(1)} s (${(seconds / a.n).toFixed(2)} s per image) → ${a.out}\n`,
+      `${a.n} image(s) of "${a.prompt}" with ${JSON.stringify(raw)}: ${a.steps} ${a.sampler} steps, NFE ${calls} per image, ${seconds.toFixed(1)} s (${(seconds / a.n).toFixed(2)} s per image) → ${a.out}\n`,
     );
   } finally {
     zoo.dispose();

@@ -254,7 +254,7 @@ async function main(): Promise<void> {
     const diffusion = createDiffusion({
       schedule: cfg.diffusion.schedule as ScheduleName,
       steps: cfg.diffusion.steps,
-      respacing: respacingFor(s.sampler, s.steps),
+      respacing: respacingFor(s.sampler, s.steps, cfg.diffusion.steps),
       modelVarType: "learned_range",
     });
     const models: GuidanceModels = {
@@ -288,6 +288,7 @@ async function main(): Promise<void> {
             const xT = seededXT(s.seed, s.n, size);
             const r = sampleGuided(diffusion, binding, xT, {
               sampler: s.sampler,
+              steps: s.steps,
               noise: seededNoise(s.seed),
             });
             nfe = r.nfe;

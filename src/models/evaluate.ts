@@ -26,7 +26,7 @@ import { evalClipEmbedder } from "../metrics/embedders.ts";
 import { frechetDistance } from "../metrics/frechet.ts";
 import { mcnemarExact, promptAccuracy, wilsonInterval } from "../metrics/prompt-accuracy.ts";
 import type { Runtime } from "../onnx/choice.ts";
-import { readImages, sampleGuided } from "../pipelines/sampling.ts";
+import { sampleBatches, samplerDiffusion } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { textLengths } from "../train/tasks.ts";
 import type { NoisedClipModel } from "./clip.ts";
@@ -293,26 +293,23 @@ async function sampleImages(
   onBatch: (done: number) => void,
 ): Promise<Float32Array[]> {
   const s = zoo.imageSize;
-  const diffusion = zoo.diffusion(String(steps));
+  const choice = { sampler: "ddpm", steps };
+  const diffusion = samplerDiffusion(choice, zoo.diffusion("").numTimesteps, (r) => zoo.diffusion(r));
   const built = buildStrategy(strategy, { ...zoo.models, diffusion }, "models evaluate");
-  const out: Float32Array[] = [];
-  for (let from = 0; from < prompts.length; from += batchSize) {
-    const batch = prompts.slice(from, from + batchSize);
-    const binding = built.bind(batch);
-    const xT = seededNoise(hashSeed("models-evaluate", "xT"))(from, [batch.length, s, s, 3]);
-    try {
-      const { sample } = sampleGuided(diffusion, binding, xT, {
-        noise: seededNoise(hashSeed("models-evaluate", "steps", from)),
-      });
-      out.push(...(await readImages(sample)));
-      sample.dispose();
-    } finally {
-      xT.dispose();
-      binding.dispose();
-    }
-    onBatch(out.length);
-  }
-  return out;
+  const { images } = await sampleBatches(
+    built,
+    diffusion,
+    {
+      items: prompts,
+      batchSize,
+      prompt: (p) => p,
+      xT: (batch, from) => seededNoise(hashSeed("models-evaluate", "xT"))(from, [batch.length, s, s, 3]),
+      noise: (_batch, from) => seededNoise(hashSeed("models-evaluate", "steps", from)),
+      onBatch,
+    },
+    choice,
+  );
+  return images;
 }
 
 async function evaluateDenoiser(

@@ -64,8 +64,8 @@ export interface Zoo {
    * gradient-only wrappers), when shipped. */
   noisedClassifier?: EncoderUNet;
   noisedClip?: NoisedClipModel;
-  /** A diffusion over the denoiser's schedule, respaced as asked ("50", "ddim25", ...). */
-  diffusion(respacing: string): GaussianDiffusion;
+  /** A diffusion over the denoiser's schedule, respaced as asked ("50", "ddim25", an explicit step set, ...). */
+  diffusion(respacing: string | readonly number[]): GaussianDiffusion;
   /** A guide by zoo name (loaded once, owned by the zoo): its task, the loaded module and its bag keys. */
   guideModel(name: string): ZooGuide;
   dispose(): void;

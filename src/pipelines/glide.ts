@@ -10,6 +10,7 @@ import "../core/ops.ts";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
+import type { ScheduleName } from "../core/samplers.ts";
 import type { StepInfo } from "../core/types.ts";
 import type { ClipModel } from "../models/clip.ts";
 import { GLIDE_DIFFUSION } from "../models/configs.ts";
@@ -19,7 +20,14 @@ import type { Conditioning, UNet } from "../models/unet.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { type DenoiserForward, denoiserOn } from "../onnx/runtime.ts";
 import type { GuidanceModels } from "../strategies/strategy.ts";
-import { diffusionFor, type KnownRegion, runStage, type SpatialInputs, spatialModel } from "./sampling.ts";
+import {
+  diffusionFor,
+  type KnownRegion,
+  runStage,
+  type SpatialInputs,
+  spatialModel,
+  stageTable,
+} from "./sampling.ts";
 
 /** The GPT-2 tokenizer, or prompt → BPE ids (no padding; "" always means no tokens, GLIDE's unconditional input). */
 export type GlideText = Gpt2Tokenizer | ((prompt: string) => readonly number[]);
@@ -82,11 +90,17 @@ export type GlideStepCallback = (stage: Stage, info: StepInfo & { total: number 
 interface CommonOptions {
   prompts: readonly string[];
   text: GlideText;
-  /** Default "100" (the notebooks' base respacing); ignored when `diffusion` is given. */
+  /**
+   * Default "100" (the notebooks' base respacing); ignored when `diffusion` is given. σ-space samplers take as many
+   * steps as it keeps, with their own σs (see sampling.ts stageTable).
+   */
   respacing?: string;
   /** Overrides the base diffusion (default: GLIDE's squaredcos_cap_v2, 1000 steps, learned range). */
   diffusion?: GaussianDiffusion;
-  sampler?: "ddpm" | "ddim";
+  /** A registry sampler (src/core/samplers/registry.ts); default "ddpm". */
+  sampler?: string;
+  /** σ-space samplers' schedule; default each sampler's own. */
+  schedule?: ScheduleName;
   eta?: number;
   seed?: number | string;
   onStep?: GlideStepCallback;
@@ -156,8 +170,18 @@ export interface GlideResult {
   dispose(): void;
 }
 
-function baseDiffusion(o: CommonOptions, base: UNet): GaussianDiffusion {
-  return o.diffusion ?? diffusionFor(base, GLIDE_DIFFUSION.base.schedule, o.respacing ?? "100");
+/** A stage's table and steps: the given diffusion as it is, else the model's, respaced for the sampler. */
+function stageDiffusion(
+  o: CommonOptions,
+  unet: UNet,
+  table: { schedule: string; steps: number },
+  respacing: string,
+  given: GaussianDiffusion | undefined,
+): { diffusion: GaussianDiffusion; steps: number } {
+  if (given) return { diffusion: given, steps: given.numTimesteps };
+  return stageTable(o.sampler, respacing, table.steps, (r) =>
+    diffusionFor(unet, table.schedule, r, table.steps),
+  );
 }
 
 function shapeOf(unet: UNet): [number, number, number] {
@@ -189,9 +213,7 @@ function runUpsample(o: CommonOptions, baseSamples: Tensor4D): { sample: Tensor4
         models,
         strategy: up.strategy ?? { kind: "none" },
         prompts: o.prompts,
-        diffusion:
-          up.diffusion ??
-          diffusionFor(up.model, GLIDE_DIFFUSION.upsampler.schedule, up.respacing ?? "fast27"),
+        ...stageDiffusion(o, up.model, GLIDE_DIFFUSION.upsampler, up.respacing ?? "fast27", up.diffusion),
         shape: shapeOf(up.model),
         seed: o.seed ?? 0,
         temperature: up.temperature ?? 0.997,
@@ -225,6 +247,7 @@ function stageOptions(o: CommonOptions, stage: "base" | "upsampler", known?: Kno
     stage,
     ...(known ? { known } : {}),
     ...(o.sampler ? { sampler: o.sampler } : {}),
+    ...(o.schedule ? { schedule: o.schedule } : {}),
     ...(o.eta !== undefined ? { eta: o.eta } : {}),
     ...(o.onStep ? { onStep: (i: StepInfo & { total: number }) => o.onStep!(stage, i) } : {}),
   };
@@ -242,7 +265,7 @@ function runBase(
     models,
     strategy,
     prompts: o.prompts,
-    diffusion: baseDiffusion(o, unet),
+    ...stageDiffusion(o, unet, GLIDE_DIFFUSION.base, o.respacing ?? "100", o.diffusion),
     shape: shapeOf(unet),
     seed: o.seed ?? 0,
     ...stageOptions(o, "base", known),

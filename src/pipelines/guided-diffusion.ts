@@ -6,11 +6,12 @@ import "../core/ops.ts";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
+import type { ScheduleName } from "../core/samplers.ts";
 import type { StepInfo } from "../core/types.ts";
 import type { EncoderUNet } from "../models/encoder-unet.ts";
 import type { UNet } from "../models/unet.ts";
 import type { GuidanceModels } from "../strategies/strategy.ts";
-import { diffusionFor, runStage, spatialModel } from "./sampling.ts";
+import { diffusionFor, runStage, spatialModel, stageTable } from "./sampling.ts";
 
 export interface ClassifierGuidedOptions {
   unet: UNet;
@@ -22,11 +23,13 @@ export interface ClassifierGuidedOptions {
   scale?: number;
   /** Raw strategy config overriding the default { kind: "classifier", scale, base: { kind: "none" } }. */
   strategy?: unknown;
-  /** The model's diffusion; else `schedule` (default "linear", guided-diffusion's default) and `respacing` (default "250"). */
+  /** The model's diffusion; else `betaSchedule` (default "linear", guided-diffusion's default) and `respacing` (default "250"). */
   diffusion?: GaussianDiffusion;
-  schedule?: string;
+  betaSchedule?: string;
   respacing?: string;
-  sampler?: "ddpm" | "ddim";
+  /** A registry sampler; default "ddpm". σ-space samplers take as many steps as `respacing` keeps. */
+  sampler?: string;
+  schedule?: ScheduleName;
   eta?: number;
   seed?: number | string;
   onStep?: (info: StepInfo & { total: number }) => void;
@@ -64,11 +67,16 @@ export function classifierGuidedSample(o: ClassifierGuidedOptions): ClassifierGu
     models,
     strategy: o.strategy ?? { kind: "classifier", scale: o.scale ?? 1, base: { kind: "none" } },
     prompts: o.labels.map(String),
-    diffusion: o.diffusion ?? diffusionFor(o.unet, o.schedule ?? "linear", o.respacing ?? "250"),
+    ...(o.diffusion
+      ? { diffusion: o.diffusion, steps: o.diffusion.numTimesteps }
+      : stageTable(o.sampler, o.respacing ?? "250", 1000, (r) =>
+          diffusionFor(o.unet, o.betaSchedule ?? "linear", r),
+        )),
     shape: [s, s, o.unet.config.inChannels],
     seed: o.seed ?? 0,
     stage: "gd",
     ...(o.sampler ? { sampler: o.sampler } : {}),
+    ...(o.schedule ? { schedule: o.schedule } : {}),
     ...(o.eta !== undefined ? { eta: o.eta } : {}),
     ...(o.onStep ? { onStep: o.onStep } : {}),
   });

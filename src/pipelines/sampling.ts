@@ -3,20 +3,36 @@
 // samplers' single steps that any strategy binding (from the registry) drives. The loop is the zoo's too: a zoo
 // `sample` run with a mask passes its binding here to edit a previous output.
 import "../core/ops.ts";
-import { createDiffusion, type GaussianDiffusion, type ScheduleName } from "../core/diffusion.ts";
+import {
+  type ScheduleName as BetaScheduleName,
+  createDiffusion,
+  type GaussianDiffusion,
+  spaceTimesteps,
+} from "../core/diffusion.ts";
 import type { Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
-import { ddimStep, ddpmStep, seededNoise } from "../core/samplers.ts";
-import type { DenoisedFn, NoiseSource, StepInfo } from "../core/types.ts";
+import {
+  checkSchedule,
+  SAMPLER_NAMES,
+  type SampleOptions,
+  type SampleResult,
+  type SamplerName,
+  type ScheduleName,
+  sample,
+  samplerDef,
+  seededNoise,
+} from "../core/samplers.ts";
+import type { NoiseSource } from "../core/types.ts";
 import type { Conditioning, UNet } from "../models/unet.ts";
-import { buildStrategy } from "../strategies/registry.ts";
-import { chainDenoisedFns, tidyPred } from "../strategies/shared.ts";
+import { buildStrategy, checkStrategySampler } from "../strategies/registry.ts";
+import { tidyPred } from "../strategies/shared.ts";
 import {
   type GuidanceModels,
   type GuidedSampling,
   hooksOf,
   type ModelFn,
   nfe,
+  type Strategy,
   unetModel,
 } from "../strategies/strategy.ts";
 
@@ -64,64 +80,62 @@ export function spatialModel(
     });
 }
 
-/** Pixels to keep: x ∈ [-1, 1] NHWC and mask [B or 1, H, W, 1] with 1 = known. */
-export interface KnownRegion {
-  image: Tensor4D;
-  mask: Tensor4D;
-  /**
-   * "x0" (default): GLIDE's inpaint notebook, whose denoised_fn overwrites the predicted x0's known pixels before
-   * the posterior mean. "xt": after every step the known pixels become q_sample(image, t_prev) (RePaint-style
-   * replacement without resampling), the clean image after the last step.
-   */
-  mode?: "x0" | "xt";
-}
+export type { KnownRegion } from "../core/samplers.ts";
+export { knownRegionDenoisedFn } from "../core/samplers.ts";
 
-/** x0·(1 − m) + image·m, the official inpainting denoised_fn. */
-export function knownRegionDenoisedFn(known: KnownRegion): DenoisedFn {
-  return (x0) =>
-    tf.tidy(() => tf.add(tf.mul(x0, tf.sub(1, known.mask)), tf.mul(known.image, known.mask)) as Tensor4D);
-}
+/** The samplers sampleGuided runs (the explorer's list derives from it): the registry's. */
+export const LOOP_SAMPLERS = SAMPLER_NAMES;
+export type LoopSampler = SamplerName;
 
-/** x's known pixels replaced by the image noised to respaced index `index` (−1: the clean image). */
-export function replaceKnown(
-  diffusion: GaussianDiffusion,
-  x: Tensor4D,
-  known: KnownRegion,
-  index: number,
-  noise: Tensor4D | undefined,
-): Tensor4D {
-  return tf.tidy(() => {
-    const image = tf.broadcastTo(known.image, x.shape) as Tensor4D;
-    const target = index < 0 || !noise ? image : diffusion.qSample(image, index, noise);
-    return tf.add(tf.mul(x, tf.sub(1, known.mask)), tf.mul(target, known.mask)) as Tensor4D;
-  });
-}
-
-/** The samplers sampleGuided runs (the explorer's list derives from it). */
-export const LOOP_SAMPLERS = ["ddpm", "ddim"] as const;
-export type LoopSampler = (typeof LOOP_SAMPLERS)[number];
-
-export interface LoopOptions {
-  sampler?: LoopSampler;
-  /** DDIM only. */
+/** What a run samples with: a registry sampler, its step count, schedule and η. */
+export interface SamplerChoice {
+  /** A registry name (src/core/samplers/registry.ts); default "ddpm". */
+  sampler?: string;
+  steps: number;
+  schedule?: ScheduleName;
   eta?: number;
-  /** Per-step sampler noise; default seededNoise(0). */
-  noise?: NoiseSource;
-  known?: KnownRegion;
-  /** Noise of the "xt" replacement's q_sample; default seededNoise("known-region"). */
-  knownNoise?: NoiseSource;
-  onStep?: (info: StepInfo & { total: number }) => void;
-}
-
-export interface LoopResult {
-  sample: Tensor4D;
-  /** Network evaluations per sample over the whole loop (strategy's own count). */
-  nfe: number;
 }
 
 /**
- * The reverse loop over the core samplers' steps with `binding`'s hooks. Without `known` it is sampleDdpm /
- * sampleDdim exactly; xT is not disposed and the sample is the caller's.
+ * The model table a sampler steps on, from the model's diffusion factory (`tableFor(respacing)`, e.g. zoo.diffusion)
+ * over T training steps: the respaced tables of a VP sampler, the full table of a σ-space one. Refuses a schedule
+ * the sampler does not take before anything is sampled.
+ */
+export function samplerDiffusion(
+  choice: SamplerChoice,
+  T: number,
+  tableFor: (respacing: string | number[]) => GaussianDiffusion,
+): GaussianDiffusion {
+  const def = samplerDef(choice.sampler ?? "ddpm");
+  const schedule = choice.schedule ?? "default";
+  checkSchedule(def, schedule);
+  return tableFor(def.respacing(choice.steps, schedule, T));
+}
+
+/**
+ * The table and step count of a pipeline stage whose budget is a respacing spec: VP samplers step that respacing as
+ * given (the notebooks' "100", "fast27", "ddim50"); σ-space samplers take as many steps as it keeps, choosing their
+ * own σs on the model's full table.
+ */
+export function stageTable(
+  sampler: string | undefined,
+  respacing: string,
+  T: number,
+  tableFor: (respacing: string | number[]) => GaussianDiffusion,
+): { diffusion: GaussianDiffusion; steps: number } {
+  const def = samplerDef(sampler ?? "ddpm");
+  const steps = spaceTimesteps(T, respacing).length;
+  return { diffusion: tableFor(def.space === "vp" ? respacing : ""), steps };
+}
+
+/** The loop's options less the hooks, which come from the binding. */
+export type LoopOptions = Omit<SampleOptions, "condFn" | "denoisedFn" | "clipDenoised" | "calls">;
+
+export type LoopResult = SampleResult;
+
+/**
+ * A strategy binding through the one reverse loop (core/samplers/loop.ts): its denoiser and hooks, and its model
+ * calls counted per network evaluation. xT is not disposed and the sample is the caller's.
  */
 export function sampleGuided(
   diffusion: GaussianDiffusion,
@@ -129,64 +143,75 @@ export function sampleGuided(
   xT: Tensor4D,
   opts: LoopOptions = {},
 ): LoopResult {
-  const hooks = hooksOf(binding);
-  const known = opts.known;
-  const mode = known?.mode ?? "x0";
-  if (known) checkKnown(known, xT);
-  const denoisedFn =
-    known && mode === "x0"
-      ? chainDenoisedFns(hooks.denoisedFn, knownRegionDenoisedFn(known))
-      : hooks.denoisedFn;
-  const stepOpts = {
-    ...hooks,
-    ...(denoisedFn ? { denoisedFn } : {}),
-    noise: opts.noise ?? seededNoise(0),
-  };
-  const knownNoise = opts.knownNoise ?? seededNoise("known-region");
-  const total = diffusion.numTimesteps;
-  const replace = (x: Tensor4D, index: number, k: number): Tensor4D => {
-    const noise = index >= 0 ? knownNoise(k, [...x.shape]) : undefined;
-    const out = replaceKnown(diffusion, x, known!, index, noise);
-    noise?.dispose();
-    return out;
-  };
-  let x = known && mode === "xt" ? replace(xT, total - 1, 0) : tf.clone(xT);
-  let calls = 0;
-  for (let index = total - 1; index >= 0; index--) {
-    const info = diffusion.stepInfo(index);
-    opts.onStep?.({ ...info, total });
-    calls += nfe(binding.calls(info));
-    const { sample, predXstart } =
-      opts.sampler === "ddim"
-        ? ddimStep(diffusion, binding.denoise, x, index, { ...stepOpts, eta: opts.eta ?? 0 })
-        : ddpmStep(diffusion, binding.denoise, x, index, stepOpts);
-    predXstart.dispose();
-    x.dispose();
-    x = sample;
-    if (known && mode === "xt") {
-      const r = replace(x, index - 1, info.k + 1);
-      x.dispose();
-      x = r;
+  return sample(diffusion, binding.denoise, xT, {
+    ...hooksOf(binding),
+    calls: (step) => nfe(binding.calls(step)),
+    ...opts,
+  });
+}
+
+/** Wall time and network evaluations of one batch. */
+export interface BatchCost {
+  images: number;
+  /** Network evaluations per sample. */
+  nfe: number;
+  seconds: number;
+}
+
+export interface BatchPlan<S> {
+  items: readonly S[];
+  batchSize: number;
+  prompt(item: S): string;
+  /** x_T of a batch starting at item `from`. */
+  xT(batch: readonly S[], from: number): Tensor4D;
+  /** Per-step noise of that batch. */
+  noise(batch: readonly S[], from: number): NoiseSource;
+  /** Awaited before each batch; may throw to abandon the run. */
+  beforeBatch?(): void | Promise<void>;
+  onBatch?(done: number): void;
+}
+
+/**
+ * The one batch-sampling loop (sweeps, model evaluation): each batch bound to its prompts, sampled from its own
+ * x_T and noise, read back as HWC [0, 1] images. Awaiting the read-back lets a pending signal handler run between
+ * batches.
+ */
+export async function sampleBatches<S>(
+  strategy: Strategy,
+  diffusion: GaussianDiffusion,
+  plan: BatchPlan<S>,
+  opts: LoopOptions = {},
+): Promise<{ images: Float32Array[]; cost: BatchCost[] }> {
+  const images: Float32Array[] = [];
+  const cost: BatchCost[] = [];
+  for (let from = 0; from < plan.items.length; from += plan.batchSize) {
+    await plan.beforeBatch?.();
+    const batch = plan.items.slice(from, from + plan.batchSize);
+    const binding = strategy.bind(batch.map((s) => plan.prompt(s)));
+    const xT = plan.xT(batch, from);
+    const t0 = performance.now();
+    let calls: number;
+    try {
+      const r = sampleGuided(diffusion, binding, xT, { ...opts, noise: plan.noise(batch, from) });
+      calls = r.nfe;
+      images.push(...(await readImages(r.sample)));
+      r.sample.dispose();
+    } finally {
+      xT.dispose();
+      binding.dispose();
     }
+    cost.push({ images: batch.length, nfe: calls, seconds: (performance.now() - t0) / 1000 });
+    plan.onBatch?.(images.length);
   }
-  return { sample: x, nfe: calls };
+  return { images, cost };
 }
 
-function checkKnown(known: KnownRegion, x: Tensor4D): void {
-  const [b, h, w, c] = x.shape;
-  const [mb, mh, mw, mc] = known.mask.shape;
-  const [ib, ih, iw, ic] = known.image.shape;
-  if (mh !== h || mw !== w || mc !== 1 || (mb !== 1 && mb !== b)) {
-    throw new Error(`known region: mask must be [${b} or 1, ${h}, ${w}, 1], got [${known.mask.shape}]`);
-  }
-  if (ih !== h || iw !== w || ic !== c || (ib !== 1 && ib !== b)) {
-    throw new Error(`known region: image must be [${b} or 1, ${h}, ${w}, ${c}], got [${known.image.shape}]`);
-  }
-}
-
-/** The respacing a sampler takes for `steps` steps: DDIM's own spacing ("ddimN"), else N evenly spaced steps. */
-export const respacingFor = (sampler: LoopSampler, steps: number): string =>
-  sampler === "ddim" ? `ddim${steps}` : String(steps);
+/**
+ * The respacing a sampler takes for `steps` steps of a T-step model at its default schedule (the registry's:
+ * "ddimN" for ddim, N evenly spaced steps for ddpm, the full table for σ-space samplers, which then need `steps`).
+ */
+export const respacingFor = (sampler: LoopSampler, steps: number, T = 1000): string | number[] =>
+  samplerDef(sampler).respacing(steps, "default", T);
 
 /**
  * x_T of `guidance-lab sample --seed`: n standard normal images from the pure-JS PRNG, so that a seed starts the
@@ -211,13 +236,13 @@ export async function readImages(x: Tensor4D): Promise<Float32Array[]> {
 /** A diffusion for a model: learned-range variance when the model outputs 2·C channels, else guided-diffusion's default fixed_large. */
 export function diffusionFor(
   unet: UNet,
-  schedule: ScheduleName | string,
-  respacing: string,
+  schedule: BetaScheduleName | string,
+  respacing: string | readonly number[],
   steps = 1000,
 ): GaussianDiffusion {
   const learned = unet.config.outChannels === 2 * unet.config.inChannels;
   return createDiffusion({
-    schedule: schedule as ScheduleName,
+    schedule: schedule as BetaScheduleName,
     steps,
     respacing,
     modelVarType: learned ? "learned_range" : "fixed_large",
@@ -243,6 +268,7 @@ export interface StageOptions extends LoopOptions {
 /** One sampling stage: strategy built from the registry, bound to the prompts, seeded x_T, the loop. */
 export function runStage(o: StageOptions): LoopResult {
   const strategy = buildStrategy(o.strategy, { ...o.models, diffusion: o.diffusion }, `${o.stage} strategy`);
+  checkStrategySampler(strategy.config, o.sampler ?? "ddpm", o.eta, `${o.stage} sampler`);
   const binding = strategy.bind(o.prompts);
   const xT = tf.tidy(() => {
     const z = seededNoise(`${o.seed}:${o.stage}:x_T`)(0, [o.prompts.length, ...o.shape]);

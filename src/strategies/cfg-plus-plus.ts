@@ -8,7 +8,7 @@
 // The samplers' DDIM step (η = 0) renoises with the eps implied by the predicted x0, so this strategy hands it the
 // one eps* for which that step lands on the CFG++ update (linear in eps*, solved in float64):
 //   eps* = eps_λ + sqrt(1 − ᾱ_{t−1})·(eps_u − eps_λ) / A,   A = sqrt(1 − ᾱ_{t−1}) − sqrt(ᾱ_{t−1}(1 − ᾱ_t)/ᾱ_t) < 0
-// Use it with sampleDdim at eta 0; it turns the sampler's x0 clamp off (the x0 the sampler sees is a transfer
+// Defined for the ddim sampler at η = 0 only (declared below, checked before sampling); it turns the sampler's x0 clamp off (the x0 the sampler sees is a transfer
 // quantity, clamping it would change the update). λ = 0 is the unconditional model (one call); outside the
 // guidance window a step is an ordinary conditional DDIM step. Variance from the conditional half.
 import { z } from "zod";
@@ -73,4 +73,7 @@ export const cfgPlusPlusStrategy: StrategyDef<CfgPlusPlusConfig> = {
     };
   },
   neutral: (config) => ({ config: { ...config, scale: 0 }, equals: "unconditional" }),
+  // The transfer eps above is solved for the DDIM η = 0 update; the paper's Euler / DPM++ forms renoise with the
+  // unconditional D, which a σ-space sampler does not see through a Denoiser, so they are not offered.
+  samplers: [{ name: "ddim", eta: 0 }],
 };

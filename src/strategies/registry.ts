@@ -2,6 +2,7 @@
 // on import. Configs are validated strictly (unknown keys and out-of-range values are errors naming the key), and
 // wrapping strategies (classifier, clip, dynamic-threshold) nest any other strategy's config under `base`.
 import { z } from "zod";
+import { samplerEta } from "../core/samplers.ts";
 import { apgStrategy } from "./apg.ts";
 import { apgMixStrategy } from "./apg-mix.ts";
 import { autoguidanceStrategy } from "./autoguidance.ts";
@@ -106,4 +107,36 @@ function buildParsed(config: { kind: string }, models: GuidanceModels): Strategy
 /** Validates `raw` and builds the strategy with the given models (missing models are errors naming the key). */
 export function buildStrategy(raw: unknown, models: GuidanceModels, source = "strategy"): Strategy {
   return buildParsed(parseStrategyConfig(raw, source), models);
+}
+
+/** Every strategy config inside `config` (itself and any nested `base`, term or list of them). */
+function nestedConfigs(config: unknown): { kind: string }[] {
+  if (Array.isArray(config)) return config.flatMap(nestedConfigs);
+  if (!config || typeof config !== "object") return [];
+  const own = typeof (config as { kind?: unknown }).kind === "string" ? [config as { kind: string }] : [];
+  return [...own, ...Object.values(config).flatMap(nestedConfigs)];
+}
+
+/**
+ * Refuses a strategy (or a strategy it wraps) paired with a sampler it is not defined for (StrategyDef.samplers),
+ * naming `source` (the config key or flag) — before any model runs.
+ */
+export function checkStrategySampler(
+  config: { kind: string },
+  sampler: string,
+  eta: number | undefined,
+  source: string,
+): void {
+  const effective = samplerEta(sampler, eta);
+  for (const c of nestedConfigs(config)) {
+    const def = byKind.get(c.kind);
+    if (!def?.samplers) continue;
+    const ok = def.samplers.some((s) => s.name === sampler && (s.eta === undefined || s.eta === effective));
+    if (!ok) {
+      const allowed = def.samplers.map((s) => (s.eta === undefined ? s.name : `${s.name} (eta ${s.eta})`));
+      throw new Error(
+        `${source}: strategy '${c.kind}' is defined for ${allowed.join(", ")} only, not ${sampler}${samplerEta(sampler, undefined) !== effective || effective ? ` (eta ${effective})` : ""}`,
+      );
+    }
+  }
 }

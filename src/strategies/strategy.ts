@@ -147,6 +147,11 @@ export interface StrategyDef<C extends { kind: string } = { kind: string }> {
   build(config: C, models: GuidanceModels, ctx: BuildContext): Strategy<C>;
   /** The config at the neutral setting (guidance off) and what it must then reproduce exactly. */
   neutral(config: C): { config: C; equals: NeutralReference };
+  /**
+   * The samplers (registry names, with η where it matters) the strategy is defined for; absent: any sampler. A run
+   * pairing it with another is refused before sampling.
+   */
+  readonly samplers?: readonly { name: string; eta?: number }[];
 }
 
 /**

@@ -5,6 +5,9 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { basename, dirname, extname, isAbsolute, join, resolve } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { z } from "zod";
+import { checkSchedule } from "../core/samplers/loop.ts";
+import { SAMPLER_NAMES, type SamplerName, samplerDef } from "../core/samplers/registry.ts";
+import { SCHEDULES, type ScheduleName } from "../core/samplers/sampler.ts";
 import { formatIssues, READABLE_PARSE } from "../core/zod-issues.ts";
 import { SUITE_NAMES, suite } from "../data/suites.ts";
 import { parseCaption, type SceneSpec } from "../data/world.ts";
@@ -54,8 +57,7 @@ const modelName = z
     "expected a model name (letters, digits, '.', '_', '+', '-'; no '/' and no leading '.')",
   );
 
-export const SAMPLERS = ["ddpm", "ddim"] as const;
-export type SamplerName = (typeof SAMPLERS)[number];
+export { SAMPLER_NAMES, type SamplerName } from "../core/samplers/registry.ts";
 
 export const sweepSchema = z
   .object({
@@ -74,9 +76,15 @@ export const sweepSchema = z
     prompts: oneOrMany(promptEntry),
     strategies: z.array(strategyEntry).min(1),
     steps: oneOrMany(z.number().int().positive()).default([50]),
-    sampler: oneOrMany(z.enum(SAMPLERS)).default(["ddpm"]),
-    /** DDIM's eta (0 = deterministic); ignored by ddpm. */
-    eta: z.number().min(0).default(0),
+    /** Registry samplers (src/core/samplers/registry.ts); one cell per sampler. */
+    sampler: oneOrMany(z.enum(SAMPLER_NAMES)).default(["ddpm"]),
+    /**
+     * η of the samplers that take one (ddim: default 0 = deterministic; euler_ancestral, dpmpp_2m_sde, dpmpp_3m_sde:
+     * default 1, k-diffusion's); ignored by the others.
+     */
+    eta: z.number().min(0).optional(),
+    /** Timestep / σ schedule of every sampler (karras and exponential: σ-space samplers only). */
+    schedule: z.enum(SCHEDULES).default("default"),
     samplesPerPrompt: z.number().int().positive().default(4),
     seed: z.number().int().default(0),
     metrics: z.array(z.enum(METRIC_NAMES as [string, ...string[]])).default([...METRIC_NAMES]),
@@ -130,7 +138,10 @@ export interface SweepConfig {
   strategies: ({ kind: string } & Record<string, unknown>)[];
   steps: number[];
   sampler: SamplerName[];
-  eta: number;
+  /** Absent: each sampler's own default η. */
+  eta?: number;
+  /** Absent in configs made before schedules existed, which all ran "default". */
+  schedule?: ScheduleName;
   samplesPerPrompt: number;
   seed: number;
   metrics: string[];
@@ -208,6 +219,13 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
     throw new Error(`${source}: evalClipOpenai: replaces models.evalClip; give one of the two`);
   }
   if (!c.evalClipOpenai) refuseEvalClipGuides(c.strategies, c.models.evalClip, source);
+  for (const name of asList(c.sampler)) {
+    try {
+      checkSchedule(samplerDef(name), c.schedule);
+    } catch (e) {
+      throw new Error(`${source}: schedule: ${(e as Error).message}`);
+    }
+  }
   const fromConfig = (p: string) => (isAbsolute(p) ? p : join(configDir, p));
   const config: SweepConfig = {
     models: c.models,
@@ -216,7 +234,8 @@ export function parseSweepConfig(raw: unknown, source: string, configDir = "."):
     strategies: c.strategies as SweepConfig["strategies"],
     steps: asList(c.steps),
     sampler: asList(c.sampler),
-    eta: c.eta,
+    ...(c.eta !== undefined ? { eta: c.eta } : {}),
+    ...(c.schedule !== "default" ? { schedule: c.schedule } : {}),
     samplesPerPrompt: c.samplesPerPrompt,
     seed: c.seed,
     metrics: c.metrics,

@@ -1,7 +1,9 @@
 // Expanding a sweep config into cells. Ids are derived from the cell's parameters alone (never from its position),
 // so shards, resumed runs and merged runs agree on them, and they are safe folder names.
 import { createHash } from "node:crypto";
-import { parseStrategyConfig, type StrategyConfig } from "../strategies/registry.ts";
+import { samplerDef, samplerEta } from "../core/samplers/registry.ts";
+import type { ScheduleName } from "../core/samplers/sampler.ts";
+import { checkStrategySampler, parseStrategyConfig, type StrategyConfig } from "../strategies/registry.ts";
 import type { SamplerName, SweepConfig } from "./config.ts";
 
 export interface Cell {
@@ -32,13 +34,23 @@ export function canonicalJson(v: unknown): string {
 const safe = (s: string) => s.replace(/[^A-Za-z0-9._=+-]/g, "_");
 
 /**
- * `<kind>-s<scale>-<steps>-<sampler>-<hash6>`: readable first, then a hash of every parameter (and eta for ddim)
+ * `<kind>-s<scale>-<steps>-<sampler>-<hash6>`: readable first, then a hash of every parameter (η where the sampler
+ * takes one, the schedule when not the default)
  * so that two cells differing only in, say, φ still get different folders.
  */
-export function cellId(strategy: StrategyConfig, steps: number, sampler: SamplerName, eta: number): string {
+export function cellId(
+  strategy: StrategyConfig,
+  steps: number,
+  sampler: SamplerName,
+  eta: number | undefined,
+  schedule: ScheduleName = "default",
+): string {
   const scale = typeof strategy.scale === "number" ? strategy.scale : 0;
+  // η only for samplers that take one, and the schedule only when not the default, so ids of earlier runs hold.
+  const withEta = samplerDef(sampler).eta ? { eta: samplerEta(sampler, eta) } : {};
+  const withSchedule = schedule !== "default" ? { schedule } : {};
   const hash = createHash("sha256")
-    .update(canonicalJson({ strategy, steps, sampler, ...(sampler === "ddim" ? { eta } : {}) }))
+    .update(canonicalJson({ strategy, steps, sampler, ...withEta, ...withSchedule }))
     .digest("hex")
     .slice(0, 6);
   return safe(`${strategy.kind}-s${scale}-${steps}-${sampler}-${hash}`);
@@ -73,7 +85,8 @@ export function planCells(config: SweepConfig, source = "sweep"): Cell[] {
         const { kind: _k, scale: s, ...params } = strategy;
         for (const steps of config.steps) {
           for (const sampler of config.sampler) {
-            const id = cellId(strategy, steps, sampler, config.eta);
+            checkStrategySampler(strategy, sampler, config.eta, `${key}: sampler`);
+            const id = cellId(strategy, steps, sampler, config.eta, config.schedule);
             const what = `${JSON.stringify(raw)}, ${steps} ${sampler} steps`;
             const dup = seen.get(id);
             if (dup)

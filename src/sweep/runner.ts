@@ -8,8 +8,8 @@ import { cpus } from "node:os";
 import { join } from "node:path";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import { type BackendChoice, initEngine, type Tensor4D, tf } from "../core/engine.ts";
-import { sampleDdim, sampleDdpm } from "../core/samplers.ts";
-import type { NoiseSource, StepInfo } from "../core/types.ts";
+import { samplerDef, samplerEta } from "../core/samplers.ts";
+import type { NoiseSource } from "../core/types.ts";
 import { encodePng, gridImage } from "../data/png.ts";
 import { hashSeed, Rng } from "../data/rng.ts";
 import { render, sceneForSpec } from "../data/world.ts";
@@ -32,11 +32,11 @@ import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
 import { DEFAULT_ZOO, defaultGuideThreads, loadZoo, type Zoo } from "../models/zoo.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { metricModelsOn } from "../onnx/metric-models.ts";
-import { readImages } from "../pipelines/sampling.ts";
+import { sampleBatches, samplerDiffusion } from "../pipelines/sampling.ts";
 import { buildReport } from "../report/index.ts";
 import { writeCellObservations, writeReferenceObservations } from "../report/observations.ts";
 import { buildStrategy } from "../strategies/registry.ts";
-import { hooksOf, nfe, type Strategy } from "../strategies/strategy.ts";
+import type { Strategy } from "../strategies/strategy.ts";
 import { formatDuration, Progress } from "../train/progress.ts";
 import { defaultOut, loadSweepConfig, type SweepConfig } from "./config.ts";
 import { checkGuides, guideModelNames, guideScores, guidesUsed } from "./guides.ts";
@@ -270,41 +270,35 @@ async function sampleCell(
   size: number,
   stopping: () => boolean,
 ): Promise<CellOutput> {
-  const samples = samplesOf(config);
-  const images: Float32Array[] = [];
-  const cost: CostSample[] = [];
-  for (let from = 0; from < samples.length; from += config.batchSize) {
-    await yieldToEvents();
-    if (stopping()) throw new Abandoned();
-    const batch = samples.slice(from, from + config.batchSize);
-    const g = strategy.bind(batch.map((s) => s.prompt.text));
-    const xT = initialNoise(batch, size);
-    let calls = 0;
-    const t0 = performance.now();
-    try {
-      const opts = {
-        ...hooksOf(g),
-        noise: pairedNoise(config, batch),
-        onStep: (info: StepInfo) => {
-          calls += nfe(g.calls(info));
-        },
-      };
-      const x0 =
-        cell.sampler === "ddim"
-          ? sampleDdim(diffusion, g.denoise, xT, { ...opts, eta: config.eta })
-          : sampleDdpm(diffusion, g.denoise, xT, opts);
-      // Awaiting here also lets a pending SIGINT/SIGTERM handler run between batches.
-      images.push(...(await readImages(x0)));
-      x0.dispose();
-    } finally {
-      xT.dispose();
-      g.dispose();
-    }
-    cost.push({ images: batch.length, nfe: calls, seconds: (performance.now() - t0) / 1000 });
-  }
+  const { images, cost } = await sampleBatches(
+    strategy,
+    diffusion,
+    {
+      items: samplesOf(config),
+      batchSize: config.batchSize,
+      prompt: (s) => s.prompt.text,
+      xT: (batch) => initialNoise(batch, size),
+      noise: (batch) => pairedNoise(config, batch),
+      beforeBatch: async () => {
+        await yieldToEvents();
+        if (stopping()) throw new Abandoned();
+      },
+    },
+    samplerOptions(config, cell),
+  );
   const seconds = cost.reduce((a, c) => a + c.seconds, 0);
   const n = cost.reduce((a, c) => a + c.images, 0);
   return { images, cost, nfe: cost.reduce((a, c) => a + c.nfe * c.images, 0) / n, seconds };
+}
+
+/** The sampler choice of a cell. */
+function samplerOptions(config: SweepConfig, cell: Cell) {
+  return {
+    sampler: cell.sampler,
+    steps: cell.steps,
+    ...(config.schedule ? { schedule: config.schedule } : {}),
+    ...(config.eta !== undefined ? { eta: config.eta } : {}),
+  };
 }
 
 function isNonEmptyDir(dir: string): boolean {
@@ -400,15 +394,16 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         `${source}: steps: ${tooMany} is more than the ${T} diffusion steps the denoiser '${config.models.denoiser}' was trained with (expected 1 to ${T})`,
       );
     const diffusions = new Map<string, GaussianDiffusion>();
-    const diffusionFor = (c: Cell) => {
-      const key = c.sampler === "ddim" ? `ddim${c.steps}` : String(c.steps);
-      let d = diffusions.get(key);
-      if (!d) {
-        d = models.zoo.diffusion(key);
-        diffusions.set(key, d);
-      }
-      return d;
-    };
+    const diffusionFor = (c: Cell) =>
+      samplerDiffusion(samplerOptions(config, c), T, (respacing) => {
+        const key = JSON.stringify(respacing);
+        let d = diffusions.get(key);
+        if (!d) {
+          d = models.zoo.diffusion(respacing);
+          diffusions.set(key, d);
+        }
+        return d;
+      });
     const strategies = new Map<string, Strategy>();
     for (const c of mine) {
       const bag = { ...models.zoo.models, diffusion: diffusionFor(c) };
@@ -550,7 +545,8 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         scale: cell.scale,
         steps: cell.steps,
         sampler: cell.sampler,
-        ...(cell.sampler === "ddim" ? { eta: config.eta } : {}),
+        ...(samplerDef(cell.sampler).eta ? { eta: samplerEta(cell.sampler, config.eta) } : {}),
+        ...(config.schedule ? { schedule: config.schedule } : {}),
         metrics: m.metrics,
         perPrompt: m.perPrompt,
         ...(scores ? { guideScores: scores } : {}),

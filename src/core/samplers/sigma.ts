@@ -1,0 +1,151 @@
+// The σ-space view of a discrete VP model (Karras et al. 2022 §2 / Table 1's VP column; k-diffusion's
+// DiscreteEpsDDPMDenoiser): x_σ = x_t / sqrt(ᾱ) with σ = sqrt((1−ᾱ)/ᾱ), so that the probability-flow ODE is
+// dx/dσ = (x − D(x; σ))/σ. The model is called at c_in·x_σ = x_t with the (fractional) timestep whose tabled
+// log σ brackets log σ, linearly interpolated; D(x; σ) = x − σ·ε. Every σ-space sampler steps through this one view.
+import type { GaussianDiffusion } from "../diffusion.ts";
+import type { Tensor4D } from "../engine.ts";
+import { tf } from "../engine.ts";
+import type { StepInfo } from "../types.ts";
+import type { RunContext, SamplerRun, SamplerState, ScheduleName } from "./sampler.ts";
+import { exponentialSigmas, karrasSigmas, linspace, spacedTimesteps } from "./schedules.ts";
+
+export class SigmaView {
+  /** σ_i = sqrt((1 − ᾱ_i)/ᾱ_i) of every table index, ascending. */
+  readonly sigmas: Float64Array;
+  readonly logSigmas: Float64Array;
+
+  constructor(readonly diffusion: GaussianDiffusion) {
+    this.sigmas = diffusion.alphasCumprod.map((a) => Math.sqrt((1 - a) / a));
+    this.logSigmas = this.sigmas.map(Math.log);
+  }
+
+  get sigmaMin(): number {
+    return this.sigmas[0]!;
+  }
+
+  get sigmaMax(): number {
+    return this.sigmas[this.sigmas.length - 1]!;
+  }
+
+  /**
+   * k-diffusion's sigma_to_t (unquantised): the table index, fractional, whose log σ interpolates log σ linearly
+   * between the bracketing entries (clamped to the table's ends).
+   */
+  sigmaToIndex(sigma: number): number {
+    const ls = Math.log(sigma);
+    const n = this.logSigmas.length;
+    let low = 0;
+    for (let i = 0; i < n; i++) if (ls - this.logSigmas[i]! >= 0) low = i;
+    low = Math.min(low, n - 2);
+    const lo = this.logSigmas[low]!;
+    const hi = this.logSigmas[low + 1]!;
+    const w = Math.min(1, Math.max(0, (lo - ls) / (lo - hi)));
+    return (1 - w) * low + w * (low + 1);
+  }
+
+  /** k-diffusion's t_to_sigma: log σ interpolated linearly at a fractional table index. */
+  indexToSigma(i: number): number {
+    const lo = Math.floor(i);
+    const hi = Math.ceil(i);
+    const w = i - lo;
+    return Math.exp((1 - w) * this.logSigmas[lo]! + w * this.logSigmas[hi]!);
+  }
+
+  /** Where a model call at σ happens: the original timestep (fractional), the nearest table index, iteration k. */
+  stepInfo(sigma: number, k: number): StepInfo {
+    const i = this.sigmaToIndex(sigma);
+    const map = this.diffusion.timestepMap;
+    const lo = Math.floor(i);
+    const t = lo === i ? map[lo]! : map[lo]! + (i - lo) * (map[lo + 1]! - map[lo]!);
+    return { index: Math.round(i), t, k };
+  }
+
+  /**
+   * The σ schedule of a step count: k-diffusion's get_sigmas (even in table index, the default), Karras et al.
+   * 2022 eq. 5 (ρ = 7) or exponential between the table's σ_min and σ_max, or diffusers' timestep spacings at
+   * their tabled σs; a final 0 is appended. `plusOne`: the multistep schedulers' spacing variant (unipc).
+   */
+  schedule(steps: number, schedule: ScheduleName, plusOne = false): number[] {
+    const T = this.sigmas.length;
+    if (!Number.isInteger(steps) || steps < 1)
+      throw new Error(`steps: expected a positive integer, got ${steps}`);
+    if (schedule === "karras") return karrasSigmas(steps, this.sigmaMin, this.sigmaMax);
+    if (schedule === "exponential") return exponentialSigmas(steps, this.sigmaMin, this.sigmaMax);
+    if (schedule === "default") return [...linspace(T - 1, 0, steps).map((i) => this.indexToSigma(i)), 0];
+    return [...spacedTimesteps(schedule, steps, T, plusOne).map((t) => this.sigmas[t]!), 0];
+  }
+
+  /**
+   * D(x; σ) with the hooks: ε from the model's ε / v / x0 at x_t = x/sqrt(σ²+1), gradient guidance in score form
+   * (ε' = ε − sqrt(1−ᾱ)·∇_{x_t} log p = ε − σ·∇_{x_σ} log p; Dhariwal & Nichol 2021 eq. 14, guided-diffusion's
+   * condition_score), x0 = x − σ·ε', then denoisedFn and the optional clamp to [−1, 1].
+   */
+  denoised(ctx: RunContext, x: Tensor4D, sigma: number, k: number): Tensor4D {
+    const step = this.stepInfo(sigma, k);
+    ctx.onEval(step);
+    return tf.tidy(() => {
+      const abar = 1 / (1 + sigma * sigma);
+      const xt = tf.mul(x, Math.sqrt(abar)) as Tensor4D;
+      const pred = ctx.denoise(xt, step);
+      let eps: Tensor4D;
+      if (pred.kind === "eps") eps = pred.out;
+      else if (pred.kind === "v")
+        eps = tf.add(tf.mul(pred.out, Math.sqrt(abar)), tf.mul(xt, Math.sqrt(1 - abar))) as Tensor4D;
+      else eps = tf.div(tf.sub(xt, tf.mul(pred.out, Math.sqrt(abar))), Math.sqrt(1 - abar)) as Tensor4D;
+      if (ctx.hooks.condFn)
+        eps = tf.sub(eps, tf.mul(ctx.hooks.condFn(xt, step), Math.sqrt(1 - abar))) as Tensor4D;
+      let x0 = tf.sub(x, tf.mul(eps, sigma)) as Tensor4D;
+      if (ctx.hooks.denoisedFn) x0 = ctx.hooks.denoisedFn(x0, step);
+      if (ctx.hooks.clipDenoised ?? true) x0 = tf.clipByValue(x0, -1, 1);
+      return x0;
+    });
+  }
+}
+
+/** What a σ-space step sees: the σ schedule (with its final 0), D(x; σ) and the per-step noise. */
+export interface SigmaStepper {
+  readonly sigmas: readonly number[];
+  readonly eta: number;
+  denoised(x: Tensor4D, sigma: number): Tensor4D;
+  /** Standard normal noise of this iteration (the project's seeded per-step noise). */
+  noise(shape: readonly number[]): Tensor4D;
+}
+
+export type SigmaStep = (
+  s: SigmaStepper,
+  x: Tensor4D,
+  i: number,
+  state: SamplerState,
+) => { x: Tensor4D; state: SamplerState };
+
+/** A σ-space run: x starts at x_T·σ_0, known pixels are image + σ·z, and each iteration is `step`. */
+export function sigmaRun(ctx: RunContext, step: SigmaStep, opts: { plusOne?: boolean } = {}): SamplerRun {
+  const view = new SigmaView(ctx.diffusion);
+  const sigmas = view.schedule(ctx.steps, ctx.schedule, opts.plusOne ?? false);
+  return {
+    length: sigmas.length - 1,
+    info: (k) => view.stepInfo(sigmas[k]!, k),
+    init: (xT) => tf.mul(xT, sigmas[0]!) as Tensor4D,
+    noised: (image, k, noise) => {
+      const s = sigmas[k + 1]!;
+      return s === 0 ? tf.clone(image) : (tf.add(image, tf.mul(noise, s)) as Tensor4D);
+    },
+    step: (x, k, state) =>
+      step(
+        {
+          sigmas,
+          eta: ctx.eta,
+          denoised: (xs, sigma) => view.denoised(ctx, xs, sigma, k),
+          noise: (shape) => ctx.noise(k, [...shape]),
+        },
+        x,
+        k,
+        state,
+      ),
+  };
+}
+
+/** Karras et al. 2022's ODE derivative d = (x − D(x; σ))/σ (k-diffusion's to_d). */
+export function toD(x: Tensor4D, sigma: number, denoised: Tensor4D): Tensor4D {
+  return tf.div(tf.sub(x, denoised), sigma) as Tensor4D;
+}
