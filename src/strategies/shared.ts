@@ -87,7 +87,9 @@ export const addCalls = (a: ModelCalls, b: Partial<ModelCalls>): ModelCalls => (
 });
 
 /** One timestep tensor for n rows: models receive the original t. */
-export const timesteps = (n: number, step: StepInfo): Tensor1D => tf.fill([n], step.t, "int32") as Tensor1D;
+export const timesteps = (n: number, step: StepInfo): Tensor1D =>
+  // σ-space samplers call between table entries (fractional t, float32); the discrete samplers keep int32.
+  tf.fill([n], step.t, Number.isInteger(step.t) ? "int32" : "float32") as Tensor1D;
 
 /** Concatenates conditionings along the batch so that one forward serves all of them. */
 export function concatCond(parts: readonly Conditioning[]): Conditioning {

@@ -38,6 +38,17 @@ export interface Manifest {
   arrays?: Record<string, { file?: string; shape?: number[]; dtype?: string }>;
 }
 
+/** manifest.json of a golden directory, or why it could not be read. */
+export function loadManifest(dir: string): { manifest?: Manifest; error?: string } {
+  const path = join(dir, "manifest.json");
+  if (!existsSync(path)) return { error: "file not found" };
+  try {
+    return { manifest: JSON.parse(readFileSync(path, "utf8")) as Manifest };
+  } catch (err) {
+    return { error: `not valid JSON (${(err as Error).message})` };
+  }
+}
+
 /** A problem with the reference files themselves (missing, malformed, inconsistent). */
 export class GoldenError extends Error {}
 
@@ -147,6 +158,12 @@ export class SectionContext {
 export interface SectionChecker {
   /** Directory name under the golden root. */
   name: string;
+  /**
+   * A golden-format folder in the repository (manifest.json + <name>/) that holds this section's arrays when the
+   * golden directory has none; such a section still takes its model weights from the golden directory, and runs
+   * only when named.
+   */
+  fixture?: string;
   run(ctx: SectionContext): Promise<Row[]> | Row[];
 }
 

@@ -9,6 +9,7 @@ import { gdUnet } from "./sections/gd_unet.ts";
 import { glideCfg } from "./sections/glide_cfg.ts";
 import { glideDdim } from "./sections/glide_ddim.ts";
 import { glideFwd } from "./sections/glide_fwd.ts";
+import { kdiffusion } from "./sections/kdiffusion.ts";
 import { schedules } from "./sections/schedules.ts";
 import { unit } from "./sections/unit.ts";
 
@@ -23,4 +24,5 @@ export const SECTIONS: readonly SectionChecker[] = [
   glideDdim,
   gdGuided,
   clipGuided,
+  kdiffusion,
 ];

@@ -1,0 +1,307 @@
+#!/usr/bin/env python3
+"""Golden trajectories of k-diffusion's own sampler functions (and diffusers' UniPCMultistepScheduler) on the golden
+GLIDE-small denoiser, in the golden-directory format (manifest.json + kdiffusion/*.npy), for the `kdiffusion`
+section of `guidance-lab verify-reference`.
+
+The reference code is imported from checkouts passed by path, never copied: crowsonkb/k-diffusion
+(k_diffusion/sampling.py and external.py's DiscreteEpsDDPMDenoiser), huggingface/diffusers
+(schedulers/scheduling_unipc_multistep.py) and openai/glide-text2im (the model). Modules those files import but the
+functions used here never call (torchsde, torchdiffeq, scipy, tqdm, torchvision, safetensors; diffusers' config and
+hub machinery; the GPT-2 tokenizer's `regex`) are stubbed. The GLIDE-small weights are read from the shared golden
+set (weights/glide_small.safetensors, its manifest's meta.small_glide config), and the prompt tokens from its
+glide_cfg/in_tokens.npy, so the model is the one every other golden section checks.
+
+    /usr/bin/python3 tools/golden/kdiffusion_golden.py --kdiffusion /tmp/k-diffusion --diffusers /tmp/diffusers \
+        --glide /tmp/glide-text2im --golden /work/shared/golden --out test/fixtures/golden-kdiffusion [--threads 2]
+    # the reference's own spread: a second run under other thread settings, compared with the first
+    /usr/bin/python3 tools/golden/kdiffusion_golden.py ... --threads 1 --out /tmp/kd1 --compare test/fixtures/golden-kdiffusion
+
+Cases: every k-diffusion sampler named below (unguided = the conditional model alone, and classifier-free guidance
+at s = 3 formed on eps as GLIDE's notebook does) on k-diffusion's default σs (get_sigmas, `STEPS` steps); euler and
+dpmpp_2m also on Karras and exponential σs; UniPC (bh2, order 2, diffusers' defaults) through the scheduler's own
+step(). Stochastic samplers get the stored per-step noise through `noise_sampler` (our port feeds the same noise).
+"""
+import argparse
+import importlib
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+import types
+
+import numpy as np
+
+STEPS = 8
+# x_T at 16×16: the convolutional GLIDE-small runs on any multiple of 8, at 1/16 of its 64×64 cost (the trajectories
+# are long: about 300 forwards in all).
+SIZE = 16
+CFG_SCALE = 3.0
+SEED = 1616
+KD_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde"]
+EXTRA_SCHEDULES = {"euler": ["karras", "exponential"], "dpmpp_2m": ["karras", "exponential"]}
+
+
+def stub(name, **attrs):
+    m = types.ModuleType(name)
+    for k, v in attrs.items():
+        setattr(m, k, v)
+    sys.modules[name] = m
+    return m
+
+
+def install_stubs():
+    for name in ["torchsde", "torchdiffeq", "scipy", "safetensors", "torchvision", "torchvision.transforms"]:
+        if name not in sys.modules:
+            try:
+                importlib.import_module(name)
+            except ImportError:
+                stub(name)
+    sys.modules["torchdiffeq"].odeint = getattr(sys.modules["torchdiffeq"], "odeint", None)
+    if "scipy.integrate" not in sys.modules:
+        try:
+            importlib.import_module("scipy.integrate")
+        except ImportError:
+            sys.modules["scipy"].integrate = stub("scipy.integrate")
+    try:
+        import tqdm.auto  # noqa: F401
+    except ImportError:
+        stub("tqdm")
+        stub("tqdm.auto", trange=lambda n, **k: range(n), tqdm=lambda x=None, **k: x)
+    try:
+        import torchvision.transforms.functional  # noqa: F401
+    except ImportError:
+        sys.modules["torchvision.transforms"].functional = stub("torchvision.transforms.functional")
+    try:
+        import regex  # noqa: F401
+    except ImportError:
+        # Only the GPT-2 tokenizer's pattern uses it; prompts arrive as stored token ids.
+        stub("regex", compile=lambda *a, **k: None)
+
+
+def load_kdiffusion(path):
+    pkg = types.ModuleType("k_diffusion")
+    pkg.__path__ = [os.path.join(path, "k_diffusion")]
+    sys.modules["k_diffusion"] = pkg
+    return importlib.import_module("k_diffusion.sampling"), importlib.import_module("k_diffusion.external")
+
+
+def load_unipc(path):
+    """diffusers' UniPC scheduler module with its package's config/hub machinery replaced by minimal stand-ins."""
+
+    def register_to_config(init):
+        sig = inspect.signature(init)
+
+        def wrapped(self, *args, **kwargs):
+            bound = sig.bind(self, *args, **kwargs)
+            bound.apply_defaults()
+            self.config = types.SimpleNamespace(**{k: v for k, v in bound.arguments.items() if k != "self"})
+            init(self, *args, **kwargs)
+
+        return wrapped
+
+    class ConfigMixin:
+        def register_to_config(self, **kw):
+            for k, v in kw.items():
+                setattr(self.config, k, v)
+
+    class SchedulerMixin:
+        pass
+
+    class SchedulerOutput:
+        def __init__(self, prev_sample):
+            self.prev_sample = prev_sample
+
+    root = types.ModuleType("diffusers")
+    root.__path__ = [os.path.join(path, "src", "diffusers")]
+    sys.modules["diffusers"] = root
+    sch = types.ModuleType("diffusers.schedulers")
+    sch.__path__ = [os.path.join(path, "src", "diffusers", "schedulers")]
+    sys.modules["diffusers.schedulers"] = sch
+    stub("diffusers.configuration_utils", ConfigMixin=ConfigMixin, register_to_config=register_to_config)
+    stub("diffusers.utils", deprecate=lambda *a, **k: None, is_scipy_available=lambda: False)
+    stub(
+        "diffusers.schedulers.scheduling_utils",
+        KarrasDiffusionSchedulers=[],
+        SchedulerMixin=SchedulerMixin,
+        SchedulerOutput=SchedulerOutput,
+    )
+    return importlib.import_module("diffusers.schedulers.scheduling_unipc_multistep")
+
+
+def read_safetensors(th, path):
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(n))
+        data = f.read()
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dt = {"F16": np.float16, "F32": np.float32}[info["dtype"]]
+        a, b = info["data_offsets"]
+        arr = np.frombuffer(data[a:b], dtype=dt).reshape(info["shape"]).astype(np.float32)
+        out[name] = th.from_numpy(arr.copy())
+    return out
+
+
+def save(out, arrays, key, arr):
+    arr = np.ascontiguousarray(arr)
+    path = os.path.join(out, key + ".npy")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    np.save(path, arr)
+    a = arr.astype(np.float64)
+    arrays[key] = {
+        "file": key + ".npy",
+        "shape": list(arr.shape),
+        "dtype": str(arr.dtype),
+        "mean": float(a.mean()),
+        "std": float(a.std()),
+        "abs_max": float(np.abs(a).max()),
+        "abs_sum": float(np.abs(a).sum()),
+    }
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--kdiffusion", required=True)
+    ap.add_argument("--diffusers", required=True)
+    ap.add_argument("--glide", required=True)
+    ap.add_argument("--golden", required=True, help="the shared golden set (weights, manifest, glide_cfg tokens)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--compare", help="another output of this script: print the largest relative difference per case")
+    args = ap.parse_args()
+
+    import torch as th
+
+    th.set_num_threads(args.threads)
+    install_stubs()
+    sys.path.insert(0, args.glide)
+    from glide_text2im.gaussian_diffusion import get_named_beta_schedule
+    from glide_text2im.model_creation import create_model_and_diffusion
+
+    sampling, external = load_kdiffusion(args.kdiffusion)
+    unipc = load_unipc(args.diffusers)
+
+    manifest = json.load(open(os.path.join(args.golden, "manifest.json")))
+    cfg = dict(manifest["meta"]["small_glide"])
+    model, _ = create_model_and_diffusion(**cfg)
+    model.load_state_dict(read_safetensors(th, os.path.join(args.golden, "weights", "glide_small.safetensors")))
+    model.eval()
+    T = cfg["diffusion_steps"]
+    betas = get_named_beta_schedule(cfg["noise_schedule"], T)
+    alphas_cumprod = np.cumprod(1.0 - betas)
+    S = SIZE
+
+    tokens_all = np.load(os.path.join(args.golden, "glide_cfg", "in_tokens.npy"))
+    masks_all = np.load(os.path.join(args.golden, "glide_cfg", "in_mask.npy"))
+    half = len(tokens_all) // 2
+    # The first prompt, and the unconditional row of the same batch.
+    tokens = th.tensor(np.stack([tokens_all[0], tokens_all[half]]), dtype=th.long)
+    mask = th.tensor(np.stack([masks_all[0], masks_all[half]]).astype(bool))
+
+    def eps_fn(guided):
+        def fn(x, t):
+            b = x.shape[0]
+            ts = t.expand(b) if t.ndim == 0 else t
+            if not guided:
+                return model(x, ts, tokens=tokens[:1].expand(b, -1), mask=mask[:1].expand(b, -1))[:, :3]
+            x2 = th.cat([x, x])
+            out = model(x2, th.cat([ts, ts]), tokens=tokens.repeat_interleave(b, 0), mask=mask.repeat_interleave(b, 0))
+            cond, uncond = out[:b, :3], out[b:, :3]
+            return uncond + CFG_SCALE * (cond - uncond)
+
+        return fn
+
+    class EpsModel(th.nn.Module):
+        """What DiscreteEpsDDPMDenoiser wraps: (x_t, t) → ε."""
+
+        def __init__(self, guided):
+            super().__init__()
+            self.fn = eps_fn(guided)
+
+        def forward(self, x, t):
+            # Over float64 σs k-diffusion carries x in float64; the model runs in float32 as everywhere else.
+            return self.fn(x.float(), t)
+
+    gen = th.Generator().manual_seed(SEED)
+    x_T = th.randn((1, 3, S, S), generator=gen)
+    noise = th.randn((STEPS, 1, 3, S, S), generator=gen)
+    out = args.out
+    arrays = {}
+    save(out, arrays, "kdiffusion/x_T", x_T.numpy())
+    save(out, arrays, "kdiffusion/noise_per_step", noise.numpy())
+    save(out, arrays, "kdiffusion/tokens", tokens.numpy().astype(np.int64))
+    save(out, arrays, "kdiffusion/mask", mask.numpy().astype(np.uint8))
+    cases = []
+    timings = {}
+    for guided in (False, True):
+        tag = "cfg" if guided else "cond"
+        den = external.DiscreteEpsDDPMDenoiser(EpsModel(guided), th.tensor(alphas_cumprod), quantize=False)
+        for name in KD_SAMPLERS:
+            for schedule in ["default"] + EXTRA_SCHEDULES.get(name, []):
+                if schedule == "default":
+                    sigmas = den.get_sigmas(STEPS)
+                elif schedule == "karras":
+                    sigmas = sampling.get_sigmas_karras(STEPS, den.sigma_min.item(), den.sigma_max.item())
+                else:
+                    sigmas = sampling.get_sigmas_exponential(STEPS, den.sigma_min.item(), den.sigma_max.item())
+                calls = {"i": 0}
+
+                def noise_sampler(sigma, sigma_next):
+                    i = calls["i"]
+                    calls["i"] += 1
+                    return noise[i]
+
+                fn = getattr(sampling, f"sample_{name}")
+                kwargs = {"noise_sampler": noise_sampler} if "noise_sampler" in inspect.signature(fn).parameters else {}
+                t0 = time.perf_counter()
+                with th.no_grad():
+                    x = fn(den, x_T * sigmas[0], sigmas, disable=True, **kwargs)
+                key = f"{name}_{schedule}_{tag}"
+                timings[key] = time.perf_counter() - t0
+                save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
+                cases.append({"key": key, "sampler": name, "schedule": schedule, "guidance": tag})
+        sched = unipc.UniPCMultistepScheduler(num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon")
+        sched.set_timesteps(STEPS)
+        fn = eps_fn(guided)
+        x = x_T.clone()
+        t0 = time.perf_counter()
+        with th.no_grad():
+            for t in sched.timesteps:
+                x = sched.step(fn(x, t.reshape(1)), t, x).prev_sample
+        key = f"unipc_default_{tag}"
+        timings[key] = time.perf_counter() - t0
+        save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
+        cases.append({"key": key, "sampler": "unipc", "schedule": "default", "guidance": tag})
+
+    meta = {
+        "small_glide": cfg,
+        "kdiffusion": {
+            "steps": STEPS,
+            "size": SIZE,
+            "cfg_scale": CFG_SCALE,
+            "seed": SEED,
+            "cases": cases,
+            "prompt": "glide_cfg/in_tokens row 0 (conditional) and its unconditional row, from the shared golden set",
+            "denoiser": "k_diffusion.external.DiscreteEpsDDPMDenoiser(quantize=False) over float64 alphas_cumprod",
+            "unipc": "diffusers UniPCMultistepScheduler defaults (bh2, order 2, linspace), trained_betas = GLIDE's",
+            "clip_denoised": False,
+            "threads": args.threads,
+            "torch": th.__version__,
+            "platform": platform.platform(),
+            "timings_s": timings,
+        },
+    }
+    json.dump({"meta": meta, "arrays": arrays}, open(os.path.join(out, "manifest.json"), "w"), indent=1)
+    if args.compare:
+        for c in cases:
+            a = np.load(os.path.join(out, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
+            b = np.load(os.path.join(args.compare, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
+            print(f"{c['key']:36s} max|Δ|/max|ref| = {np.abs(a - b).max() / np.abs(b).max():.3e}")
+
+
+if __name__ == "__main__":
+    main()
