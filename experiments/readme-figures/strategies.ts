@@ -1,7 +1,8 @@
 // The README's strategy rows: every registry strategy on one prompt at three scales (rows) and four seeds
 // (columns), the same x_T and sampler noise in every image of a column, so rows differ only by the guidance.
 // Run: node --import tsx experiments/readme-figures/strategies.ts [OUT_DIR] [ROW ...] (default docs/strategies, all
-// rows; naming rows renders only those and updates their lines in strategies.txt).
+// rows; naming rows renders only those and updates their lines in strategies.txt). Each row samples with the first
+// sampler its strategy declares (cfg++: ddim at η = 0), else ddpm.
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { initEngine, tf } from "../../src/core/engine.ts";
@@ -9,8 +10,8 @@ import { seededNoise } from "../../src/core/samplers.ts";
 import { encodePng, gridImage, upscaleNearest } from "../../src/data/png.ts";
 import { loadZoo } from "../../src/models/zoo.ts";
 import { resolveRuntime } from "../../src/onnx/choice.ts";
-import { readImages, sampleGuided } from "../../src/pipelines/sampling.ts";
-import { buildStrategy } from "../../src/strategies/registry.ts";
+import { readImages, sampleGuided, samplerDiffusion } from "../../src/pipelines/sampling.ts";
+import { buildStrategy, strategyDef } from "../../src/strategies/registry.ts";
 
 const PROMPT = "a red circle";
 const SEEDS = 4;
@@ -84,7 +85,7 @@ const out = outArg ?? join("docs", "strategies");
 await initEngine("auto");
 const zoo = loadZoo({}, undefined, await resolveRuntime("auto"));
 mkdirSync(out, { recursive: true });
-const diffusion = zoo.diffusion(String(STEPS));
+const T = zoo.diffusion("").numTimesteps;
 const s = zoo.imageSize;
 const log = new Map<string, string>();
 const logFile = join(out, "strategies.txt");
@@ -95,6 +96,13 @@ if (only.length && existsSync(logFile)) {
 }
 try {
   for (const row of ROWS.filter((r) => !only.length || only.includes(r.name))) {
+    const declared = strategyDef(String(row.configs[0]!.kind)).samplers?.[0];
+    const choice = {
+      sampler: declared?.name ?? "ddpm",
+      steps: STEPS,
+      ...(declared?.eta !== undefined ? { eta: declared.eta } : {}),
+    };
+    const diffusion = samplerDiffusion(choice, T, (r) => zoo.diffusion(r));
     const images: Float32Array[] = [];
     const t0 = performance.now();
     for (const config of row.configs) {
@@ -102,14 +110,14 @@ try {
         Array.from({ length: SEEDS }, () => PROMPT),
       );
       const xT = seededNoise("readme:x_T")(0, [SEEDS, s, s, 3]);
-      const { sample } = sampleGuided(diffusion, binding, xT, { noise: seededNoise("readme") });
+      const { sample } = sampleGuided(diffusion, binding, xT, { ...choice, noise: seededNoise("readme") });
       images.push(...(await readImages(sample)));
       tf.dispose([sample, xT]);
       binding.dispose();
     }
     const g = upscaleNearest(gridImage(images, s, SEEDS, 1), UPSCALE);
     writeFileSync(join(out, `strategy-${row.name}.png`), encodePng(g.data, g.width, g.height));
-    const line = `${row.name}: ${row.configs.map((c) => JSON.stringify(c)).join(" | ")} (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
+    const line = `${row.name}: ${row.configs.map((c) => JSON.stringify(c)).join(" | ")}, ${choice.sampler} ${STEPS} steps${declared?.eta !== undefined ? ` η ${declared.eta}` : ""} (${((performance.now() - t0) / 1000).toFixed(1)} s)`;
     log.set(row.name, line);
     process.stderr.write(`${line}\n`);
   }

@@ -1,7 +1,7 @@
 // The σ-space samplers against k-diffusion's own sampler functions (and diffusers' UniPC scheduler) on the golden
 // GLIDE-small denoiser: the conditional model alone and classifier-free guidance (s from the manifest) on eps, the
-// same x_T and, for the stochastic samplers, the same stored per-step noise on both sides, no x0 clamp (k-diffusion
-// has none). The arrays come from the repository's fixture (tools/golden/kdiffusion_golden.py) unless the golden
+// same x_T and, for the stochastic samplers, the same stored per-step noise on both sides, D clamped to [-1, 1] on
+// both (a wrapper around k-diffusion's denoiser; diffusers' thresholding at sample_max_value 1). The arrays come from the repository's fixture (tools/golden/kdiffusion_golden.py) unless the golden
 // directory has its own kdiffusion/; the weights always come from the golden directory. Tolerance per case: 1e-4
 // relative, or the reference's own spread across thread settings where the fixture records a larger one.
 import { join } from "node:path";
@@ -122,7 +122,7 @@ function run(ctx: SectionContext): Row[] {
               steps,
               schedule: c.schedule,
               noise,
-              clipDenoised: false,
+              clipDenoised: true,
             });
             return nhwcToNchw(r.sample);
           }),
