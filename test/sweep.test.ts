@@ -241,6 +241,51 @@ describe("sweep runs", () => {
     );
   });
 
+  it("runs every registry sampler as a grid axis; cfg++ with ddpm is refused before sampling", {
+    timeout: 300_000,
+  }, async () => {
+    const names = [
+      "ddim",
+      "euler",
+      "euler_ancestral",
+      "heun",
+      "dpm_2",
+      "dpmpp_2m",
+      "dpmpp_2m_sde",
+      "dpmpp_3m_sde",
+      "unipc",
+    ];
+    const one = CONFIG.replace("steps: [2, 3]", "steps: 3")
+      .replace("scales: [1, 3]", "scales: [3]")
+      .replace("sampler: ddpm", `sampler: [${names.join(", ")}]`)
+      .replace("metrics: [pixel_diversity, prompt_accuracy, cost]", "metrics: [cost]");
+    const out = join(dir, "samplers");
+    const r = await runSweep(writeConfig("samplers.yaml", one), { out, quiet: true });
+    assert.equal(r.finished.length, names.length);
+    for (const id of r.finished) {
+      const rec = JSON.parse(readFileSync(join(out, "cells", id, "record.json"), "utf8"));
+      // cfg: 2 evaluations per model call; heun and dpm_2 call twice per step but once on the last
+      const calls = rec.sampler === "heun" || rec.sampler === "dpm_2" ? 5 : 3;
+      assert.equal(rec.nfe, 2 * calls, `${rec.sampler} NFE`);
+      if (["euler_ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde"].includes(rec.sampler)) assert.equal(rec.eta, 1);
+    }
+    const bad = join(dir, "cfgpp-ddpm");
+    await assert.rejects(
+      runSweep(
+        writeConfig(
+          "cfgpp.yaml",
+          CONFIG.replace("{ kind: cfg, scales: [1, 3] }", "{ kind: cfg++, scale: 0.5 }"),
+        ),
+        {
+          out: bad,
+          quiet: true,
+        },
+      ),
+      /strategies\.0: sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\) only, not ddpm/,
+    );
+    assert.ok(!existsSync(bad), "nothing written before the error");
+  });
+
   it("gives the same pixels whatever the batch size (paired noise per sample)", {
     timeout: 300_000,
   }, async () => {

@@ -170,7 +170,9 @@ def main():
     ap.add_argument("--glide", required=True)
     ap.add_argument("--golden", required=True, help="the shared golden set (weights, manifest, glide_cfg tokens)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="k-diffusion's σ table")
+    ap.add_argument("--cases", nargs="*", help="only these case keys (a spread run on a subset)")
     ap.add_argument("--compare", help="another output of this script: print the largest relative difference per case")
     args = ap.parse_args()
 
@@ -239,7 +241,12 @@ def main():
     timings = {}
     for guided in (False, True):
         tag = "cfg" if guided else "cond"
-        den = external.DiscreteEpsDDPMDenoiser(EpsModel(guided), th.tensor(alphas_cumprod), quantize=False)
+        # float32 tables, as k-diffusion runs a float32 model's schedule: then x, σ and every update are float32, the
+        # precision of the port. (Over float64 tables k-diffusion carries x in float64, and at GLIDE's σ_max ≈ 2·10⁴ a
+        # float32 x_σ alone differs from it by ~1e-3, which Heun's and DPM-2's large first steps amplify.)
+        den = external.DiscreteEpsDDPMDenoiser(
+            EpsModel(guided), th.tensor(alphas_cumprod, dtype=getattr(th, args.dtype)), quantize=False
+        )
 
         def clamped(x, sigma, **kw):
             # D(x; σ) clamped to [-1, 1], as guided-diffusion's clip_denoised: with random weights the unclamped
@@ -247,6 +254,8 @@ def main():
             return den(x, sigma, **kw).clamp(-1, 1)
         for name in KD_SAMPLERS:
             for schedule in ["default"] + EXTRA_SCHEDULES.get(name, []):
+                if args.cases and f"{name}_{schedule}_{tag}" not in args.cases:
+                    continue
                 if schedule == "default":
                     sigmas = den.get_sigmas(STEPS)
                 elif schedule == "karras":
@@ -270,6 +279,8 @@ def main():
                 save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
                 cases.append({"key": key, "sampler": name, "schedule": schedule, "guidance": tag})
         # thresholding with sample_max_value 1 is the clamp of x0 to [-1, 1] (its quantile scale is clamped to 1).
+        if args.cases and f"unipc_default_{tag}" not in args.cases:
+            continue
         sched = unipc.UniPCMultistepScheduler(
             num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon", thresholding=True, sample_max_value=1.0
         )
@@ -294,7 +305,7 @@ def main():
             "seed": SEED,
             "cases": cases,
             "prompt": "glide_cfg/in_tokens row 0 (conditional) and its unconditional row, from the shared golden set",
-            "denoiser": "k_diffusion.external.DiscreteEpsDDPMDenoiser(quantize=False) over float64 alphas_cumprod",
+            "denoiser": f"k_diffusion.external.DiscreteEpsDDPMDenoiser(quantize=False) over {args.dtype} alphas_cumprod",
             "unipc": "diffusers UniPCMultistepScheduler defaults (bh2, order 2, linspace), trained_betas = GLIDE's",
             "clip_denoised": True,
             "threads": args.threads,
@@ -305,10 +316,18 @@ def main():
     }
     json.dump({"meta": meta, "arrays": arrays}, open(os.path.join(out, "manifest.json"), "w"), indent=1)
     if args.compare:
+        # The reference's own spread: this run against another (other threads), relative to the other's max |value|,
+        # written into the other's manifest (meta.kdiffusion.spread) where the verifier takes its tolerances.
+        path = os.path.join(args.compare, "manifest.json")
+        other = json.load(open(path))
+        spread = other["meta"]["kdiffusion"].setdefault("spread", {})
         for c in cases:
             a = np.load(os.path.join(out, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
             b = np.load(os.path.join(args.compare, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
-            print(f"{c['key']:36s} max|Δ|/max|ref| = {np.abs(a - b).max() / np.abs(b).max():.3e}")
+            spread[c["key"]] = float(np.abs(a - b).max() / np.abs(b).max())
+            print(f"{c['key']:36s} max|Δ|/max|ref| = {spread[c['key']]:.3e}")
+        other["meta"]["kdiffusion"]["spread_from"] = f"threads {args.threads} vs {other['meta']['kdiffusion']['threads']}"
+        json.dump(other, open(path, "w"), indent=1)
 
 
 if __name__ == "__main__":
