@@ -13,8 +13,7 @@ import { UNet } from "../models/unet.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { glideText2Im } from "../pipelines/glide.ts";
 import { readImages } from "../pipelines/sampling.ts";
-import { checkStrategySampler, parseStrategyConfig } from "../strategies/registry.ts";
-import { strategyFromArgs } from "./sample.ts";
+import { checkedStrategy } from "./sample.ts";
 
 export interface GlideArgs {
   /** The base model's converted checkpoint (safetensors with the official parameter names). */
@@ -75,9 +74,8 @@ function loadGlide(file: string, flags: Record<string, unknown>, flag: string): 
 
 export async function runGlide(a: GlideArgs): Promise<{ base: string[]; upsampled: string[] }> {
   const text = Gpt2Tokenizer.fromFiles(vocabFile(a.bpe, "encoder.json"), vocabFile(a.bpe, "vocab.bpe"));
-  const { raw, source } = strategyFromArgs(a);
-  // A strategy the sampler cannot serve fails before the checkpoints load.
-  checkStrategySampler(parseStrategyConfig(raw, source), a.sampler, a.eta, "--sampler");
+  // A schedule or strategy the sampler cannot serve fails before the checkpoints load.
+  const { raw } = checkedStrategy(a);
   const runtime = await resolveRuntime(a.runtime);
   const base = loadGlide(
     a.base,

@@ -3,7 +3,7 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { extname, join } from "node:path";
 import { parse as parseYaml } from "yaml";
 import { type Tensor4D, tf } from "../core/engine.ts";
-import { type ScheduleName, seededNoise } from "../core/samplers.ts";
+import { checkSchedule, type ScheduleName, samplerDef, seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
 import { modelsDir } from "../models/registry.ts";
 import { defaultGuideThreads, loadZoo } from "../models/zoo.ts";
@@ -105,12 +105,38 @@ export function withGuideModel(raw: unknown, source: string, guideModel: string 
   return out;
 }
 
+/**
+ * The checks that need no model: a schedule the sampler does not take and a strategy not defined for the sampler
+ * fail here, naming the flag.
+ */
+export function checkSamplerArgs(
+  a: Pick<SampleArgs, "sampler" | "schedule" | "eta">,
+  raw: unknown,
+  source: string,
+): void {
+  try {
+    checkSchedule(samplerDef(a.sampler), a.schedule ?? "default");
+  } catch (e) {
+    throw new Error(`--schedule: ${(e as Error).message}`);
+  }
+  checkStrategySampler(parseStrategyConfig(raw, source), a.sampler, a.eta, "--sampler");
+}
+
+/** The strategy of the arguments, checked against the sampler (checkSamplerArgs). */
+export function checkedStrategy(
+  a: Pick<SampleArgs, "strategy" | "scale" | "strategyConfig" | "sampler" | "schedule" | "eta">,
+): { raw: unknown; source: string } {
+  const { raw, source } = strategyFromArgs(a);
+  checkSamplerArgs(a, raw, source);
+  return { raw, source };
+}
+
 export async function runSample(a: SampleArgs): Promise<void> {
   const guided = strategyFromArgs(a);
   const raw = withGuideModel(guided.raw, guided.source, a.guideModel);
   const source = guided.source;
-  // A strategy the sampler cannot serve fails before any model loads.
-  checkStrategySampler(parseStrategyConfig(raw, source), a.sampler, a.eta, "--sampler");
+  // A schedule or strategy the sampler cannot serve fails before any model loads.
+  checkSamplerArgs(a, raw, source);
   const zoo = loadZoo({ denoiser: a.model }, undefined, await resolveRuntime(a.runtime), {
     guideThreads: defaultGuideThreads(),
   });
