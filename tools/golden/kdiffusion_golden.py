@@ -171,10 +171,13 @@ def main():
     ap.add_argument("--golden", required=True, help="the shared golden set (weights, manifest, glide_cfg tokens)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--dtype", choices=["float32", "float64"], default="float32", help="k-diffusion's σ table")
+    ap.add_argument("--state", choices=["float32", "float64"], default="float32", help="k-diffusion's x and D")
+    ap.add_argument("--spread-only", action="store_true", help="--out is an earlier run: only compare it (--compare)")
     ap.add_argument("--cases", nargs="*", help="only these case keys (a spread run on a subset)")
     ap.add_argument("--compare", help="another output of this script: print the largest relative difference per case")
     args = ap.parse_args()
+    if args.spread_only:
+        return write_spread(args.out, args.compare, args.threads)
 
     import torch as th
 
@@ -185,6 +188,15 @@ def main():
     from glide_text2im.model_creation import create_model_and_diffusion
 
     sampling, external = load_kdiffusion(args.kdiffusion)
+    if args.state == "float32":
+        # Over float64 σs k-diffusion promotes x to float64 through append_dims (σ as a [B,1,1,1] float64 tensor). Cast
+        # there, x and D stay float32 while every scalar (σ ratios, σ_down, σ_mid, h, φ) stays float64: the port's
+        # regime. At GLIDE's σ_max ≈ 2·10⁴ a float64 x would be ~1e-3 from any float32 one, which Heun's first step
+        # multiplies by σ_0/σ_1 ≈ 3500; and with float32 σs the reference's own scalars are off (σ_down of the
+        # ancestral step cancels catastrophically, σ_mid of DPM-2 is amplified 60×).
+        kutils = sys.modules["k_diffusion.utils"]
+        append_dims = kutils.append_dims
+        kutils.append_dims = lambda x, n: append_dims(x, n).float()
     unipc = load_unipc(args.diffusers)
 
     manifest = json.load(open(os.path.join(args.golden, "manifest.json")))
@@ -241,12 +253,9 @@ def main():
     timings = {}
     for guided in (False, True):
         tag = "cfg" if guided else "cond"
-        # float32 tables, as k-diffusion runs a float32 model's schedule: then x, σ and every update are float32, the
-        # precision of the port. (Over float64 tables k-diffusion carries x in float64, and at GLIDE's σ_max ≈ 2·10⁴ a
-        # float32 x_σ alone differs from it by ~1e-3, which Heun's and DPM-2's large first steps amplify.)
-        den = external.DiscreteEpsDDPMDenoiser(
-            EpsModel(guided), th.tensor(alphas_cumprod, dtype=getattr(th, args.dtype)), quantize=False
-        )
+        # float64 σ table and σs (exact scalar arithmetic: σ → t, σ_down, σ_mid, the step coefficients); the
+        # tensors x and D float32 (see --state).
+        den = external.DiscreteEpsDDPMDenoiser(EpsModel(guided), th.tensor(alphas_cumprod), quantize=False)
 
         def clamped(x, sigma, **kw):
             # D(x; σ) clamped to [-1, 1], as guided-diffusion's clip_denoised: with random weights the unclamped
@@ -305,9 +314,10 @@ def main():
             "seed": SEED,
             "cases": cases,
             "prompt": "glide_cfg/in_tokens row 0 (conditional) and its unconditional row, from the shared golden set",
-            "denoiser": f"k_diffusion.external.DiscreteEpsDDPMDenoiser(quantize=False) over {args.dtype} alphas_cumprod",
+            "denoiser": "k_diffusion.external.DiscreteEpsDDPMDenoiser(quantize=False) over float64 alphas_cumprod; samplers' sigmas float32",
             "unipc": "diffusers UniPCMultistepScheduler defaults (bh2, order 2, linspace), trained_betas = GLIDE's",
             "clip_denoised": True,
+            "state": args.state,
             "threads": args.threads,
             "torch": th.__version__,
             "platform": platform.platform(),
@@ -316,18 +326,26 @@ def main():
     }
     json.dump({"meta": meta, "arrays": arrays}, open(os.path.join(out, "manifest.json"), "w"), indent=1)
     if args.compare:
-        # The reference's own spread: this run against another (other threads), relative to the other's max |value|,
-        # written into the other's manifest (meta.kdiffusion.spread) where the verifier takes its tolerances.
-        path = os.path.join(args.compare, "manifest.json")
-        other = json.load(open(path))
-        spread = other["meta"]["kdiffusion"].setdefault("spread", {})
-        for c in cases:
-            a = np.load(os.path.join(out, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
-            b = np.load(os.path.join(args.compare, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
-            spread[c["key"]] = float(np.abs(a - b).max() / np.abs(b).max())
-            print(f"{c['key']:36s} max|Δ|/max|ref| = {spread[c['key']]:.3e}")
-        other["meta"]["kdiffusion"]["spread_from"] = f"threads {args.threads} vs {other['meta']['kdiffusion']['threads']}"
-        json.dump(other, open(path, "w"), indent=1)
+        write_spread(out, args.compare, args.threads)
+
+
+def write_spread(out, compare, threads):
+    """The reference's own spread: the cases of run `out` (possibly interrupted, or a --cases subset) against run
+    `compare` under other thread settings, relative to the latter's max |value|, written into `compare`'s manifest
+    (meta.kdiffusion.spread), where the verifier takes its tolerances."""
+    path = os.path.join(compare, "manifest.json")
+    other = json.load(open(path))
+    spread = other["meta"]["kdiffusion"].setdefault("spread", {})
+    for c in other["meta"]["kdiffusion"]["cases"]:
+        mine = os.path.join(out, "kdiffusion", c["key"] + ".npy")
+        if not os.path.exists(mine):
+            continue
+        a = np.load(mine).astype(np.float64)
+        b = np.load(os.path.join(compare, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
+        spread[c["key"]] = float(np.abs(a - b).max() / np.abs(b).max())
+        print(f"{c['key']:36s} max|Δ|/max|ref| = {spread[c['key']]:.3e}")
+    other["meta"]["kdiffusion"]["spread_from"] = f"torch threads {threads} vs {other['meta']['kdiffusion']['threads']}"
+    json.dump(other, open(path, "w"), indent=1)
 
 
 if __name__ == "__main__":
