@@ -267,10 +267,15 @@ def main():
                     continue
                 if schedule == "default":
                     sigmas = den.get_sigmas(STEPS)
-                elif schedule == "karras":
-                    sigmas = sampling.get_sigmas_karras(STEPS, den.sigma_min.item(), den.sigma_max.item())
                 else:
-                    sigmas = sampling.get_sigmas_exponential(STEPS, den.sigma_min.item(), den.sigma_max.item())
+                    # Built under float64 default dtype (their torch.linspace would be float32): a float32 σ list
+                    # is ~1e-3 absolute off at σ ≈ 10⁴, which the next D = x − σ·ε carries into the samples.
+                    build = sampling.get_sigmas_karras if schedule == "karras" else sampling.get_sigmas_exponential
+                    th.set_default_dtype(th.float64)
+                    try:
+                        sigmas = build(STEPS, den.sigma_min.item(), den.sigma_max.item())
+                    finally:
+                        th.set_default_dtype(th.float32)
                 calls = {"i": 0}
 
                 def noise_sampler(sigma, sigma_next):
