@@ -172,6 +172,12 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--state", choices=["float32", "float64"], default="float32", help="k-diffusion's x and D")
+    ap.add_argument(
+        "--perturb",
+        type=float,
+        default=0.0,
+        help="multiply every ε by 1 + δ·N(0, 1) (a sensitivity run: δ = the port's single-forward accuracy)",
+    )
     ap.add_argument("--spread-only", action="store_true", help="--out is an earlier run: only compare it (--compare)")
     ap.add_argument("--cases", nargs="*", help="only these case keys (a spread run on a subset)")
     ap.add_argument("--compare", help="another output of this script: print the largest relative difference per case")
@@ -237,9 +243,12 @@ def main():
             self.fn = eps_fn(guided)
 
         def forward(self, x, t):
-            # Over float64 σs k-diffusion carries x in float64; the model runs in float32 as everywhere else.
-            return self.fn(x.float(), t)
+            eps = self.fn(x.float(), t)
+            if args.perturb:
+                eps = eps * (1 + args.perturb * th.randn(eps.shape, generator=perturb_gen))
+            return eps
 
+    perturb_gen = th.Generator().manual_seed(SEED + 1)
     gen = th.Generator().manual_seed(SEED)
     x_T = th.randn((1, 3, S, S), generator=gen)
     noise = th.randn((STEPS, 1, 3, S, S), generator=gen)
@@ -299,7 +308,7 @@ def main():
             num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon", thresholding=True, sample_max_value=1.0
         )
         sched.set_timesteps(STEPS)
-        fn = eps_fn(guided)
+        fn = EpsModel(guided)
         x = x_T.clone()
         t0 = time.perf_counter()
         with th.no_grad():
