@@ -1,7 +1,7 @@
 // Golden-reference verification: compares this port against outputs of the official PyTorch code stored as
 // manifest.json + <section>/*.npy. Any problem with the files becomes a failing row naming the file, never a crash,
 // so one bad array does not hide the other sections' results.
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { tf } from "../core/engine.ts";
 import type { Runtime } from "../onnx/choice.ts";
