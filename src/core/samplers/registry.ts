@@ -63,7 +63,7 @@ export function samplerTable(): string {
   );
   return [
     "| sampler | what | space | gradient guidance | NFE per step | η | schedules | reference |",
-    "|---|---|---|---|---|---|---|---|",
+    "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ...rows,
   ].join("\n");
 }
