@@ -20,8 +20,11 @@ import {
   noisedClipModelSchema,
 } from "../train/tasks.ts";
 import { EncoderUNet } from "./encoder-unet.ts";
+import { MODEL_NAME } from "./model-name.ts";
 import { readSafetensors } from "./safetensors.ts";
 import { UNet } from "./unet.ts";
+
+export { MODEL_NAME };
 
 /** Where shipped models live: GUIDANCE_LAB_MODELS, else the repository's models/ folder (read at each call). */
 export function modelsDir(): string {
@@ -73,12 +76,6 @@ export const exportedConfigSchema = z
     initFrom: z.object({ model: z.string(), step: z.number().int().nonnegative() }).optional(),
   })
   .loose();
-
-/**
- * Zoo model names are folder names under the models folder, never paths: no separators, no `..`, nothing hidden.
- * A name like `../x` would otherwise read (and a provenance would record) a folder outside the zoo.
- */
-export const MODEL_NAME = /^[A-Za-z0-9_][A-Za-z0-9._+-]*$/;
 
 export function checkModelName(name: string, what = "model"): void {
   if (!MODEL_NAME.test(name) || name.includes(".."))

@@ -10,8 +10,8 @@ import { z } from "zod";
 import type { Tensor, Tensor1D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { CondFn, DenoisedFn, Prediction, StepInfo } from "../core/types.ts";
+import { MODEL_NAME } from "../models/model-name.ts";
 import type { Perturbation } from "../models/perturb.ts";
-import { MODEL_NAME } from "../models/registry.ts";
 import type {
   BuildContext,
   Conditioning,
