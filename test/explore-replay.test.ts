@@ -6,6 +6,7 @@ import { before, describe, it } from "node:test";
 import { createDiffusion } from "../src/core/diffusion.ts";
 import { backendFromEnv, initEngine, tf } from "../src/core/engine.ts";
 import { seededNoise } from "../src/core/samplers.ts";
+import { bundleExplorer } from "../src/explore/build.ts";
 import { type ForwardRequest, Replay, splitChannels } from "../src/explore/replay.ts";
 import { encodeWorld } from "../src/models/zoo-models.ts";
 import { sampleGuided, seededXT } from "../src/pipelines/sampling.ts";
@@ -114,4 +115,13 @@ describe("explorer replay driver", () => {
       assert.equal(replay.stats.runs, steps * perStep + 1, "one run per forward, plus the one that finishes");
     });
   }
+});
+
+describe("explorer bundle", () => {
+  it("builds for the browser: no Node-only module reaches the page's imports", {
+    timeout: 60_000,
+  }, async () => {
+    const js = await bundleExplorer();
+    assert.ok(js.length > 100_000, `a bundle of ${js.length} bytes`);
+  });
 });
