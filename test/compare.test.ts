@@ -14,7 +14,7 @@ import {
   isNeutral,
   parsePairs,
   parseTargets,
-} from "../src/compare/index.ts";
+} from "../src/report/compare.ts";
 import { runIntervals } from "../src/report/intervals.ts";
 import { readRun } from "../src/report/run-folder.ts";
 import { writeSyntheticRun } from "../src/report/synthetic.ts";

@@ -460,7 +460,7 @@ async function main(): Promise<void> {
             describe: "bootstrap replicates (default: the run config's bootstrap.b)",
           }),
       async (argv) => {
-        const { compareRunFolder, formatCompare } = await import("../compare/index.ts");
+        const { compareRunFolder, formatCompare } = await import("../report/compare.ts");
         const { result, csvPath } = compareRunFolder(argv.dir, {
           ...(argv.pairs ? { pairs: argv.pairs } : {}),
           ...(argv["target-delta"] ? { targets: argv["target-delta"] } : {}),

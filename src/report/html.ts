@@ -5,8 +5,8 @@
 import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { basename, join } from "node:path";
-import { type CompareResult, compareRun, frontierSentence } from "../compare/index.ts";
 import { describeMetricKey } from "../metrics/index.ts";
+import { type CompareResult, compareRun, frontierSentence } from "./compare.ts";
 import { CSV_COLUMNS, csvColumns, metricKeys, resultsRows } from "./csv.ts";
 import {
   type ExplorerPanel,

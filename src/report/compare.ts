@@ -8,10 +8,6 @@ import { join } from "node:path";
 import { stringify } from "csv-stringify/sync";
 import { describeMetricKey } from "../metrics/index.ts";
 import { mcnemarExact } from "../metrics/prompt-accuracy.ts";
-import { neutraliseCsvCell } from "../report/csv.ts";
-import { type RunIntervals, runIntervals } from "../report/intervals.ts";
-import { type CellRecord, paramsKey, type RunData, readRun } from "../report/run-folder.ts";
-import { variantLabels } from "../report/variants.ts";
 import { bootstrapInterval, finiteMean, holm, samplesNeeded, sd, waldP } from "../stats/bootstrap.ts";
 import {
   compareFrontiers,
@@ -21,6 +17,10 @@ import {
 } from "../stats/frontier.ts";
 import { intervalMethod } from "../stats/run-stats.ts";
 import { parseStrategyConfig, strategyDef } from "../strategies/registry.ts";
+import { neutraliseCsvCell } from "./csv.ts";
+import { type RunIntervals, runIntervals } from "./intervals.ts";
+import { type CellRecord, paramsKey, type RunData, readRun } from "./run-folder.ts";
+import { variantLabels } from "./variants.ts";
 
 /** Metrics compared by default, fidelity first. */
 export const COMPARE_KEYS = [
