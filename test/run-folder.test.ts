@@ -24,6 +24,7 @@ import { loadSweepConfig } from "../src/sweep/config.ts";
 import { acquireLock, LOCK_FILE } from "../src/sweep/lock.ts";
 import { mergeRuns } from "../src/sweep/merge.ts";
 import { runSweep, runSweepResumingOrSettingAside } from "../src/sweep/runner.ts";
+import { configWriter, csvWithoutTiming } from "./helpers/run-folder.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const ROOT = resolve(import.meta.dirname, "..");
@@ -42,25 +43,7 @@ batchSize: 1
 metrics: [pixel_diversity, prompt_accuracy, cost]
 `;
 
-function writeConfig(name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
-}
-
-/** results.csv without the wall-clock column, which legitimately differs between runs. */
-function csvWithoutTiming(runDir: string): string {
-  const rows = readFileSync(join(runDir, "results.csv"), "utf8").trim().split("\n");
-  const drop = rows[0]!.split(",").indexOf("seconds_per_image");
-  return rows
-    .map((r) =>
-      r
-        .split(",")
-        .filter((_, i) => i !== drop)
-        .join(","),
-    )
-    .join("\n");
-}
+const writeConfig = configWriter(dir);
 
 const records = (out: string) =>
   existsSync(join(out, "cells"))

@@ -17,6 +17,7 @@ import { loadSweepConfig, SCHEMA_PATH, sweepJsonSchemaText } from "../src/sweep/
 import { mergeRuns } from "../src/sweep/merge.ts";
 import { parseShard, planCells, shardCells } from "../src/sweep/plan.ts";
 import { runSweep } from "../src/sweep/runner.ts";
+import { configWriter, csvWithoutTiming } from "./helpers/run-folder.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-sweep-"));
@@ -34,27 +35,7 @@ seed: 7
 metrics: [pixel_diversity, prompt_accuracy, cost]
 `;
 
-function writeConfig(name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
-}
-
-/** results.csv without the wall-clock column, which legitimately differs between runs. */
-function csvWithoutTiming(runDir: string): string {
-  const rows = readFileSync(join(runDir, "results.csv"), "utf8").trim().split("\n");
-  const header = rows[0]!.split(",");
-  const drop = header.indexOf("seconds_per_image");
-  assert.ok(drop >= 0, "results.csv has a seconds_per_image column");
-  return rows
-    .map((r) =>
-      r
-        .split(",")
-        .filter((_, i) => i !== drop)
-        .join(","),
-    )
-    .join("\n");
-}
+const writeConfig = configWriter(dir);
 
 before(async () => {
   await initEngine("wasm", { quiet: true });
