@@ -66,14 +66,20 @@ describe("compare", () => {
     );
   });
 
-  it("a cell against itself: Δ 0, interval [0, 0], p 1", () => {
+  it("a cell against itself: Δ 0, p 1; bootstrap intervals [0, 0], accuracy's paired score interval has width", () => {
     const id = run.cells[0]!.record.cellId;
     const r = compareRun(run, { stats, pairs: [{ a: id, b: id, why: "self" }] })!;
+    assert.ok(r.rows.some((x) => x.metric === "accuracy"));
     for (const row of r.rows) {
       assert.equal(row.delta, 0);
-      assert.deepEqual([row.lo, row.hi], [0, 0], `${row.metric}: degenerate interval`);
       assert.equal(row.p, 1, `${row.metric}: p = 1`);
       assert.equal(row.resolved, false);
+      if (row.metric === "accuracy") {
+        // No discordant pair: the bootstrap's differences are all 0, Newcombe's interval is not degenerate.
+        assert.ok(row.lo < 0 && row.hi > 0, `accuracy: [${row.lo}, ${row.hi}] straddles 0 with width`);
+        assert.ok(Math.abs(row.lo + row.hi) < 1e-12, "symmetric when the two cells agree everywhere");
+        assert.equal(row.test, "mcnemar");
+      } else assert.deepEqual([row.lo, row.hi], [0, 0], `${row.metric}: degenerate interval`);
     }
   });
 

@@ -13,7 +13,7 @@ import { matrix, symmetricEigen } from "../src/metrics/linalg.ts";
 import type { CellObservations } from "../src/metrics/observations.ts";
 import { flatten } from "../src/metrics/observations.ts";
 import { precisionRecall } from "../src/metrics/precision-recall.ts";
-import { wilsonInterval } from "../src/metrics/prompt-accuracy.ts";
+import { mcnemarExact, wilsonInterval } from "../src/metrics/prompt-accuracy.ts";
 import {
   basicInterval,
   bootstrapP,
@@ -35,6 +35,7 @@ import {
   selfKernel,
   uTerm,
 } from "../src/stats/estimators.ts";
+import { newcombePairedInterval, pairedTable } from "../src/stats/paired-proportion.ts";
 import { runStats } from "../src/stats/run-stats.ts";
 
 const close = (got: number, want: number, tol: number, what: string) =>
@@ -205,6 +206,48 @@ describe("stats: estimators at unit weights are the metrics", () => {
   });
 });
 
+describe("stats: paired proportions", () => {
+  it("Newcombe's paired interval matches the published example and is not degenerate without discordant pairs", () => {
+    // Cavo et al. 2012 in Fagerland, Lydersen & Laake (2017), ch. 8 (the R package contingencytables prints
+    // "estimate = -0.0621 (95% CI -0.1186 to -0.0046)").
+    const iv = newcombePairedInterval({ both: 59, onlyA: 6, onlyB: 16, neither: 80 });
+    close(iv.lo, -0.1186, 5e-5, "lower");
+    close(iv.hi, -0.0046, 5e-5, "upper");
+    const same = newcombePairedInterval({ both: 800, onlyA: 0, onlyB: 0, neither: 40 });
+    assert.ok(same.lo < -0.004 && same.hi > 0.004, `no discordant pair: [${same.lo}, ${same.hi}]`);
+    const all = newcombePairedInterval({ both: 840, onlyA: 0, onlyB: 0, neither: 0 });
+    assert.ok(all.lo < 0 && all.hi > 0 && all.hi <= 1, "all right in both: still an interval around 0");
+    assert.deepEqual(pairedTable([true, true, false, false], [true, false, true, false]), {
+      both: 1,
+      onlyA: 1,
+      onlyB: 1,
+      neither: 1,
+    });
+    assert.throws(() => pairedTable([true], []), /equal lengths/);
+    assert.throws(() => newcombePairedInterval({ both: 0, onlyA: 0, onlyB: 0, neither: 0 }), /empty table/);
+  });
+
+  it("agrees with the exact McNemar test except at the boundary, where the exact test is the stricter", () => {
+    let disagree = 0;
+    let total = 0;
+    for (const n of [60, 200, 840])
+      for (const both of [Math.floor(n / 2), Math.floor(0.85 * n)])
+        for (let b = 0; b <= 40; b++)
+          for (let c = 0; c <= 40; c++) {
+            const neither = n - both - b - c;
+            if (neither < 0) continue;
+            total++;
+            const iv = newcombePairedInterval({ both, onlyA: b, onlyB: c, neither });
+            const excludes = iv.lo > 0 || iv.hi < 0;
+            const p = mcnemarExact(b, c);
+            if (p < 0.05) assert.ok(excludes, `McNemar p ${p} < 0.05 but [${iv.lo}, ${iv.hi}] (${b}, ${c})`);
+            if (excludes) assert.ok(p < 0.1, `interval excludes 0 but McNemar p ${p} (${b}, ${c} of ${n})`);
+            if (excludes !== p < 0.05) disagree++;
+          }
+    assert.ok(disagree / total < 0.05, `${disagree} of ${total} tables disagree`);
+  });
+});
+
 describe("stats: paired bootstrap", () => {
   it("uses the same draws for every cell; identical cells differ by exactly 0 with p = 1", () => {
     const rng = new Rng(9);
@@ -313,6 +356,42 @@ describe("stats: calibration on synthetic data with a known truth (200 repeats)"
       if (lo <= 0.8 && 0.8 <= hi) hits++;
     }
     inBand(coverage(hits), "accuracy", t);
+  });
+
+  /** Paired verdicts of two cells on the same n samples with cell probabilities P(both), P(only A), P(only B). */
+  const pairedVerdicts = (rng: Rng, n: number, pBoth: number, pA: number, pB: number) => {
+    const a: boolean[] = [];
+    const b: boolean[] = [];
+    for (let i = 0; i < n; i++) {
+      const u = rng.next();
+      a.push(u < pBoth + pA);
+      b.push(u < pBoth || (u >= pBoth + pA && u < pBoth + pA + pB));
+    }
+    return pairedTable(a, b);
+  };
+
+  it("paired accuracy difference (Newcombe)", (t) => {
+    const rng = new Rng(16);
+    let hits = 0;
+    for (let r = 0; r < REPEATS; r++) {
+      const iv = newcombePairedInterval(pairedVerdicts(rng, 60, 0.7, 0.1, 0.04));
+      if (iv.lo <= 0.06 && 0.06 <= iv.hi) hits++;
+    }
+    inBand(coverage(hits), "paired accuracy difference (Newcombe)", t);
+  });
+
+  it("paired accuracy difference with rare discordance: never degenerate, conservative", (t) => {
+    // Δ = 0 with ~1 discordant pair in 300: most tables have none, where the bootstrap's interval is [0, 0].
+    // Newcombe (1998) reports method 10 conservative in this corner; coverage above 98% is expected here.
+    const rng = new Rng(17);
+    let hits = 0;
+    for (let r = 0; r < REPEATS; r++) {
+      const iv = newcombePairedInterval(pairedVerdicts(rng, 300, 0.95, 0.002, 0.002));
+      assert.ok(iv.hi - iv.lo > 0.005, `an interval with width: [${iv.lo}, ${iv.hi}]`);
+      if (iv.lo <= 0 && 0 <= iv.hi) hits++;
+    }
+    t.diagnostic(`rare discordance: covered 0 in ${(100 * coverage(hits)).toFixed(1)}% of ${REPEATS}`);
+    assert.ok(coverage(hits) >= 0.9, `coverage ${coverage(hits)}`);
   });
 
   // Two Gaussians in d = 2: N(δ·1, I) against N(0, s² I). FD's truth is δ² · d + d (1 − s)²; KID's is exact too

@@ -1,8 +1,9 @@
 // `guidance-lab compare RUN`: paired differences between cells of one run, and strategies compared at matched
 // diversity, from the run folder alone. Cells of a run share x_T and step noise per sample, and their bootstrap
-// replicates share the prompt draws, so every Δ here is paired: its interval is the percentile interval of the
-// replicate differences, its p-value the bootstrap's (exact McNemar for accuracy, on the per-sample verdicts), and
-// the p-values of all rows are Holm-adjusted together.
+// replicates share the prompt draws, so every Δ here is paired: its interval is the percentile (basic for FD and
+// IS) interval of the replicate differences and its p-value the bootstrap-SE Wald test; for accuracy, on the
+// per-sample verdicts, Newcombe's paired score interval and the exact McNemar test. The p-values of all rows are
+// Holm-adjusted together.
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "csv-stringify/sync";
@@ -15,6 +16,7 @@ import {
   type FrontierCurve,
   type LevelResult,
 } from "../stats/frontier.ts";
+import { newcombePairedInterval, pairedTable } from "../stats/paired-proportion.ts";
 import { intervalMethod } from "../stats/run-stats.ts";
 import { parseStrategyConfig, strategyDef } from "../strategies/registry.ts";
 import { neutraliseCsvCell } from "./csv.ts";
@@ -212,19 +214,16 @@ export function compareRun(
       const va = a.stats[metric]!.value;
       const vb = b.stats[metric]!.value;
       const method = intervalMethod(metric);
-      const iv = bootstrapInterval(d, va - vb, method);
+      let iv = bootstrapInterval(d, va - vb, method);
       // For FD and IS the bootstrap's bias estimate is removed from Δ before testing, as the basic interval does.
       const centred = method === "basic" ? 2 * (va - vb) - finiteMean(d) : va - vb;
       let p = waldP(centred, d);
       let test: CompareRow["test"] = "bootstrap";
       if (metric === "accuracy" && a.correct && b.correct && a.correct.length === b.correct.length) {
-        let gained = 0;
-        let lost = 0;
-        a.correct.forEach((c, i) => {
-          if (c && !b.correct![i]) gained++;
-          if (!c && b.correct![i]) lost++;
-        });
-        p = mcnemarExact(gained, lost);
+        // The bootstrap's differences are all 0 when no pair is discordant ([0, 0]); the score interval is not.
+        const t = pairedTable(a.correct, b.correct);
+        iv = newcombePairedInterval(t);
+        p = mcnemarExact(t.onlyA, t.onlyB);
         test = "mcnemar";
       }
       const sdDelta = sd(d);
@@ -351,7 +350,7 @@ const f = (v: number | undefined) => {
 export function formatCompare(r: CompareResult): string {
   const lines: string[] = [];
   lines.push(
-    `Paired differences (a − b), 95% CI from ${r.stats.b} prompt-bootstrap replicates over ${r.stats.groups.length} prompts; p: exact McNemar (accuracy) or bootstrap-SE Wald, Holm-adjusted over ${r.rows.length} tests; resolved = CI excludes 0 and Holm p < 0.05`,
+    `Paired differences (a − b), 95% CI from ${r.stats.b} prompt-bootstrap replicates over ${r.stats.groups.length} prompts; accuracy: Newcombe's paired score interval and exact McNemar p; p otherwise: bootstrap-SE Wald, Holm-adjusted over ${r.rows.length} tests; resolved = CI excludes 0 and Holm p < 0.05`,
   );
   let last = "";
   for (const row of r.rows) {

@@ -562,7 +562,7 @@ function howSureHtml(stats: RunIntervals | undefined, compare: CompareResult | u
     )
     .join("");
   return `<ul class="sure">
-<li><b>Samples per cell</b>: ${nText}, over ${stats.groups.length} prompts. Intervals are 95%: Wilson for accuracies; otherwise the percentile interval of ${stats.b} paired prompt-bootstrap replicates (seed ${stats.seed}), the same prompt draws in every cell. With few prompts the bootstrap runs somewhat narrow.</li>
+<li><b>Samples per cell</b>: ${nText}, over ${stats.groups.length} prompts. Intervals are 95%: Wilson for accuracies (Newcombe's paired score interval for their differences); otherwise the percentile interval of ${stats.b} paired prompt-bootstrap replicates (seed ${stats.seed}), the same prompt draws in every cell. With few prompts the bootstrap runs somewhat narrow.</li>
 ${floor}
 <li><b>Resolved differences</b> among the ${rows.length} default comparisons (interval excludes 0 and Holm-adjusted p &lt; 0.05): ${resolved.length}${resolved.length ? `<ul>${list}</ul>` : "; every other difference on this page is unresolved."}</li>
 </ul>`;
@@ -628,7 +628,7 @@ ${sectionCharts(view.tradeoffs, "big", view.notes.tradeoffs)}</section>
 <section id="how-sure"><h2>How sure</h2>
 ${howSureHtml(stats, compare)}</section>
 <section id="compare"><h2>Paired comparisons</h2>
-<p class="lead">Each strategy's best cell against the other strategies' best and against the conditional model (<code>guidance-lab compare</code> writes the same as compare.csv, and takes other pairs). Δ's interval is paired (same x_T per sample, same prompt draws per replicate); p is exact McNemar for accuracy, else the bootstrap's; Holm-adjusted over all rows.</p>
+<p class="lead">Each strategy's best cell against the other strategies' best and against the conditional model (<code>guidance-lab compare</code> writes the same as compare.csv, and takes other pairs). Δ's interval is paired (same x_T per sample, same prompt draws per replicate); for accuracy, Δ's interval is Newcombe's paired score interval and p the exact McNemar test on the per-sample verdicts; otherwise p is the bootstrap's; Holm-adjusted over all rows.</p>
 ${compareTableHtml(compare)}</section>
 <section id="vs-scale"><h2>Metrics against guidance scale</h2>
 ${sectionCharts(view.vsScale, "small", view.notes.vsScale)}</section>
