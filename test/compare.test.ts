@@ -2,7 +2,7 @@
 // compare.csv, and matched-diversity frontiers, on the synthetic run (whose observations are made up but whose
 // metrics are computed from them as a sweep's are).
 import assert from "node:assert/strict";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
@@ -15,7 +15,9 @@ import {
   parsePairs,
   parseTargets,
 } from "../src/report/compare.ts";
+import { GUIDE_GAIN_COLUMNS, guideGains } from "../src/report/guide-gain.ts";
 import { runIntervals } from "../src/report/intervals.ts";
+import { readCellObservations } from "../src/report/observations.ts";
 import { readRun } from "../src/report/run-folder.ts";
 import { writeSyntheticRun } from "../src/report/synthetic.ts";
 import { compareFrontiers, interpolateAt } from "../src/stats/frontier.ts";
@@ -158,5 +160,115 @@ describe("frontier interpolation", () => {
     const noisy = compareFrontiers([curve("a", 0.5, 0.5), curve("b", 0.45, 0.01)], "recall", "accuracy")!;
     assert.equal(noisy.dominant, undefined, "a lead inside the noise is not dominance");
     assert.ok(noisy.levels.every((l) => l.best === "a" && !l.resolved));
+  });
+});
+
+describe("guide gains (the adversarial gap)", () => {
+  const dir = mkdtempSync(join(tmpdir(), "gl-guide-gain-"));
+  after(() => rmSync(dir, { recursive: true, force: true }));
+  writeSyntheticRun(dir);
+  const run = readRun(dir);
+  const stats = runIntervals(run)!;
+  const mean = (v: number[]) => v.reduce((a, b) => a + b, 0) / v.length;
+  const obsOf = (id: string) => readCellObservations(join(dir, "cells", id))!;
+
+  it("pairs each guided cell with the unguided one: Δ own score, Δ accuracy, Δ eval CLIP and their gap", () => {
+    const g = guideGains(run, stats)!;
+    const clipCells = run.cells.filter((c) => c.record.strategy === "clip" && c.record.scale > 0);
+    assert.deepEqual(
+      g.rows.map((r) => r.cell),
+      clipCells.map((c) => c.record.cellId),
+      "one row per guided, non-neutral cell",
+    );
+    const ref = run.cells.find((c) => c.record.strategy === "clip" && c.record.scale === 0)!.record.cellId;
+    for (const row of g.rows) {
+      assert.equal(row.reference, ref, "the neutral cell of the same steps and sampler");
+      assert.equal(row.guide, "noised-clip", "the run's default CLIP guide");
+      const a = obsOf(row.cell);
+      const b = obsOf(ref);
+      const own = mean(a.guideScores!["noised-clip"]!) - mean(b.guideScores!["noised-clip"]!);
+      const clip = mean(a.clipScore!) - mean(b.clipScore!);
+      assert.ok(Math.abs(row.guideScore.delta - own) < 1e-9, "Δ own score from the observations");
+      assert.ok(Math.abs(row.gap!.delta - (own - clip)) < 1e-9, "gap = Δ own − Δ eval CLIP");
+      const acc = mean(a.correct!.map(Number)) - mean(b.correct!.map(Number));
+      assert.ok(Math.abs(row.accuracy!.delta - acc) < 1e-12, "Δ accuracy");
+      for (const x of [row.guideScore, row.accuracy!, row.clipScore!, row.gap!]) {
+        assert.ok(x.lo <= x.delta && x.delta <= x.hi, `interval around Δ: ${x.lo} ≤ ${x.delta} ≤ ${x.hi}`);
+        assert.equal(x.resolved, (x.lo > 0 || x.hi < 0) && x.pHolm < 0.05);
+      }
+      const want =
+        !row.guideScore.resolved || row.guideScore.delta <= 0
+          ? "unresolved"
+          : row.accuracy!.resolved
+            ? row.accuracy!.delta > 0
+              ? "confirmed"
+              : "adversarial"
+            : "unconfirmed";
+      assert.equal(row.verdict, want);
+    }
+    assert.ok(
+      g.rows.some((r) => r.guideScore.resolved),
+      "the synthetic guide's large gains are resolved",
+    );
+    assert.equal(g.peaks.length, 1, "one peak per curve");
+  });
+
+  it("reads guide scores that older runs kept in record.json, and writes guide-gain.csv where asked", () => {
+    const legacy = mkdtempSync(join(tmpdir(), "gl-guide-gain-legacy-"));
+    after(() => rmSync(legacy, { recursive: true, force: true }));
+    cpSync(dir, legacy, { recursive: true });
+    for (const id of readdirSync(join(legacy, "cells"))) {
+      const obsPath = join(legacy, "cells", id, "observations.json");
+      let obs: Record<string, unknown>;
+      try {
+        obs = JSON.parse(readFileSync(obsPath, "utf8"));
+      } catch {
+        continue; // the unfinished cell
+      }
+      const recPath = join(legacy, "cells", id, "record.json");
+      const rec = JSON.parse(readFileSync(recPath, "utf8"));
+      rec.guideScores = obs.guideScores;
+      delete obs.guideScores;
+      writeFileSync(obsPath, JSON.stringify(obs));
+      writeFileSync(recPath, JSON.stringify(rec));
+    }
+    const old = readRun(legacy);
+    const a = guideGains(run, stats)!;
+    const b = guideGains(old, runIntervals(old)!)!;
+    assert.deepEqual(
+      b.rows.map((r) => [r.cell, r.guideScore.delta, r.guideScore.lo, r.verdict]),
+      a.rows.map((r) => [r.cell, r.guideScore.delta, r.guideScore.lo, r.verdict]),
+    );
+    const out = join(dir, "elsewhere");
+    const { guideCsvPath, csvPath } = compareRunFolder(legacy, { out });
+    assert.ok(
+      csvPath.startsWith(out) && guideCsvPath!.startsWith(out),
+      "outputs where asked, not in the run",
+    );
+    const lines = readFileSync(guideCsvPath!, "utf8").trim().split("\n");
+    assert.equal(lines[0], GUIDE_GAIN_COLUMNS.join(","));
+    assert.equal(lines.length, a.rows.length + 1);
+    assert.match(
+      formatCompare(compareRun(old)!),
+      /Guide strength: .*\n.*guide score .*→ (confirmed|unconfirmed)/,
+    );
+  });
+
+  it("keeps a classifier guide's missing scores (NaN) as null in observations.json and out of the mean", () => {
+    const id = run.cells[0]!.record.cellId;
+    const cellDir = join(dir, "cells", id);
+    const obsPath = join(cellDir, "observations.json");
+    const raw = JSON.parse(readFileSync(obsPath, "utf8"));
+    const n = raw.promptId.length;
+    raw.guideScores.classifier = Array.from({ length: n }, (_, i) => (i % 2 ? null : -1));
+    writeFileSync(obsPath, JSON.stringify(raw));
+    const obs = obsOf(id);
+    assert.ok(Number.isNaN(obs.guideScores!.classifier![1]!), "null reads as NaN");
+    const st = runIntervals(readRun(dir))!.byId.get(id)!.stats["guide_score:classifier"]!;
+    assert.equal(st.value, -1);
+    assert.equal(st.n, Math.ceil(n / 2), "NaN samples left out");
+    raw.guideScores.classifier = [1];
+    writeFileSync(obsPath, JSON.stringify(raw));
+    assert.throws(() => obsOf(id), /guideScores\.classifier has 1 entries for \d+ samples/);
   });
 });

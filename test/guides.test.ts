@@ -270,9 +270,15 @@ describe("the zoo's guides and sample --guide-model", () => {
     assert.equal(r.finished.length, 3, "none + one cell per guide");
     const env = JSON.parse(readFileSync(join(out, "env.json"), "utf8"));
     assert.deepEqual(env.guideModels, ["noised-clip", "noised-clip-b"], "named guides in the provenance");
-    const records = r.finished.map((id) =>
-      JSON.parse(readFileSync(join(out, "cells", id, "record.json"), "utf8")),
-    );
+    // Guide scores are per-sample observations (observations.json), beside the oracle's verdicts.
+    const records = r.finished.map((id) => ({
+      cellId: id,
+      ...(JSON.parse(readFileSync(join(out, "cells", id, "observations.json"), "utf8")) as object),
+    })) as { cellId: string; guideScores: Record<string, number[]> }[];
+    for (const id of r.finished) {
+      const rec = JSON.parse(readFileSync(join(out, "cells", id, "record.json"), "utf8"));
+      assert.equal(rec.guideScores, undefined, "not duplicated in record.json");
+    }
     for (const rec of records) {
       assert.deepEqual(Object.keys(rec.guideScores).sort(), ["noised-clip", "noised-clip-b"], rec.cellId);
       for (const v of Object.values(rec.guideScores) as number[][]) {
@@ -284,7 +290,7 @@ describe("the zoo's guides and sample --guide-model", () => {
       }
     }
     // The same weights under two names score alike; the recorded value is 100·cos with that guide's towers.
-    assert.deepEqual(records[0].guideScores["noised-clip"], records[0].guideScores["noised-clip-b"]);
+    assert.deepEqual(records[0]!.guideScores["noised-clip"], records[0]!.guideScores["noised-clip-b"]);
     const zoo = loadZoo({}, models);
     try {
       const img = new Float32Array(16 * 16 * 3).fill(0.5);

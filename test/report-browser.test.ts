@@ -106,6 +106,19 @@ describe("report in a browser", () => {
         (await page.locator("table.compare tbody tr").count()) > 0,
         "the paired comparison table rendered",
       );
+      // Guide strength (the synthetic run records its CLIP guide's own score per sample).
+      assert.ok(
+        (await page.locator("#guide-strength .js-plotly-plot").count()) >= 2,
+        "guide-score gain vs oracle gain and the adversarial gap drawn",
+      );
+      for (const id of ["guide-gain-clip", "guide-gap"]) {
+        const bars = await page.locator(`#${id} .errorbars .errorbar path`).count();
+        assert.ok(bars > 0, `${id}: 95% error bars drawn (got ${bars})`);
+      }
+      assert.ok(
+        (await page.locator("#guide-strength table.guides tbody tr").count()) > 0,
+        "the guide-gain table rendered",
+      );
       const sure = (await page.locator("#how-sure").textContent()) ?? "";
       assert.match(sure, /Noise floor/, "the how-sure panel states the noise floor");
       // Titles stay clear of Plotly's toolbar: the toolbar is vertical at the right, titles start at the left.

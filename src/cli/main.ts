@@ -458,15 +458,22 @@ async function main(): Promise<void> {
           .option("b", {
             type: "number",
             describe: "bootstrap replicates (default: the run config's bootstrap.b)",
+          })
+          .option("out", {
+            type: "string",
+            describe: "folder for compare.csv and guide-gain.csv (default: the run folder)",
           }),
       async (argv) => {
         const { compareRunFolder, formatCompare } = await import("../report/compare.ts");
-        const { result, csvPath } = compareRunFolder(argv.dir, {
+        const { result, csvPath, guideCsvPath } = compareRunFolder(argv.dir, {
           ...(argv.pairs ? { pairs: argv.pairs } : {}),
           ...(argv["target-delta"] ? { targets: argv["target-delta"] } : {}),
           ...(argv.b !== undefined ? { b: argv.b } : {}),
+          ...(argv.out ? { out: argv.out } : {}),
         });
-        process.stdout.write(`${formatCompare(result)}${csvPath}\n`);
+        process.stdout.write(
+          `${formatCompare(result)}${csvPath}\n${guideCsvPath ? `${guideCsvPath}\n` : ""}`,
+        );
       },
     )
     .command(

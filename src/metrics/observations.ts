@@ -30,6 +30,12 @@ export interface CellObservations {
   correct?: boolean[];
   /** Attributes each sample failed (oracle). */
   failed?: string[][];
+  /**
+   * Each gradient guide's own score per sample, by guide name (100·cos with the guide's towers for CLIPs,
+   * log p(y | x, t = 0) for classifiers; NaN where a prompt has no class): what guidance raises, paired with the
+   * oracle's verdicts to measure when it stops helping them (src/sweep/guides.ts writes them).
+   */
+  guideScores?: Record<string, number[]>;
   /** Per prompt id with ≥ 2 samples: within-prompt diversity (a group statistic, resampled as a whole). */
   diversityClip?: Record<string, number>;
   diversityPixel?: Record<string, number>;

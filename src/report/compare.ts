@@ -4,7 +4,7 @@
 // IS) interval of the replicate differences and its p-value the bootstrap-SE Wald test; for accuracy, on the
 // per-sample verdicts, Newcombe's paired score interval and the exact McNemar test. The p-values of all rows are
 // Holm-adjusted together.
-import { writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { stringify } from "csv-stringify/sync";
 import { describeMetricKey } from "../metrics/index.ts";
@@ -18,9 +18,16 @@ import {
 } from "../stats/frontier.ts";
 import { newcombePairedInterval, pairedTable } from "../stats/paired-proportion.ts";
 import { intervalMethod } from "../stats/run-stats.ts";
-import { parseStrategyConfig, strategyDef } from "../strategies/registry.ts";
 import { neutraliseCsvCell } from "./csv.ts";
+import {
+  formatGuideGains,
+  GUIDE_GAIN_COLUMNS,
+  type GuideGains,
+  guideGainRows,
+  guideGains,
+} from "./guide-gain.ts";
 import { type RunIntervals, runIntervals } from "./intervals.ts";
+import { isNeutral } from "./neutral.ts";
 import { type CellRecord, paramsKey, type RunData, readRun } from "./run-folder.ts";
 import { variantLabels } from "./variants.ts";
 
@@ -43,6 +50,8 @@ const FIDELITY = ["accuracy", "clip_score", "precision"] as const;
 /** Diversity axes and fidelity axes of the matched-diversity frontiers. */
 export const FRONTIER_X = ["recall", "diversity_clip"] as const;
 export const FRONTIER_Y = ["accuracy", "clip_score", "precision"] as const;
+
+export { isNeutral } from "./neutral.ts";
 
 export interface Pair {
   a: string;
@@ -82,28 +91,8 @@ export interface CompareResult {
   stats: RunIntervals;
   /** Curves' names and cells, for the page's frontier chart. */
   curves: { name: string; cells: string[] }[];
-}
-
-/**
- * Whether guidance is off in a cell, as its strategy's registry entry defines it (`neutral`: the config at which it
- * reproduces the conditional model or its base strategy alone; cfg++'s neutral point is the unconditional model,
- * which is not the comparison wanted here). Kinds the registry does not know fall back to cfg-like s = 1 and
- * added guides s = 0.
- */
-export function isNeutral(r: CellRecord): boolean {
-  if (r.strategy === "none") return true;
-  try {
-    const config = parseStrategyConfig({ ...r.strategyParams, kind: r.strategy, scale: r.scale }) as Record<
-      string,
-      unknown
-    >;
-    const n = strategyDef(r.strategy).neutral(config as { kind: string });
-    if (n.equals === "unconditional") return false;
-    const target = n.config as Record<string, unknown>;
-    return Object.keys(target).every((k) => JSON.stringify(target[k]) === JSON.stringify(config[k]));
-  } catch {
-    return r.strategy.startsWith("cfg") || r.strategy === "apg" ? r.scale === 1 : r.scale === 0;
-  }
+  /** Gradient-guided cells against the unguided one: the guide's own gain beside the oracle's (guide-gain.ts). */
+  guides?: GuideGains;
 }
 
 const variantKey = (r: CellRecord) => `${r.strategy}|${paramsKey(r)}|${r.steps}|${r.sampler}`;
@@ -278,11 +267,13 @@ export function compareRun(
       if (f) frontiers.push(f);
     }
   }
+  const guides = guideGains(run, stats);
   return {
     rows,
     frontiers,
     stats,
     curves: curves.map((c) => ({ name: c.name, cells: c.records.map((r) => r.cellId) })),
+    ...(guides ? { guides } : {}),
   };
 }
 
@@ -372,6 +363,7 @@ export function formatCompare(r: CompareResult): string {
     );
   }
   for (const fr of r.frontiers) lines.push(`\n${frontierSentence(fr)}`);
+  if (r.guides) lines.push(`\n${formatGuideGains(r.guides).trimEnd()}`);
   return `${lines.join("\n")}\n`;
 }
 
@@ -398,18 +390,31 @@ export function frontierSentence(fr: FrontierComparison): string {
   return `${fr.yKey} at equal ${fr.xKey} (${span}): ${who}; ${verdict}.${fr.dominant ? ` ${fr.dominant} dominates this range.` : ""}`;
 }
 
-/** Compare a run folder: writes compare.csv into it and returns the result. */
+/**
+ * Compare a run folder: writes compare.csv (and guide-gain.csv when cells carry guide scores) into `out` (default:
+ * the run folder) and returns the result.
+ */
 export function compareRunFolder(
   dir: string,
-  opts: { pairs?: string[]; targets?: string[]; b?: number } = {},
-): { result: CompareResult; csvPath: string } {
+  opts: { pairs?: string[]; targets?: string[]; b?: number; out?: string } = {},
+): { result: CompareResult; csvPath: string; guideCsvPath?: string } {
   const run = readRun(dir);
   const targets = parseTargets(opts.targets ?? []);
   const pairs = opts.pairs?.length ? parsePairs(opts.pairs, run) : undefined;
   const result = compareRun(run, { ...(pairs ? { pairs } : {}), targets, ...(opts.b ? { b: opts.b } : {}) });
   if (!result)
     throw new Error(`compare: no cell of ${dir} has observations (runs before this version have none)`);
-  const csvPath = join(dir, "compare.csv");
+  const out = opts.out ?? dir;
+  mkdirSync(out, { recursive: true });
+  const csvPath = join(out, "compare.csv");
   writeFileSync(csvPath, compareCsv(result.rows));
-  return { result, csvPath };
+  if (!result.guides) return { result, csvPath };
+  const guideCsvPath = join(out, "guide-gain.csv");
+  writeFileSync(
+    guideCsvPath,
+    stringify(
+      [[...GUIDE_GAIN_COLUMNS], ...guideGainRows(result.guides)].map((row) => row.map(neutraliseCsvCell)),
+    ),
+  );
+  return { result, csvPath, guideCsvPath };
 }

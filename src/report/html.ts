@@ -14,6 +14,7 @@ import {
   explorerQuery,
   writeExplorerPanel,
 } from "./explorer-panel.ts";
+import { type Gain, type GuideGainRow, type GuideGains, gainText } from "./guide-gain.ts";
 import type { RunIntervals } from "./intervals.ts";
 import type { CellRecord, RunCell, RunData } from "./run-folder.ts";
 import { variantLabels } from "./variants.ts";
@@ -55,6 +56,8 @@ export interface ReportView {
   frontiers: ChartSpec[];
   vsScale: ChartSpec[];
   vsSteps: ChartSpec[];
+  /** Guide-score gain against oracle gain, and the adversarial gap, per guide (src/report/guide-gain.ts). */
+  guides: ChartSpec[];
   /** Why a section or chart is absent (missing metrics, a single step count, ...). */
   notes: { tradeoffs: string[]; vsScale: string[]; vsSteps: string[]; frontiers: string[] };
 }
@@ -360,7 +363,101 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
       metricChart(vsSteps, `steps-${i}`, "sampling steps", key, traces);
     }
   });
-  return { title: `Guidance sweep: ${basename(run.dir)}`, tradeoffs, frontiers, vsScale, vsSteps, notes };
+  const guides = compare?.guides ? guideCharts(compare.guides, records, g) : [];
+  return {
+    title: `Guidance sweep: ${basename(run.dir)}`,
+    tradeoffs,
+    frontiers,
+    vsScale,
+    vsSteps,
+    guides,
+    notes,
+  };
+}
+
+/**
+ * Guide strength (issue 19): per unit of guide score (CLIP guides: 100·cos; classifiers: log p), the guide's own
+ * gain against the oracle's, one curve per guide from the unguided model (0, 0) out by scale; and the adversarial
+ * gap of CLIP guides (own gain − evaluation-CLIP gain) against scale.
+ */
+function guideCharts(gains: GuideGains, records: readonly CellRecord[], g: Grouping): ChartSpec[] {
+  const colour = (cell: string) => {
+    const r = records.find((x) => x.cellId === cell);
+    return r ? g.colourOf(g.variant.get(r)!) : COLOURS[0]!;
+  };
+  const byCurve = new Map<string, GuideGainRow[]>();
+  for (const r of gains.rows) byCurve.set(r.curve, [...(byCurve.get(r.curve) ?? []), r]);
+  const useAccuracy = gains.rows.some((r) => r.accuracy);
+  const oracle = (r: GuideGainRow) => (useAccuracy ? r.accuracy : r.clipScore);
+  const charts: ChartSpec[] = [];
+  const iv = (x: Gain | undefined, k: "lo" | "hi" | "delta") => nullIfNaN(x?.[k]);
+  for (const [id, title, unit, kinds] of [
+    ["guide-gain-clip", "CLIP guides: own-score gain vs oracle gain", "100·cos", ["clip", "clean-clip"]],
+    [
+      "guide-gain-classifier",
+      "Classifier guides: own-score gain vs oracle gain",
+      "log p(y | x)",
+      ["classifier"],
+    ],
+  ] as const) {
+    const traces: ChartTrace[] = [];
+    for (const [curve, rows] of byCurve) {
+      if (!(kinds as readonly string[]).includes(rows[0]!.kind)) continue;
+      const rs = rows.filter((r) => oracle(r)).sort((a, b) => a.scale - b.scale);
+      if (rs.length === 0) continue;
+      // The unguided model is the origin of every curve: each point is a gain over it.
+      traces.push({
+        name: curve,
+        x: [0, ...rs.map((r) => iv(oracle(r), "delta"))],
+        y: [0, ...rs.map((r) => iv(r.guideScore, "delta"))],
+        xLo: [null, ...rs.map((r) => iv(oracle(r), "lo"))],
+        xHi: [null, ...rs.map((r) => iv(oracle(r), "hi"))],
+        yLo: [null, ...rs.map((r) => iv(r.guideScore, "lo"))],
+        yHi: [null, ...rs.map((r) => iv(r.guideScore, "hi"))],
+        n: [null, ...rs.map((r) => r.guideScore.n)],
+        text: ["unguided", ...rs.map((r) => `s=${fmt(r.scale)}`)],
+        cellIds: [rs[0]!.reference, ...rs.map((r) => `${r.cell} (${r.verdict})`)],
+        color: colour(rs[0]!.cell),
+        dash: "solid",
+      });
+    }
+    if (traces.length)
+      charts.push({
+        id,
+        title,
+        xTitle: useAccuracy ? "Δ accuracy (oracle, fraction correct)" : "Δ CLIP score (eval CLIP, 100·cos)",
+        yTitle: `Δ own score of the guide (${unit})`,
+        labels: true,
+        traces,
+      });
+  }
+  const gapTraces: ChartTrace[] = [];
+  for (const [curve, rows] of byCurve) {
+    const rs = rows.filter((r) => r.gap).sort((a, b) => a.scale - b.scale);
+    if (rs.length === 0) continue;
+    gapTraces.push({
+      name: curve,
+      x: rs.map((r) => r.scale),
+      y: rs.map((r) => iv(r.gap, "delta")),
+      yLo: rs.map((r) => iv(r.gap, "lo")),
+      yHi: rs.map((r) => iv(r.gap, "hi")),
+      n: rs.map((r) => r.gap!.n),
+      text: rs.map((r) => r.verdict),
+      cellIds: rs.map((r) => r.cell),
+      color: colour(rs[0]!.cell),
+      dash: "solid",
+    });
+  }
+  if (gapTraces.length)
+    charts.push({
+      id: "guide-gap",
+      title: "Adversarial gap of CLIP guides",
+      xTitle: "guidance scale",
+      yTitle: "Δ own score − Δ eval CLIP (100·cos)",
+      labels: false,
+      traces: gapTraces,
+    });
+  return charts;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -581,6 +678,29 @@ function compareTableHtml(compare: CompareResult | undefined): string {
   return `<div class="scroll"><table class="results compare"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${body}</tbody></table></div>`;
 }
 
+function guideSectionHtml(compare: CompareResult | undefined, charts: ChartSpec[], cls: string): string {
+  const gains = compare?.guides;
+  if (!gains) return "";
+  const head = ["guide", "curve", "s", "n", "Δ guide score", "Δ accuracy", "Δ eval CLIP", "gap", "verdict"];
+  const body = gains.rows
+    .map(
+      (r) =>
+        `<tr class="${r.verdict}"><td>${esc(r.guide)}</td><td>${esc(r.curve)}</td><td class="num">${fmt(r.scale)}</td><td class="num">${r.guideScore.n}</td><td class="num">${esc(gainText(r.guideScore))}</td><td class="num">${esc(gainText(r.accuracy))}</td><td class="num">${esc(gainText(r.clipScore))}</td><td class="num">${esc(gainText(r.gap))}</td><td>${r.verdict}</td></tr>`,
+    )
+    .join("\n");
+  const peaks = gains.peaks
+    .map(
+      (p) =>
+        `<li>${esc(p.curve)}: the oracle's gain peaks at s = ${fmt(p.scale)} (Δ accuracy ${esc(gainText(p.accuracy))})${p.beyond ? `; from there to s = ${fmt(p.beyond.scale)}, accuracy changes by ${esc(gainText(p.beyond.accuracy))} while the guide's own score changes by ${esc(gainText(p.beyond.guideScore))}` : ""}.</li>`,
+    )
+    .join("");
+  return `<section id="guide-strength"><h2>Guide strength: guide-score gain vs oracle gain</h2>
+<p class="lead">Each gradient-guided cell against the unguided cell on the same seeds: the gain in the guide's own score (what its gradient raises) beside the oracle's accuracy gain, with 95% intervals (accuracy: Newcombe's paired interval and exact McNemar; the rest: the paired prompt bootstrap; Holm over all gains). A guide exploited as GLIDE describes for CLIP guidance raises its own score without the oracle following: <b>adversarial</b> where accuracy falls (resolved), <b>unconfirmed</b> where the guide's gain is resolved and the oracle's is not. For CLIP guides the gap is the own-score gain minus the evaluation CLIP's gain (same units, an independent CLIP).</p>
+${legendHtml(charts)}<div class="charts ${cls}">${chartDivs(charts, cls)}</div>
+<ul class="sure">${peaks}</ul>
+<div class="scroll"><table class="results guides"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${body}</tbody></table></div></section>`;
+}
+
 function headlineHtml(compare: CompareResult | undefined): string {
   if (!compare?.frontiers.length) return "";
   return `<ul class="headline">${compare.frontiers.map((f) => `<li>${esc(frontierSentence(f))}</li>`).join("")}</ul>`;
@@ -599,7 +719,7 @@ export function renderHtml(
   const g = grouping(records);
   const strategies = [...new Set(records.map((r) => r.strategy))];
   const data = {
-    charts: [...view.frontiers, ...view.tradeoffs, ...view.vsScale, ...view.vsSteps],
+    charts: [...view.frontiers, ...view.tradeoffs, ...view.guides, ...view.vsScale, ...view.vsSteps],
   };
   const pending = run.pending.length ? `<span><b>unfinished cells</b> ${run.pending.length}</span>` : "";
   const sectionCharts = (charts: ChartSpec[], cls: string, notes: string[]) =>
@@ -616,7 +736,7 @@ export function renderHtml(
 <header>
 <h1>${esc(view.title)}</h1>
 <div class="meta"><span><b>cells</b> ${run.cells.length}</span>${pending}<span><b>strategies</b> ${esc(strategies.join(", "))}</span>${envSummary(run.env)}</div>
-<nav><a href="#tradeoffs">Trade-offs</a><a href="#how-sure">How sure</a><a href="#compare">Comparisons</a><a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a>${explorer ? '<a href="#explorer">Explore</a>' : ""}<a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
+<nav><a href="#tradeoffs">Trade-offs</a><a href="#how-sure">How sure</a><a href="#compare">Comparisons</a>${compare?.guides ? '<a href="#guide-strength">Guide strength</a>' : ""}<a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a>${explorer ? '<a href="#explorer">Explore</a>' : ""}<a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
 </header>
 <main>
 <section id="tradeoffs"><h2>Fidelity–diversity trade-offs (GLIDE Fig. 6)</h2>
@@ -630,6 +750,7 @@ ${howSureHtml(stats, compare)}</section>
 <section id="compare"><h2>Paired comparisons</h2>
 <p class="lead">Each strategy's best cell against the other strategies' best and against the conditional model (<code>guidance-lab compare</code> writes the same as compare.csv, and takes other pairs). Δ's interval is paired (same x_T per sample, same prompt draws per replicate); for accuracy, Δ's interval is Newcombe's paired score interval and p the exact McNemar test on the per-sample verdicts; otherwise p is the bootstrap's; Holm-adjusted over all rows.</p>
 ${compareTableHtml(compare)}</section>
+${guideSectionHtml(compare, view.guides, "big")}
 <section id="vs-scale"><h2>Metrics against guidance scale</h2>
 ${sectionCharts(view.vsScale, "small", view.notes.vsScale)}</section>
 <section id="vs-steps"><h2>Metrics against sampling steps</h2>

@@ -2,10 +2,11 @@
 // config's `bootstrap` (B and seed): the CSV, the page and `compare` all read them from here, so every number they
 // print comes from the folder alone. Cells written before observations existed simply have no interval.
 import { join } from "node:path";
+import { z } from "zod";
 import type { CellObservations } from "../metrics/observations.ts";
 import { DEFAULT_BOOTSTRAP } from "../stats/bootstrap.ts";
 import { type RunStats, runStats } from "../stats/run-stats.ts";
-import { readCellObservations, readReferenceObservations } from "./observations.ts";
+import { nullsToNaN, readCellObservations, readReferenceObservations } from "./observations.ts";
 import type { RunData } from "./run-folder.ts";
 
 export interface RunIntervals extends RunStats {
@@ -23,6 +24,20 @@ export function bootstrapOf(config: unknown): { b: number; seed: number } {
   return { b, seed };
 }
 
+const legacySchema = z.record(z.string(), z.array(z.number().nullable()));
+
+function legacyGuideScores(raw: unknown, n: number, cell: string): Record<string, number[]> {
+  const r = legacySchema.safeParse(raw);
+  if (!r.success)
+    throw new Error(`run folder: cells/${cell}/record.json: guideScores: expected {guide: number[]}`);
+  for (const [k, v] of Object.entries(r.data))
+    if (v.length !== n)
+      throw new Error(
+        `run folder: cells/${cell}/record.json: guideScores.${k} has ${v.length} entries for ${n} samples`,
+      );
+  return nullsToNaN(r.data);
+}
+
 /** Intervals of every cell that has observations; undefined when none has. `b` overrides the config's. */
 export function runIntervals(
   run: RunData,
@@ -31,7 +46,12 @@ export function runIntervals(
   const cells: { id: string; obs: CellObservations }[] = [];
   for (const c of run.cells) {
     const obs = readCellObservations(join(run.dir, "cells", c.record.cellId));
-    if (obs) cells.push({ id: c.record.cellId, obs });
+    if (!obs) continue;
+    // Runs before guide scores moved into the observations kept them in record.json.
+    const legacy = (c.record as { guideScores?: unknown }).guideScores;
+    if (!obs.guideScores && legacy)
+      obs.guideScores = legacyGuideScores(legacy, obs.promptId.length, c.record.cellId);
+    cells.push({ id: c.record.cellId, obs });
   }
   if (cells.length === 0) return undefined;
   const real = readReferenceObservations(join(run.dir, "real"));

@@ -32,6 +32,7 @@ const cellObsSchema = z
     classProbs: matrixRef.optional(),
     correct: z.array(z.boolean()).optional(),
     failed: z.array(z.array(z.string())).optional(),
+    guideScores: z.record(z.string(), z.array(z.number().nullable())).optional(),
     diversityClip: z.record(z.string(), z.number().nullable()).optional(),
     diversityPixel: z.record(z.string(), z.number().nullable()).optional(),
   })
@@ -101,6 +102,13 @@ function parse<T>(schema: z.ZodType<T>, path: string): T {
   return r.data;
 }
 
+/** JSON has no NaN: `null` per sample stands for it (a classifier guide's score of a prompt without a class). */
+export function nullsToNaN(scores: Record<string, (number | null)[]>): Record<string, number[]> {
+  return Object.fromEntries(
+    Object.entries(scores).map(([k, v]) => [k, v.map((x) => (x === null ? Number.NaN : x))]),
+  );
+}
+
 /** A cell's observations, or undefined for cells written before observations existed. */
 export function readCellObservations(dir: string): CellObservations | undefined {
   const path = join(dir, OBSERVATIONS_FILE);
@@ -114,14 +122,25 @@ export function readCellObservations(dir: string): CellObservations | undefined 
     ["correct", o.correct],
     ["failed", o.failed],
   ];
+  for (const [name, v] of Object.entries(o.guideScores ?? {})) lengths.push([`guideScores.${name}`, v]);
   for (const [k, v] of lengths) {
     if (v && v.length !== n)
       throw new Error(`run folder: ${path}: ${k} has ${v.length} entries for ${n} samples`);
   }
-  const { version: _v, features, classProbs, featureSpace: _f, diversityClip, diversityPixel, ...rest } = o;
+  const {
+    version: _v,
+    features,
+    classProbs,
+    featureSpace: _f,
+    diversityClip,
+    diversityPixel,
+    guideScores,
+    ...rest
+  } = o;
   const finite = (r: Record<string, number | null> | undefined) =>
     r ? Object.fromEntries(Object.entries(r).filter((e): e is [string, number] => e[1] !== null)) : undefined;
   const out: CellObservations = { ...rest };
+  if (guideScores) out.guideScores = nullsToNaN(guideScores);
   if (features) out.features = readMatrix(dir, features, n, "evaluation features");
   if (classProbs) out.classProbs = readMatrix(dir, classProbs, n, "class probabilities");
   const dc = finite(diversityClip);

@@ -84,6 +84,13 @@ function syntheticObservations(c: SyntheticCell, promptId: string[], cellId: str
     classProbs: { dim: classes, data: probs },
     // The same uniform per sample in every cell: a sample right at a low scale stays right at a higher one.
     correct: promptId.map((_, i) => paired(i) < pAcc),
+    // The guidance CLIP's own score: CLIP guidance raises it faster than the oracle's accuracy, as an exploited
+    // guide would (the guide-strength section's adversarial gap).
+    guideScores: {
+      "noised-clip": promptId.map(
+        (_, i) => 20 + 4 * paired(i) + (c.strategy === "clip" ? 2.5 * c.scale : 0.5 * g) + rng.normal(),
+      ),
+    },
     failed: promptId.map((_, i) => (paired(i) < pAcc ? [] : ["colour"])),
     ...(c.strategy === "clip" && c.scale === 0
       ? {}

@@ -46,6 +46,9 @@ export const BIASED_METRICS: ReadonlySet<string> = new Set(["fd", "is"]);
 /** Where the population value cannot go (a distance is ≥ 0, an Inception score ≥ 1): basic intervals are cut there. */
 const FLOOR: Readonly<Record<string, number>> = { fd: 0, is: 1 };
 
+/** Stats key of a guide's own score (observations' `guideScores`): not a metric column, an input to guide gains. */
+export const guideScoreKey = (guide: string) => `guide_score:${guide}`;
+
 export const intervalMethod = (key: string): "percentile" | "basic" =>
   BIASED_METRICS.has(key) ? "basic" : "percentile";
 
@@ -151,6 +154,7 @@ function prepareCell(
     est.set(key, (w) => s.at(w));
     counts.set(key, n);
   }
+  for (const [name, vals] of Object.entries(obs.guideScores ?? {})) mean(guideScoreKey(name), vals);
   if (obs.classProbs) {
     const s = new IsSums(obs.classProbs.data, obs.classProbs.dim, groups, g);
     est.set("is", (w) => s.at(w));

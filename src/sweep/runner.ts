@@ -549,7 +549,6 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         ...(config.schedule ? { schedule: config.schedule } : {}),
         metrics: m.metrics,
         perPrompt: m.perPrompt,
-        ...(scores ? { guideScores: scores } : {}),
         nfe: result.nfe,
         secondsPerImage: result.seconds / result.images.length,
         grid: {
@@ -563,7 +562,11 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         provenance,
       };
       // Observations before the record: a cell that exists has everything its metrics are rebuilt from.
-      writeCellObservations(cellDir, m.observations, models.ctx.featureSpace);
+      writeCellObservations(
+        cellDir,
+        scores ? { ...m.observations, guideScores: scores } : m.observations,
+        models.ctx.featureSpace,
+      );
       // JSON.stringify writes NaN as null, which is the record format's "no value".
       writeAtomic(join(cellDir, "record.json"), `${JSON.stringify(record, null, 2)}\n`);
       finished.push(cell.id);

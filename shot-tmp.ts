@@ -1,0 +1,16 @@
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { chromium } from "playwright-core";
+import { writeSyntheticRun } from "./src/report/synthetic.ts";
+import { buildReport } from "./src/report/index.ts";
+const dir = process.argv[2] ?? mkdtempSync(join(tmpdir(), "shot-"));
+if (!process.argv[2]) writeSyntheticRun(dir);
+const html = process.argv[3] ?? buildReport(dir).htmlPath;
+const b = await chromium.launch({ executablePath: "/usr/bin/chromium", args: ["--no-sandbox", "--headless"] });
+const p = await b.newPage({ viewport: { width: 1400, height: 900 } });
+await p.goto(pathToFileURL(html).href);
+await p.evaluate("window.reportReady");
+for (const sel of (process.argv[4] ?? "#guide-strength").split(",")) await p.locator(sel).screenshot({ path: `/tmp/shot${sel.replace(/[^a-z]/g,"")}.png` });
+await b.close();
