@@ -93,6 +93,7 @@ describe("compare", () => {
     const text = formatCompare(result);
     assert.match(text, /accuracy\s+Δ\s+\S+\s+\[\S+, \S+\]\s+p \S+ \(mcnemar\), Holm/);
     assert.match(text, /Noise floor \(real vs real, n 36\): .*fd/);
+    assert.match(text, /at equal (recall|diversity_clip) \(\S+…\S+; N = 36 per cell\)/, "frontiers state N");
     assert.throws(() => parsePairs(["a-b"], run), /CELL_A:CELL_B/);
     assert.throws(() => parsePairs(["x:y"], run), /no finished cell 'x'/);
     assert.throws(() => parseTargets(["fd=-1"]), /METRIC=Δ with Δ > 0/);

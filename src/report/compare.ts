@@ -362,13 +362,24 @@ export function formatCompare(r: CompareResult): string {
         .join(", ")}`,
     );
   }
-  for (const fr of r.frontiers) lines.push(`\n${frontierSentence(fr)}`);
+  for (const fr of r.frontiers) lines.push(`\n${frontierSentence(fr, samplesPerCell(r.stats))}`);
   if (r.guides) lines.push(`\n${formatGuideGains(r.guides).trimEnd()}`);
   return `${lines.join("\n")}\n`;
 }
 
-/** One sentence per frontier comparison: who leads at matched diversity, by how much, and how sure. */
-export function frontierSentence(fr: FrontierComparison): string {
+/** Samples per cell of a run's cells with observations: "840", or "84–840" when they differ. */
+export function samplesPerCell(stats: RunIntervals): string {
+  const ns = stats.cells.map((c) => c.n);
+  const lo = Math.min(...ns);
+  const hi = Math.max(...ns);
+  return lo === hi ? `${lo}` : `${lo}–${hi}`;
+}
+
+/**
+ * One sentence per frontier comparison: who leads at matched diversity, by how much, and how sure; `n` (samples
+ * per cell, e.g. from `samplesPerCell`) is stated when given.
+ */
+export function frontierSentence(fr: FrontierComparison, perCell?: string): string {
   const n = fr.levels.length;
   const resolved = fr.levels.filter((l) => l.resolved);
   const span = `${f(fr.levels[0]!.level)}…${f(fr.levels.at(-1)!.level)}`;
@@ -387,7 +398,7 @@ export function frontierSentence(fr: FrontierComparison): string {
   const verdict = resolved.length
     ? `resolved at ${resolved.length}/${n} levels, e.g. at ${fr.xKey} ${f(strongest!.level)}: ${strongest!.best} − ${strongest!.runnerUp} = ${f(strongest!.delta)} (95% CI ${f(strongest!.deltaLo)}…${f(strongest!.deltaHi)})`
     : `unresolved at every level (each Δ's 95% interval contains 0)`;
-  return `${fr.yKey} at equal ${fr.xKey} (${span}): ${who}; ${verdict}.${fr.dominant ? ` ${fr.dominant} dominates this range.` : ""}`;
+  return `${fr.yKey} at equal ${fr.xKey} (${span}${perCell ? `; N = ${perCell} per cell` : ""}): ${who}; ${verdict}.${fr.dominant ? ` ${fr.dominant} dominates this range.` : ""}`;
 }
 
 /**

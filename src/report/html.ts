@@ -6,7 +6,7 @@ import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from 
 import { createRequire } from "node:module";
 import { basename, join } from "node:path";
 import { describeMetricKey } from "../metrics/index.ts";
-import { type CompareResult, compareRun, frontierSentence } from "./compare.ts";
+import { type CompareResult, compareRun, frontierSentence, samplesPerCell } from "./compare.ts";
 import { CSV_COLUMNS, csvColumns, metricKeys, resultsRows } from "./csv.ts";
 import {
   type ExplorerPanel,
@@ -645,8 +645,7 @@ function howSureHtml(stats: RunIntervals | undefined, compare: CompareResult | u
   if (!stats) {
     return `<p class="note">This run has no per-sample observations (written by newer sweeps), so no metric has an interval: read its differences as unresolved.</p>`;
   }
-  const ns = stats.cells.map((c) => c.n);
-  const nText = Math.min(...ns) === Math.max(...ns) ? `${ns[0]}` : `${Math.min(...ns)}–${Math.max(...ns)}`;
+  const nText = samplesPerCell(stats);
   const floor = stats.floor
     ? `<li><b>Noise floor</b> (a second real set against the first, n = ${stats.floor.n}): FD ${withIv(stats.floor.stats.fd)}, KID ${withIv(stats.floor.stats.kid)}${stats.featureSpace ? ` in ${esc(stats.featureSpace)} features` : ""}. A cell's FD or KID within this range of it is as good as real data at this N.</li>`
     : "";
@@ -703,7 +702,8 @@ ${legendHtml(charts)}<div class="charts ${cls}">${chartDivs(charts, cls)}</div>
 
 function headlineHtml(compare: CompareResult | undefined): string {
   if (!compare?.frontiers.length) return "";
-  return `<ul class="headline">${compare.frontiers.map((f) => `<li>${esc(frontierSentence(f))}</li>`).join("")}</ul>`;
+  const n = samplesPerCell(compare.stats);
+  return `<ul class="headline">${compare.frontiers.map((f) => `<li>${esc(frontierSentence(f, n))}</li>`).join("")}</ul>`;
 }
 
 /** The page's HTML; `clientJs` is inlined (see client.js). */
