@@ -186,6 +186,31 @@ describe("report", () => {
     }
   });
 
+  it("writes the CSV and the page elsewhere when asked, leaving the run folder and its grids alone", () => {
+    const run = mkdtempSync(join(tmpdir(), "gl-report-src-"));
+    const out = join(mkdtempSync(join(tmpdir(), "gl-report-out-")), "page");
+    try {
+      writeSyntheticRun(run);
+      const built = buildReport(run, { out });
+      assert.equal(built.csvPath, join(out, "results.csv"));
+      assert.equal(built.htmlPath, join(out, "index.html"));
+      for (const f of ["results.csv-metadata.json", "plotly.min.js"]) assert.ok(existsSync(join(out, f)), f);
+      for (const f of ["results.csv", "index.html"])
+        assert.ok(!existsSync(join(run, f)), `${f} not in the run`);
+      const html = readFileSync(built.htmlPath, "utf8");
+      assert.ok(!html.includes("<img"), "no links to grids the page's folder lacks");
+      assert.match(html, /sample grids stay in the run folder/);
+      assert.equal(
+        readFileSync(built.csvPath, "utf8"),
+        readFileSync(buildReport(run).csvPath, "utf8"),
+        "the same results.csv",
+      );
+    } finally {
+      rmSync(run, { recursive: true, force: true });
+      rmSync(join(out, ".."), { recursive: true, force: true });
+    }
+  });
+
   it("builds a page for a run with no finished cells yet", () => {
     const empty = mkdtempSync(join(tmpdir(), "gl-report-empty-"));
     try {

@@ -4,7 +4,7 @@
 // TypeScript; the inlined client script only hands the prepared traces to Plotly.
 import { copyFileSync, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
-import { basename, join } from "node:path";
+import { basename, join, resolve } from "node:path";
 import { describeMetricKey } from "../metrics/index.ts";
 import { type CompareResult, compareRun, frontierSentence, samplesPerCell } from "./compare.ts";
 import { CSV_COLUMNS, csvColumns, metricKeys, resultsRows } from "./csv.ts";
@@ -712,6 +712,8 @@ export function renderHtml(
   clientJs: string,
   stats?: RunIntervals,
   explorer?: ExplorerPanel,
+  /** Where the sample grids are when the page is written outside the run folder (they are not copied). */
+  gridsElsewhere?: string,
 ): string {
   const compare = stats ? compareRun(run, { stats }) : undefined;
   const view = reportView(run, stats, compare);
@@ -757,7 +759,7 @@ ${sectionCharts(view.vsScale, "small", view.notes.vsScale)}</section>
 ${sectionCharts(view.vsSteps, "small", view.notes.vsSteps)}</section>
 <section id="samples"><h2>Samples</h2>
 <p class="lead">Strategy × guidance scale, every grid on the same seeds and prompts, so differences are the strategy's alone.</p>
-${gridsHtml(run, g)}</section>
+${gridsElsewhere ? `<p class="note">The sample grids stay in the run folder (${esc(gridsElsewhere)}); this page was written elsewhere without them.</p>` : gridsHtml(run, g)}</section>
 <section id="results"><h2>Results</h2>
 <p class="lead">Every finished cell (also in <a href="results.csv">results.csv</a>); ↑/↓ mark the better direction.</p>
 ${resultsTableHtml(run, stats)}</section>
@@ -784,12 +786,13 @@ export function plotlyBundlePath(): string {
 }
 
 /** Write index.html and plotly.min.js into the run folder; returns the page's path. */
-export function writeHtml(run: RunData, stats?: RunIntervals): string {
+export function writeHtml(run: RunData, stats?: RunIntervals, out = run.dir): string {
   const clientJs = readFileSync(new URL("./client.js", import.meta.url), "utf8");
-  const htmlPath = join(run.dir, "index.html");
-  writeFileSync(htmlPath, renderHtml(run, clientJs, stats, writeExplorerPanel(run.dir)));
+  const htmlPath = join(out, "index.html");
+  const elsewhere = resolve(out) === resolve(run.dir) ? undefined : basename(resolve(run.dir));
+  writeFileSync(htmlPath, renderHtml(run, clientJs, stats, writeExplorerPanel(out), elsewhere));
   const src = plotlyBundlePath();
-  const dst = join(run.dir, "plotly.min.js");
+  const dst = join(out, "plotly.min.js");
   if (!existsSync(dst) || statSync(dst).size !== statSync(src).size) copyFileSync(src, dst);
   return htmlPath;
 }
