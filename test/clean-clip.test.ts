@@ -7,8 +7,8 @@ import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine
 import { Init } from "../src/core/layers.ts";
 import { sampleDdim, sampleDdpm, seededNoise } from "../src/core/samplers.ts";
 import type { StepInfo } from "../src/core/types.ts";
-import type { EvalClip } from "../src/models/eval-clip.ts";
-import { UNet } from "../src/models/unet.ts";
+import type { EvalClip } from "../src/nets/eval-clip.ts";
+import { UNet } from "../src/nets/unet.ts";
 import { predictedX0 } from "../src/strategies/apg.ts";
 import { cleanClipGrad, cleanClipLoss } from "../src/strategies/clean-clip.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";

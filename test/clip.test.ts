@@ -11,8 +11,8 @@ import {
   clipAttentionBias,
   clipConfigFromOfficial,
   glideClipNameMap,
-} from "../src/models/clip.ts";
-import { loadOfficial } from "../src/models/convert.ts";
+} from "../src/nets/clip.ts";
+import { loadOfficial } from "../src/nets/convert.ts";
 import {
   GOLDEN,
   golden,

@@ -8,7 +8,7 @@ import { before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
-import { ClipModel, clipConfigFromOfficial } from "../src/models/clip.ts";
+import { ClipModel, clipConfigFromOfficial } from "../src/nets/clip.ts";
 import {
   clipParamCount,
   encoderUNetParamCount,
@@ -22,10 +22,10 @@ import {
   gdUnetConfigFromOfficial,
   glideConfigFromOfficial,
   unetParamCount,
-} from "../src/models/configs.ts";
-import { ConvClip } from "../src/models/conv-clip.ts";
-import { classifierConfigFromOfficial, EncoderUNet } from "../src/models/encoder-unet.ts";
-import { UNet, type UNetConfig, unetInputChannels } from "../src/models/unet.ts";
+} from "../src/nets/configs.ts";
+import { ConvClip } from "../src/nets/conv-clip.ts";
+import { classifierConfigFromOfficial, EncoderUNet } from "../src/nets/encoder-unet.ts";
+import { UNet, type UNetConfig, unetInputChannels } from "../src/nets/unet.ts";
 import {
   buildNoisedClip,
   classifierConfig,

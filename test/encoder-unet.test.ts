@@ -7,13 +7,13 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import { FAMILIES, loadOfficial, toOurLayout } from "../src/models/convert.ts";
+import { FAMILIES, loadOfficial, toOurLayout } from "../src/nets/convert.ts";
 import {
   classifierConfigFromOfficial,
   EncoderUNet,
   type EncoderUNetConfig,
   GD_CLASSIFIER_64,
-} from "../src/models/encoder-unet.ts";
+} from "../src/nets/encoder-unet.ts";
 import { GOLDEN, golden, goldenMeta, goldenSkip, goldenTensor, relErr } from "./helpers/golden.ts";
 
 const skip = goldenSkip("gd_classifier");

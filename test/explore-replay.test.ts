@@ -8,10 +8,10 @@ import { backendFromEnv, initEngine, tf } from "../src/core/engine.ts";
 import { seededNoise } from "../src/core/samplers.ts";
 import { bundleExplorer } from "../src/explore/build.ts";
 import { type ForwardRequest, Replay, splitChannels } from "../src/explore/replay.ts";
-import { encodeWorld } from "../src/models/zoo-models.ts";
 import { sampleGuided, seededXT } from "../src/pipelines/sampling.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
 import type { GuidanceModels, ModelFn } from "../src/strategies/strategy.ts";
+import { encodeWorld } from "../src/zoo/zoo-models.ts";
 
 const S = 8;
 const OC = 6;

@@ -10,7 +10,7 @@ import { runGlide } from "../src/cli/glide.ts";
 import { initEngine } from "../src/core/engine.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
 import { readPng } from "../src/data/png.ts";
-import { bytesToUnicode } from "../src/models/tokenizers.ts";
+import { bytesToUnicode } from "../src/nets/tokenizers.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 
 const GOLDEN = defaultGoldenDir();

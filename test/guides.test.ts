@@ -18,12 +18,12 @@ import { after, before, describe, it } from "node:test";
 import { runSample } from "../src/cli/sample.ts";
 import { initEngine, tf } from "../src/core/engine.ts";
 import { readPng } from "../src/data/png.ts";
-import { loadZoo } from "../src/models/zoo.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { parseSweepConfig } from "../src/sweep/config.ts";
 import { checkGuides, guideModelNames, guideScores, guidesUsed, namedGuides } from "../src/sweep/guides.ts";
 import { planCells } from "../src/sweep/plan.ts";
 import { runSweep } from "../src/sweep/runner.ts";
+import { loadZoo } from "../src/zoo/zoo.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-guides-"));

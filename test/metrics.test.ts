@@ -1,7 +1,6 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../src/core/engine.ts";
-import { hashSeed, Rng } from "../src/data/rng.ts";
 import { suite } from "../src/data/suites.ts";
 import { PALETTE, render, type Scene, sceneForSpec } from "../src/data/world.ts";
 import { clipScore } from "../src/metrics/clip-score.ts";
@@ -19,6 +18,7 @@ import { checkMetrics, computeMetrics, METRICS } from "../src/metrics/index.ts";
 import { matmul, matrix, sqrtPsd, symmetricEigen } from "../src/metrics/linalg.ts";
 import { precisionRecall } from "../src/metrics/precision-recall.ts";
 import { mcnemarExact, promptAccuracy, wilsonInterval } from "../src/metrics/prompt-accuracy.ts";
+import { hashSeed, Rng } from "../src/util/rng.ts";
 
 const close = (got: number, want: number, tol: number, what: string) =>
   assert.ok(Math.abs(got - want) <= tol, `${what}: got ${got}, want ${want} ± ${tol}`);

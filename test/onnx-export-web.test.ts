@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { before, describe, it } from "node:test";
 import { tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import { UNet } from "../src/models/unet.ts";
+import { UNet } from "../src/nets/unet.ts";
 import { exportUNet } from "../src/onnx/export.ts";
 import { halfBitsExact } from "../src/onnx/graph.ts";
 import { relErr, startOnnxTests } from "./helpers/onnx.ts";

@@ -8,8 +8,8 @@ import { after, before, describe, test } from "node:test";
 import type { Tensor, Tensor1D, Tensor2D, Tensor4D } from "../src/core/engine.ts";
 import { tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import { type ClipConfig, ClipModel } from "../src/models/clip.ts";
-import { type Conditioning, UNet, type UNetConfig } from "../src/models/unet.ts";
+import { type ClipConfig, ClipModel } from "../src/nets/clip.ts";
+import { type Conditioning, UNet, type UNetConfig } from "../src/nets/unet.ts";
 import { OnnxClip, onnxModelFn } from "../src/onnx/runtime.ts";
 import { exportTextConfig, exportUNetConfig, relErr, startOnnxTests } from "./helpers/onnx.ts";
 

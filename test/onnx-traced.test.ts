@@ -19,12 +19,12 @@ import {
   tf,
 } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import type { EvalClip } from "../src/models/eval-clip.ts";
-import { loadZooModel } from "../src/models/registry.ts";
-import { loadZoo, type Zoo } from "../src/models/zoo.ts";
+import type { EvalClip } from "../src/nets/eval-clip.ts";
 import { OnnxGuideGrad } from "../src/onnx/guide-grad.ts";
 import { metricModelsOn } from "../src/onnx/metric-models.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { loadZooModel } from "../src/zoo/registry.ts";
+import { loadZoo, type Zoo } from "../src/zoo/zoo.ts";
 import { relErr } from "./helpers/onnx.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 

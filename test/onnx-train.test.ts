@@ -15,7 +15,7 @@ import {
 import { Init, Linear } from "../src/core/layers.ts";
 import { conv2d } from "../src/core/ops.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
-import { buildStepGraph } from "../src/onnx/train-step.ts";
+import { buildStepGraph } from "../src/train/onnx-step.ts";
 import { parseRecipe } from "../src/train/recipe.ts";
 import { defineTask, floats, type StepInputs, type TaskInstance } from "../src/train/task.ts";
 import { buildTask } from "../src/train/tasks.ts";

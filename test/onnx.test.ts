@@ -20,8 +20,8 @@ import {
 } from "../src/core/layers.ts";
 import { npyToFloat32, readNpy } from "../src/core/npy.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
-import { loadOfficial } from "../src/models/convert.ts";
-import { defaultChannelMult, UNet, type UNetConfig } from "../src/models/unet.ts";
+import { loadOfficial } from "../src/nets/convert.ts";
+import { defaultChannelMult, UNet, type UNetConfig } from "../src/nets/unet.ts";
 import * as E from "../src/onnx/emit.ts";
 import { timestepFreqs } from "../src/onnx/export.ts";
 import { type DTypeName, Graph } from "../src/onnx/graph.ts";

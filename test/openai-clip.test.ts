@@ -21,9 +21,9 @@ import {
   openaiClipConfigFromShapes,
   openaiClipParamCount,
   pilBicubicWeights,
-} from "../src/models/openai-clip.ts";
-import { readSafetensors, type WritableTensor, writeSafetensors } from "../src/models/safetensors.ts";
-import { ClipTokenizer } from "../src/models/tokenizers.ts";
+} from "../src/nets/openai-clip.ts";
+import { readSafetensors, type WritableTensor, writeSafetensors } from "../src/nets/safetensors.ts";
+import { ClipTokenizer } from "../src/nets/tokenizers.ts";
 import { parseSweepConfig } from "../src/sweep/config.ts";
 
 const FIXTURE = join(import.meta.dirname, "fixtures", "openai-clip");

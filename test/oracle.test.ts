@@ -8,7 +8,6 @@ import {
   oracleAccuracyReport,
   score,
 } from "../src/data/oracle.ts";
-import { hashSeed, Rng } from "../src/data/rng.ts";
 import { SUITE_NAMES } from "../src/data/suites.ts";
 import {
   BACKGROUNDS,
@@ -19,6 +18,7 @@ import {
   type SceneObject,
   sampleScene,
 } from "../src/data/world.ts";
+import { hashSeed, Rng } from "../src/util/rng.ts";
 
 const key = (o: Pick<SceneObject, "shape" | "colour" | "size" | "row" | "col">) =>
   `${o.size} ${o.colour} ${o.shape} @${o.row},${o.col}`;

@@ -1,4 +1,4 @@
-// The UNet perturbations behind PAG, SEG and skip-layer guidance (src/models/perturb.ts): each operation's
+// The UNet perturbations behind PAG, SEG and skip-layer guidance (src/nets/perturb.ts): each operation's
 // defining property, the layer checks, the ONNX export building the same perturbed network, and autoguidance's
 // layer-dropout weak model.
 import assert from "node:assert/strict";
@@ -13,8 +13,8 @@ import {
   SEG_INFINITE_SIGMA,
   segKernel,
   smoothQueries,
-} from "../src/models/perturb.ts";
-import { type Block, UNet } from "../src/models/unet.ts";
+} from "../src/nets/perturb.ts";
+import { type Block, UNet } from "../src/nets/unet.ts";
 import { onnxAvailable, onnxModelFn } from "../src/onnx/runtime.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
 import { cfgEps } from "../src/strategies/shared.ts";

@@ -18,12 +18,12 @@ import { after, before, describe, it } from "node:test";
 import { checkNumberFlags, FLAGS } from "../src/cli/flags.ts";
 import { runSample } from "../src/cli/sample.ts";
 import { initEngine } from "../src/core/engine.ts";
-import { loadZooModel, modelInfo } from "../src/models/registry.ts";
 import { neutraliseCsvCell } from "../src/report/csv.ts";
 import { loadSweepConfig } from "../src/sweep/config.ts";
 import { acquireLock, LOCK_FILE } from "../src/sweep/lock.ts";
 import { mergeRuns } from "../src/sweep/merge.ts";
 import { runSweep, runSweepResumingOrSettingAside } from "../src/sweep/runner.ts";
+import { loadZooModel, modelInfo } from "../src/zoo/registry.ts";
 import { configWriter, csvWithoutTiming } from "./helpers/run-folder.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 

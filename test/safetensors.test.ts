@@ -5,7 +5,7 @@ import { dirname, join, resolve } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { backendFromEnv, initEngine, tf } from "../src/core/engine.ts";
-import { floatToHalf, halfToFloat, readSafetensors, writeSafetensors } from "../src/models/safetensors.ts";
+import { floatToHalf, halfToFloat, readSafetensors, writeSafetensors } from "../src/nets/safetensors.ts";
 
 const GOLDEN =
   process.env.GUIDANCE_LAB_GOLDEN ?? resolve(dirname(fileURLToPath(import.meta.url)), "../../shared/golden");

@@ -1,4 +1,4 @@
-// Guidance gradients split between this thread and a worker (src/models/split-guide.ts): the same values as the
+// Guidance gradients split between this thread and a worker (src/zoo/split-guide.ts): the same values as the
 // one-thread gradient, for the classifier and the noised CLIP, at even, odd and single-row batches; no tensor left
 // behind; a worker that cannot load its model is an error naming the model, not a hang.
 import assert from "node:assert/strict";
@@ -8,9 +8,9 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
-import { SplitGuide } from "../src/models/split-guide.ts";
-import { defaultGuideThreads, loadZoo, type Zoo } from "../src/models/zoo.ts";
 import { runSweep } from "../src/sweep/runner.ts";
+import { SplitGuide } from "../src/zoo/split-guide.ts";
+import { defaultGuideThreads, loadZoo, type Zoo } from "../src/zoo/zoo.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-split-"));

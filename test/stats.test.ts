@@ -5,7 +5,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { describe, it } from "node:test";
-import { Rng } from "../src/data/rng.ts";
 import { frechetDistance } from "../src/metrics/frechet.ts";
 import { inceptionScore } from "../src/metrics/inception-score.ts";
 import { kernelInceptionDistance, mmd2Unbiased, stratifiedKid } from "../src/metrics/kid.ts";
@@ -37,6 +36,7 @@ import {
 } from "../src/stats/estimators.ts";
 import { newcombePairedInterval, pairedTable } from "../src/stats/paired-proportion.ts";
 import { runStats } from "../src/stats/run-stats.ts";
+import { Rng } from "../src/util/rng.ts";
 
 const close = (got: number, want: number, tol: number, what: string) =>
   assert.ok(

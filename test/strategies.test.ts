@@ -7,10 +7,10 @@ import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../
 import { Init } from "../src/core/layers.ts";
 import { ddimStep, sampleDdim, sampleDdpm, seededNoise } from "../src/core/samplers.ts";
 import type { Prediction, StepInfo } from "../src/core/types.ts";
-import { ClipModel } from "../src/models/clip.ts";
-import { EncoderUNet } from "../src/models/encoder-unet.ts";
-import type { EvalClip } from "../src/models/eval-clip.ts";
-import { UNet } from "../src/models/unet.ts";
+import { ClipModel } from "../src/nets/clip.ts";
+import { EncoderUNet } from "../src/nets/encoder-unet.ts";
+import type { EvalClip } from "../src/nets/eval-clip.ts";
+import { UNet } from "../src/nets/unet.ts";
 import { absQuantile, dynamicThreshold } from "../src/strategies/dynamic-threshold.ts";
 import { buildStrategy, parseStrategyConfig, STRATEGIES, strategyDef } from "../src/strategies/registry.ts";
 import {

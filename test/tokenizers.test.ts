@@ -16,7 +16,7 @@ import {
   Gpt2Tokenizer,
   htmlUnescape,
   TokenizerFileError,
-} from "../src/models/tokenizers.ts";
+} from "../src/nets/tokenizers.ts";
 
 interface TokenCase {
   prompt: string;

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { initEngine, tf } from "../src/core/engine.ts";
-import { readSafetensors } from "../src/models/safetensors.ts";
+import { readSafetensors } from "../src/nets/safetensors.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
 import { loadRecipe, parseRecipe, TASKS } from "../src/train/recipe.ts";
 import { buildTask } from "../src/train/tasks.ts";

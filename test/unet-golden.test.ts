@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor2D, tf } from "../src/core/engine.ts";
 import { Init, silu, timestepEmbedding } from "../src/core/layers.ts";
-import { loadOfficial } from "../src/models/convert.ts";
-import { defaultChannelMult, UNet, type UNetConfig } from "../src/models/unet.ts";
+import { loadOfficial } from "../src/nets/convert.ts";
+import { defaultChannelMult, UNet, type UNetConfig } from "../src/nets/unet.ts";
 import {
   GOLDEN,
   golden,

@@ -4,7 +4,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, it } from "node:test";
 import { readPng, writeGrid, writePng } from "../src/data/png.ts";
-import { hashSeed, Rng } from "../src/data/rng.ts";
 import { SUITE_NAMES, suite } from "../src/data/suites.ts";
 import {
   BACKGROUNDS,
@@ -32,6 +31,7 @@ import {
   UNK_ID,
   VOCAB,
 } from "../src/data/world.ts";
+import { hashSeed, Rng } from "../src/util/rng.ts";
 
 describe("rng", () => {
   it("is deterministic per seed and streams differ", () => {

@@ -8,13 +8,13 @@ import { before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { seededNoise } from "../src/core/samplers.ts";
 import { labelForPrompt, NUM_CLASSES } from "../src/data/world.ts";
-import type { ClipModel } from "../src/models/clip.ts";
-import type { EncoderUNet } from "../src/models/encoder-unet.ts";
-import { listModels } from "../src/models/registry.ts";
-import { loadZoo, type Zoo } from "../src/models/zoo.ts";
+import type { ClipModel } from "../src/nets/clip.ts";
+import type { EncoderUNet } from "../src/nets/encoder-unet.ts";
 import { sampleGuided } from "../src/pipelines/sampling.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
 import { runSweep } from "../src/sweep/runner.ts";
+import { listModels } from "../src/zoo/registry.ts";
+import { loadZoo, type Zoo } from "../src/zoo/zoo.ts";
 
 const NEEDED = ["denoiser", "classifier", "noised-clip"];
 const shipped = new Set(listModels().map((m) => m.name));

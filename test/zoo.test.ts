@@ -7,9 +7,9 @@ import { runSample } from "../src/cli/sample.ts";
 import { createDiffusion } from "../src/core/diffusion.ts";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { readPng, writePng } from "../src/data/png.ts";
-import { listModels } from "../src/models/registry.ts";
-import { epsFromV, loadZoo } from "../src/models/zoo.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { listModels } from "../src/zoo/registry.ts";
+import { epsFromV, loadZoo } from "../src/zoo/zoo.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-zoo-"));

@@ -8,9 +8,9 @@ import { initEngine, tf } from "../../src/core/engine.ts";
 import { seededNoise } from "../../src/core/samplers.ts";
 import { loadPlaywright, openExplorer } from "../../src/explore/browser.ts";
 import { writeExplorer } from "../../src/explore/build.ts";
-import { loadZoo } from "../../src/models/zoo.ts";
 import { readImages, respacingFor, sampleGuided, seededXT } from "../../src/pipelines/sampling.ts";
 import { buildStrategy } from "../../src/strategies/registry.ts";
+import { loadZoo } from "../../src/zoo/zoo.ts";
 
 await initEngine("wasm", { quiet: true });
 const pw = await loadPlaywright();

@@ -8,10 +8,10 @@ import { join } from "node:path";
 import { initEngine, tf } from "../../src/core/engine.ts";
 import { seededNoise } from "../../src/core/samplers.ts";
 import { encodePng, gridImage, upscaleNearest } from "../../src/data/png.ts";
-import { loadZoo } from "../../src/models/zoo.ts";
 import { resolveRuntime } from "../../src/onnx/choice.ts";
 import { readImages, sampleGuided, samplerDiffusion } from "../../src/pipelines/sampling.ts";
 import { buildStrategy, strategyDef } from "../../src/strategies/registry.ts";
+import { loadZoo } from "../../src/zoo/zoo.ts";
 
 const PROMPT = "a red circle";
 const SEEDS = 4;

@@ -8,10 +8,10 @@ import { seededNoise } from "../../src/core/samplers.ts";
 import { score } from "../../src/data/oracle.ts";
 import { encodePng, gridImage, upscaleNearest } from "../../src/data/png.ts";
 import { parseCaption } from "../../src/data/world.ts";
-import { loadZoo } from "../../src/models/zoo.ts";
 import { resolveRuntime } from "../../src/onnx/choice.ts";
 import { readImages, sampleGuided } from "../../src/pipelines/sampling.ts";
 import { buildStrategy } from "../../src/strategies/registry.ts";
+import { loadZoo } from "../../src/zoo/zoo.ts";
 
 const PROMPTS = [
   "a circle",

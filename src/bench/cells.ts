@@ -7,8 +7,8 @@
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { modelsDir } from "../models/registry.ts";
 import { runSweep } from "../sweep/runner.ts";
+import { modelsDir } from "../zoo/registry.ts";
 import type { Row } from "./engine.ts";
 
 const ZOO = ["denoiser", "classifier", "noised-clip", "eval-clip"];

@@ -9,10 +9,10 @@ import { tf } from "../core/engine.ts";
 import { seededNoise } from "../core/samplers.ts";
 import { loadPlaywright, openExplorer } from "../explore/browser.ts";
 import { explorerMissing, writeExplorer } from "../explore/build.ts";
-import { loadZoo } from "../models/zoo.ts";
 import { onnxAvailable } from "../onnx/runtime.ts";
 import { readImages, respacingFor, sampleGuided, seededXT } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
+import { loadZoo } from "../zoo/zoo.ts";
 import type { Row } from "./engine.ts";
 
 /** The target for 8 images × 25 steps under cfg in the browser on this CPU. */

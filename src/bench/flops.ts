@@ -3,7 +3,7 @@
 // runs. Counted: convolutions, linear layers and attention's matrix products; norms, activations, resizes and
 // other pointwise ops are free in the count, as in the official code's FLOP counter whose totals the golden
 // manifest records (meta.flops; test/bench.test.ts ties the two together).
-import type { TextTransformer } from "../models/text-transformer.ts";
+import type { TextTransformer } from "../nets/text-transformer.ts";
 import {
   AttentionBlock,
   type Block,
@@ -11,7 +11,7 @@ import {
   ResBlock,
   type UNet,
   unetInputChannels,
-} from "../models/unet.ts";
+} from "../nets/unet.ts";
 
 export interface FlopCount {
   /** 3×3 / 1×1 spatial convolutions (ResBlocks, the first and last conv). */

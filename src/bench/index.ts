@@ -16,9 +16,8 @@ import { type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "..
 import { Init } from "../core/layers.ts";
 import { defaultGoldenDir } from "../core/paths.ts";
 import { labelForPrompt, NUM_CLASSES, PAD_ID, tokenize, VOCAB_SIZE } from "../data/world.ts";
-import { EncoderUNet } from "../models/encoder-unet.ts";
-import { UNet, type UNetConfig } from "../models/unet.ts";
-import { clipTextEncoder } from "../models/zoo.ts";
+import { EncoderUNet } from "../nets/encoder-unet.ts";
+import { UNet, type UNetConfig } from "../nets/unet.ts";
 import { onnxCondGrad } from "../onnx/guide-grad.ts";
 import type { Conditioning } from "../strategies/strategy.ts";
 import { loadRecipe, resolveRecipe } from "../train/recipe.ts";
@@ -30,6 +29,7 @@ import {
   denoiserUNetConfig,
   noisedClipModelSchema,
 } from "../train/tasks.ts";
+import { clipTextEncoder } from "../zoo/zoo.ts";
 import { benchCells } from "./cells.ts";
 import { benchEngine, formatTable, type Row } from "./engine.ts";
 import { benchExplorer } from "./explorer.ts";
@@ -72,7 +72,7 @@ async function _timeMs(fn: () => Tensor[], minMs: number, minReps = 2): Promise<
   return (performance.now() - t0) / reps;
 }
 
-/** World prompts → the zoo denoiser's conditioning (as src/models/zoo.ts encodes them). */
+/** World prompts → the zoo denoiser's conditioning (as src/zoo/zoo.ts encodes them). */
 function worldEncoder(ctx: number): (prompts: readonly string[]) => Conditioning {
   return (prompts) => {
     const ids = new Int32Array(prompts.length * ctx);

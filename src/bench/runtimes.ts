@@ -6,7 +6,7 @@ import { loadavg } from "node:os";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import { type Tensor, type Tensor1D, type Tensor4D, tf } from "../core/engine.ts";
 import type { Prediction } from "../core/types.ts";
-import type { Conditioning, UNet } from "../models/unet.ts";
+import type { Conditioning, UNet } from "../nets/unet.ts";
 import { onnxAvailable, onnxModelFn } from "../onnx/runtime.ts";
 import { runStage } from "../pipelines/sampling.ts";
 import { type GuidanceModels, type ModelFn, unetModel } from "../strategies/strategy.ts";

@@ -3,11 +3,12 @@
 // the sampling time of a quickstart cell estimated from the sampling rows (the fastest "zoo cfg sampling" row:
 // ms per DDPM step for the row's samples, scaled to the quickstart's 24 samples and its mean of 37.5 steps). The
 // target is at most 10% of a sweep's wall time.
-import { hashSeed, Rng } from "../data/rng.ts";
+
 import { kernelInceptionDistance } from "../metrics/kid.ts";
 import type { CellObservations } from "../metrics/observations.ts";
 import { rows } from "../metrics/observations.ts";
 import { runStats } from "../stats/run-stats.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 import type { Row } from "./engine.ts";
 
 const CELLS = 18;

@@ -203,13 +203,13 @@ async function main(): Promise<void> {
           .option("steps", { type: "number", describe: "evaluate a denoiser: DDPM steps (default 50)" }),
       async (argv) => {
         checkNumberFlags(argv, FLAGS.models);
-        const { checkModelName, listModels, modelsDir } = await import("../models/registry.ts");
+        const { checkModelName, listModels, modelsDir } = await import("../zoo/registry.ts");
         if (argv.action === "ship") {
           if (!argv.name || !argv.run)
             throw new Error("models ship NAME --run RUN_DIR: both the name and the run");
           checkModelName(argv.name, "models ship");
           const { exportCheckpoint } = await import("../train/trainer.ts");
-          const { writeCard } = await import("../models/card.ts");
+          const { writeCard } = await import("../zoo/card.ts");
           const { step } = exportCheckpoint(argv.run, join(modelsDir(), argv.name), argv.snapshot);
           const card = writeCard(argv.name, modelsDir());
           process.stdout.write(
@@ -220,8 +220,8 @@ async function main(): Promise<void> {
         if (argv.action === "evaluate") {
           const { initEngine } = await import("../core/engine.ts");
           const { resolveRuntime } = await import("../onnx/choice.ts");
-          const { evaluateModel } = await import("../models/evaluate.ts");
-          const { writeCard } = await import("../models/card.ts");
+          const { evaluateModel } = await import("../zoo/evaluate.ts");
+          const { writeCard } = await import("../zoo/card.ts");
           await initEngine(argv.backend);
           const runtime = await resolveRuntime(argv.runtime);
           const names = argv.name ? [argv.name] : listModels().map((m) => m.name);

@@ -5,13 +5,13 @@ import { parse as parseYaml } from "yaml";
 import { type Tensor4D, tf } from "../core/engine.ts";
 import { checkSchedule, type ScheduleName, samplerDef, seededNoise } from "../core/samplers.ts";
 import { readPng, writeGrid, writePng } from "../data/png.ts";
-import { modelsDir } from "../models/registry.ts";
-import { defaultGuideThreads, loadZoo } from "../models/zoo.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { readImages, sampleGuided, samplerDiffusion, seededXT } from "../pipelines/sampling.ts";
 import { buildStrategy, checkStrategySampler, parseStrategyConfig } from "../strategies/registry.ts";
 import { DEFAULT_MODELS } from "../sweep/config.ts";
 import { checkGuides, refuseEvalClipGuides } from "../sweep/guides.ts";
+import { modelsDir } from "../zoo/registry.ts";
+import { defaultGuideThreads, loadZoo } from "../zoo/zoo.ts";
 
 export interface SampleArgs {
   model: string;

@@ -6,10 +6,10 @@ import { join } from "node:path";
 import { defaultGoldenDir, REPO_ROOT } from "../core/paths.ts";
 import { formatAccuracyReport, oracleAccuracyReport } from "../data/oracle.ts";
 import { writeGrid } from "../data/png.ts";
-import { Rng } from "../data/rng.ts";
 import { caption, render, sampleScene } from "../data/world.ts";
-import { modelsDir } from "../models/registry.ts";
+import { Rng } from "../util/rng.ts";
 import { formatRows, verifyReference } from "../verify/index.ts";
+import { modelsDir } from "../zoo/registry.ts";
 
 const QUICKSTART = join(REPO_ROOT, "configs", "quickstart.yaml");
 const ZOO_FOR_QUICKSTART = ["denoiser", "classifier", "noised-clip", "eval-clip"];

@@ -2,7 +2,7 @@
 // known exactly, this replaces GenEval's learned detector: a sample is scored against the constraints its prompt
 // states (count, shape, colour, size, position, relation) without any model in the loop.
 
-import { hashSeed, Rng } from "./rng.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 import { SUITE_NAMES, type SuiteName, suite } from "./suites.ts";
 import {
   COLOURS,

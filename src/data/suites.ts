@@ -1,7 +1,7 @@
 // Prompt suites in the manner of GenEval: each tests one compositional skill with prompts whose constraints are
 // known exactly, so the oracle can score a sample without a learned detector.
 
-import { hashSeed, Rng } from "./rng.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 import {
   COLOURS,
   type Colour,

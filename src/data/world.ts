@@ -3,7 +3,7 @@
 // Everything here is chosen for learnability by tiny models at 32x32: few, far-apart colours, fixed grid
 // positions, two clearly different sizes, and a closed caption grammar with a word-level vocabulary.
 
-import type { Rng } from "./rng.ts";
+import type { Rng } from "../util/rng.ts";
 
 export const SHAPES = ["circle", "square", "triangle"] as const;
 export type Shape = (typeof SHAPES)[number];

@@ -9,7 +9,6 @@ import { createDiffusion, type ScheduleName } from "../core/diffusion.ts";
 import { tf } from "../core/engine.ts";
 import { seededNoise } from "../core/samplers.ts";
 import type { DenoisedFn } from "../core/types.ts";
-import { encodeWorld, epsFromV } from "../models/zoo-models.ts";
 import {
   LOOP_SAMPLERS,
   type LoopSampler,
@@ -21,6 +20,7 @@ import {
 import { buildStrategy, parseStrategyConfig, STRATEGIES, strategyDef } from "../strategies/registry.ts";
 import { wrapSampling } from "../strategies/shared.ts";
 import type { GuidanceModels } from "../strategies/strategy.ts";
+import { encodeWorld, epsFromV } from "../zoo/zoo-models.ts";
 import { initBrowserEngine } from "./engine-browser.ts";
 import { type ForwardRequest, Replay, type ReplayStats } from "./replay.ts";
 

@@ -26,11 +26,11 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { gzipSync } from "node:zlib";
 import { SUITE_NAMES, suite } from "../data/suites.ts";
-import { loadZooModel, modelsDir } from "../models/registry.ts";
-import type { UNet } from "../models/unet.ts";
-import { DEFAULT_ZOO } from "../models/zoo.ts";
+import type { UNet } from "../nets/unet.ts";
 import { exportUNet } from "../onnx/export.ts";
 import { denoiserModelSchema } from "../train/tasks.ts";
+import { loadZooModel, modelsDir } from "../zoo/registry.ts";
+import { DEFAULT_ZOO } from "../zoo/zoo.ts";
 import type { ExplorerConfig } from "./app.ts";
 
 /**

@@ -78,7 +78,7 @@ export function evalClipEmbedder(
 }
 
 /**
- * An OpenAI CLIP ViT (src/models/openai-clip.ts) with CLIP's tokenizer, GLIDE's evaluation CLIP (§5.1). Images go
+ * An OpenAI CLIP ViT (src/nets/openai-clip.ts) with CLIP's tokenizer, GLIDE's evaluation CLIP (§5.1). Images go
  * in at any size (the model applies CLIP's resize and normalisation), so the default batch is smaller: ViT-B/16
  * sees 197 tokens of width 768 per image.
  */

@@ -5,7 +5,7 @@
 // averaged over random subsets of m samples from each set, as clean-fid's kernel_distance and torchmetrics'
 // KernelInceptionDistance do (100 subsets of 1000; the mean and, in torchmetrics, the population std over
 // subsets). Unlike FD it has no small-N bias, which is why it sits beside FD on cells of tens of samples.
-import { hashSeed, Rng } from "../data/rng.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 import { dimOf, type FeatureSet } from "./linalg.ts";
 
 export interface Kid {

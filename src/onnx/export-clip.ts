@@ -1,15 +1,15 @@
-// GLIDE's noised CLIP (src/models/clip.ts) to ONNX, one graph per tower, for forward-only uses (embedding
+// GLIDE's noised CLIP (src/nets/clip.ts) to ONNX, one graph per tower, for forward-only uses (embedding
 // samples and prompts for metrics; guidance itself differentiates the image tower in TensorFlow.js):
 //   image: x NHWC [B, S, S, 3] in [-1, 1], t [B] int32 (original timesteps) → z_i [B, nEmbd], unit norm;
 //   text:  tokens [B, maxTextLen] int32, lens [B] int32 (1..maxTextLen) → z_t [B, nEmbd], unit norm.
 // The official code pads the context to a multiple of 32 after the projections and masks pad keys with -1e10;
 // exp(-1e10 - max) is exactly 0 in float32, so the graph runs on the real context alone (text: the causal bias
 // of its T×T block), which changes no value beyond summation order.
-import type { ClipModel } from "../models/clip.ts";
+import type { ClipModel } from "../nets/clip.ts";
 import * as E from "./emit.ts";
 import { Graph } from "./graph.ts";
 
-// CLIP's pixel statistics (src/models/clip.ts), applied after mapping [-1, 1] to [0, 255].
+// CLIP's pixel statistics (src/nets/clip.ts), applied after mapping [-1, 1] to [0, 255].
 const IMAGE_MEANS = [122.77093945, 116.74601272, 104.09373519];
 const IMAGE_STDS = [68.50053285, 66.63215831, 70.32316309];
 const MASKED = -1e10;

@@ -1,11 +1,11 @@
-// Exports the repository's UNet (src/models/unet.ts) to ONNX by walking its modules (no kernel tracing): inputs
+// Exports the repository's UNet (src/nets/unet.ts) to ONNX by walking its modules (no kernel tracing): inputs
 // x NHWC [B, H, W, C] float, t [B] float, and by model kind: text-conditional tokens [B, ctx] int32 and mask
 // [B, ctx] float (1 = real token); class-conditional y [B] int32; inpainting inpaint_image [B, H, W, C] and
 // inpaint_mask [B, H, W, 1]; super-resolution low_res [B, h, w, C]. Output NHWC [B, H, W, outChannels].
 // Activations are NCHW inside the graph.
 import { expf32 } from "../core/expf32.ts";
-import { type Perturbation, SEG_INFINITE_SIGMA, segKernel } from "../models/perturb.ts";
-import type { TextTransformer } from "../models/text-transformer.ts";
+import { type Perturbation, SEG_INFINITE_SIGMA, segKernel } from "../nets/perturb.ts";
+import type { TextTransformer } from "../nets/text-transformer.ts";
 import {
   AttentionBlock,
   type Block,
@@ -16,7 +16,7 @@ import {
   type UNet,
   type UNetConfig,
   unetInputChannels,
-} from "../models/unet.ts";
+} from "../nets/unet.ts";
 import * as E from "./emit.ts";
 import { Graph } from "./graph.ts";
 
@@ -51,7 +51,7 @@ interface Ctx {
   emb: string;
   /** Text encoder output [B, L, width]. */
   enc?: { v: string; l: number; width: number };
-  /** Blocks to perturb (models/perturb.ts), exported into this graph. */
+  /** Blocks to perturb (nets/perturb.ts), exported into this graph. */
   perturb?: ResolvedPerturbation;
 }
 

@@ -8,8 +8,8 @@ import type { Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { ScheduleName } from "../core/samplers.ts";
 import type { StepInfo } from "../core/types.ts";
-import type { EncoderUNet } from "../models/encoder-unet.ts";
-import type { UNet } from "../models/unet.ts";
+import type { EncoderUNet } from "../nets/encoder-unet.ts";
+import type { UNet } from "../nets/unet.ts";
 import type { GuidanceModels } from "../strategies/strategy.ts";
 import { diffusionFor, runStage, spatialModel, stageTable } from "./sampling.ts";
 

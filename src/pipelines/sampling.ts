@@ -23,7 +23,7 @@ import {
   seededNoise,
 } from "../core/samplers.ts";
 import type { NoiseSource } from "../core/types.ts";
-import type { Conditioning, UNet } from "../models/unet.ts";
+import type { Conditioning, UNet } from "../nets/unet.ts";
 import { buildStrategy, checkStrategySampler } from "../strategies/registry.ts";
 import { tidyPred } from "../strategies/shared.ts";
 import {

@@ -5,10 +5,10 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { gridImage, writePng } from "../data/png.ts";
-import { hashSeed, Rng } from "../data/rng.ts";
 import { render, sampleScene } from "../data/world.ts";
 import type { CellObservations } from "../metrics/observations.ts";
 import { runStats } from "../stats/run-stats.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 import { writeCellObservations, writeReferenceObservations } from "./observations.ts";
 import type { CellRecord } from "./run-folder.ts";
 

@@ -2,7 +2,7 @@
 // prompt groups with replacement, and the SAME draws serve every cell of a run, so a difference between two cells
 // is computed on the same resampled prompts in every replicate (its interval is paired). A replicate is stored as
 // counts per group (how often each prompt was drawn), which is all the weighted estimators need.
-import { hashSeed, Rng } from "../data/rng.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 
 export interface BootstrapPlan {
   /** Replicates. */

@@ -4,7 +4,7 @@
 //   eps_g = eps_weak(x_t, c) + s·(eps(x_t, c) − eps_weak(x_t, c))
 // Two networks, so two calls per step (they cannot share a batch); s = 1 is the main model alone (one call).
 // Variance from the main model. With `dropLayers` the weak model is the main one with those blocks skipped
-// (models/perturb.ts; the layer-dropout variant of the weak model, needing no second checkpoint); its forwards
+// (nets/perturb.ts; the layer-dropout variant of the weak model, needing no second checkpoint); its forwards
 // then count as `model` calls, being the same network.
 import { z } from "zod";
 import type { StepInfo } from "../core/types.ts";

@@ -3,7 +3,7 @@
 // the identity in chosen layers, which keeps each token's appearance and removes the structure attention builds:
 //   g = u + s·(c − u) + w·(c − c_pag)        (s = 1: the paper's c + w·(c − c_pag), no unconditional call)
 // as diffusers' PerturbedAttentionGuidance combines them. What identity attention means in GLIDE's UNet, whose
-// text keys share the softmax with the image tokens, is defined in models/perturb.ts (the image-to-image map
+// text keys share the softmax with the image tokens, is defined in nets/perturb.ts (the image-to-image map
 // becomes the identity; the text columns keep their weights). Default layer: the middle block's attention
 // (diffusers' PAG default is SD's "mid" block). s = 1 and w = 0 is the conditional model (one call); variance
 // from the conditional prediction.

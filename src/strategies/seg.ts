@@ -3,11 +3,11 @@
 // attention queries are blurred by a 2-D Gaussian of σ over the image grid in chosen layers (σ ≥ 9999: every query
 // replaced by the mean query, the paper's σ → ∞), which flattens the attention's energy landscape:
 //   g = u + s·(c − u) + w·(c − c_seg)        (s = 1: c + w·(c − c_seg), no unconditional call)
-// as diffusers' SmoothedEnergyGuidance combines them; the blur is models/perturb.ts's smoothed-queries (the
+// as diffusers' SmoothedEnergyGuidance combines them; the blur is nets/perturb.ts's smoothed-queries (the
 // author's SEG-SDXL kernel). Defaults as diffusers' guider: σ = ∞, w = 3 here (diffusers 2.8), middle attention.
 // s = 1 and w = 0 is the conditional model (one call); variance from the conditional prediction.
 import { z } from "zod";
-import { SEG_INFINITE_SIGMA } from "../models/perturb.ts";
+import { SEG_INFINITE_SIGMA } from "../nets/perturb.ts";
 import { buildPerturbedGuidance, checkWindow, perturbedFields } from "./shared.ts";
 import type { StrategyDef } from "./strategy.ts";
 

@@ -10,8 +10,8 @@ import { z } from "zod";
 import type { Tensor, Tensor1D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { CondFn, DenoisedFn, Prediction, StepInfo } from "../core/types.ts";
-import { MODEL_NAME } from "../models/model-name.ts";
-import type { Perturbation } from "../models/perturb.ts";
+import { MODEL_NAME } from "../nets/model-name.ts";
+import type { Perturbation } from "../nets/perturb.ts";
 import type {
   BuildContext,
   Conditioning,
@@ -60,7 +60,7 @@ export const inWindow = (w: GuidanceWindow, step: StepInfo): boolean =>
   step.t >= w.tMin && (w.tMax === undefined || step.t <= w.tMax);
 
 // Readable zod issues live in core (configs of every layer use them); re-exported for the strategies' modules.
-export { formatIssues, READABLE_PARSE } from "../core/zod-issues.ts";
+export { formatIssues, READABLE_PARSE } from "../util/zod-issues.ts";
 
 /** Throws, naming the key, when a model the strategy needs is missing from the bag. */
 export function requireModels(kind: string, models: GuidanceModels, keys: readonly (keyof GuidanceModels)[]) {

@@ -3,7 +3,7 @@
 // model is guided away from a copy of itself with chosen blocks skipped (each returns its input):
 //   g = u + s·(c − u) + w·(c − c_skip)       (s = 1: c + w·(c − c_skip), no unconditional call)
 // as diffusers' SkipLayerGuidance combines them (skip_layer_guidance_scale = w). In this UNet a skippable block keeps
-// its input's shape: attention blocks and ResBlocks without resampling or channel change (models/perturb.ts).
+// its input's shape: attention blocks and ResBlocks without resampling or channel change (nets/perturb.ts).
 // Default: the middle block's attention. s = 1 and w = 0 is the conditional model (one call); variance from c.
 import { z } from "zod";
 import { buildPerturbedGuidance, checkWindow, perturbedFields } from "./shared.ts";

@@ -8,10 +8,10 @@ import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";
 import type { CondFn, DenoisedFn, Denoiser, Prediction, SamplerHooks, StepInfo } from "../core/types.ts";
-import type { Perturbation } from "../models/perturb.ts";
-import type { Conditioning, UNet } from "../models/unet.ts";
+import type { Perturbation } from "../nets/perturb.ts";
+import type { Conditioning, UNet } from "../nets/unet.ts";
 
-export type { Conditioning } from "../models/unet.ts";
+export type { Conditioning } from "../nets/unet.ts";
 
 /**
  * A denoiser network as a function: x NHWC [N, H, W, C], `t` the ORIGINAL timestep of each row [N], and one
@@ -45,7 +45,7 @@ export interface GuidanceModels {
   /** A weaker version of `model` (fewer training steps, smaller), for autoguidance. */
   weak?: ModelFn;
   /**
-   * `model` with chosen blocks perturbed (models/perturb.ts), for PAG, SEG, skip-layer guidance and autoguidance
+   * `model` with chosen blocks perturbed (nets/perturb.ts), for PAG, SEG, skip-layer guidance and autoguidance
    * with dropped layers; the provider builds each perturbation once (ONNX: one exported graph per configuration).
    * Its evaluations count as `model` calls: it is the same network.
    */

@@ -8,12 +8,12 @@ import { z } from "zod";
 import { checkSchedule } from "../core/samplers/loop.ts";
 import { SAMPLER_NAMES, type SamplerName, samplerDef } from "../core/samplers/registry.ts";
 import { SCHEDULES, type ScheduleName } from "../core/samplers/sampler.ts";
-import { formatIssues, READABLE_PARSE } from "../core/zod-issues.ts";
 import { SUITE_NAMES, suite } from "../data/suites.ts";
 import { parseCaption, type SceneSpec } from "../data/world.ts";
 import { METRIC_NAMES } from "../metrics/index.ts";
-import { MODEL_NAME } from "../models/registry.ts";
 import { RUNTIMES, type RuntimeChoice } from "../onnx/choice.ts";
+import { formatIssues, READABLE_PARSE } from "../util/zod-issues.ts";
+import { MODEL_NAME } from "../zoo/registry.ts";
 import { refuseEvalClipGuides } from "./guides.ts";
 
 const oneOrMany = <T extends z.ZodType>(s: T) => z.union([s, z.array(s).min(1)]);
@@ -49,7 +49,7 @@ export const DEFAULT_MODELS = {
   evalClip: "eval-clip",
 } as const;
 
-/** A zoo model's folder name, never a path (models/registry.ts). */
+/** A zoo model's folder name, never a path (zoo/registry.ts). */
 const modelName = z
   .string()
   .regex(

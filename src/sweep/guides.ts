@@ -7,12 +7,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { mapImageBatches } from "../metrics/embedders.ts";
-import type { NoisedClipModel } from "../models/clip.ts";
-import type { EncoderUNet } from "../models/encoder-unet.ts";
-import type { EvalClip } from "../models/eval-clip.ts";
-import { modelInfo } from "../models/registry.ts";
-import { DEFAULT_ZOO, GUIDE_KEYS, type Zoo } from "../models/zoo.ts";
+import type { NoisedClipModel } from "../nets/clip.ts";
+import type { EncoderUNet } from "../nets/encoder-unet.ts";
+import type { EvalClip } from "../nets/eval-clip.ts";
 import { strategyDef } from "../strategies/registry.ts";
+import { modelInfo } from "../zoo/registry.ts";
+import { DEFAULT_ZOO, GUIDE_KEYS, type Zoo } from "../zoo/zoo.ts";
 
 export interface NamedGuide {
   /** Config key path, e.g. `strategies.2.model` or `strategies.0.base.model.1`. */

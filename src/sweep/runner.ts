@@ -11,7 +11,6 @@ import { type BackendChoice, initEngine, type Tensor4D, tf } from "../core/engin
 import { samplerDef, samplerEta } from "../core/samplers.ts";
 import type { NoiseSource } from "../core/types.ts";
 import { encodePng, gridImage } from "../data/png.ts";
-import { hashSeed, Rng } from "../data/rng.ts";
 import { render, sceneForSpec } from "../data/world.ts";
 import {
   type CostSample,
@@ -26,10 +25,8 @@ import {
   type ReferenceObservations,
 } from "../metrics/index.ts";
 import { flatten } from "../metrics/observations.ts";
-import type { EvalClip } from "../models/eval-clip.ts";
-import { loadOpenAIEvalClip } from "../models/openai-clip.ts";
-import { loadZooModel, modelInfo, modelsDir } from "../models/registry.ts";
-import { DEFAULT_ZOO, defaultGuideThreads, loadZoo, type Zoo } from "../models/zoo.ts";
+import type { EvalClip } from "../nets/eval-clip.ts";
+import { loadOpenAIEvalClip } from "../nets/openai-clip.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { metricModelsOn } from "../onnx/metric-models.ts";
 import { sampleBatches, samplerDiffusion } from "../pipelines/sampling.ts";
@@ -37,7 +34,10 @@ import { buildReport } from "../report/index.ts";
 import { writeCellObservations, writeReferenceObservations } from "../report/observations.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import type { Strategy } from "../strategies/strategy.ts";
-import { formatDuration, Progress } from "../train/progress.ts";
+import { formatDuration, Progress } from "../util/progress.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
+import { loadZooModel, modelInfo, modelsDir } from "../zoo/registry.ts";
+import { DEFAULT_ZOO, defaultGuideThreads, loadZoo, type Zoo } from "../zoo/zoo.ts";
 import { defaultOut, loadSweepConfig, type SweepConfig } from "./config.ts";
 import { checkGuides, guideModelNames, guideScores, guidesUsed } from "./guides.ts";
 import { acquireLock, checkNotLocked, LOCK_FILE } from "./lock.ts";

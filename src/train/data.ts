@@ -1,7 +1,8 @@
 // Training examples from the embedded world. Example j of step s is a pure function of (seed, task, s, j): the
 // batch is identical whatever the number of workers, and a resumed run sees exactly the data it would have seen.
-import { hashSeed, Rng } from "../data/rng.ts";
+
 import { caption, PAD_ID, renderInto, type Scene, sampleScene, tokenize } from "../data/world.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 
 export interface WorldBatch {
   /** NHWC in [-1, 1]. */

@@ -1,13 +1,13 @@
 // Where a training step's gradients are computed. Both engines take the current parameters (one flat buffer) and a
 // step, and return the batch's mean loss and the flat gradient; the optimizer stays with the trainer.
 //   tfjs: data-parallel worker threads, one TensorFlow.js (wasm) replica each, every worker a slice of the batch.
-//   onnx: the task's step traced once and replayed on ONNX Runtime (src/onnx/train-step.ts), the whole batch in
+//   onnx: the task's step traced once and replayed on ONNX Runtime (src/train/onnx-step.ts), the whole batch in
 //         one call over all cores: measured 3.6x the throughput of a wasm worker per core on the zoo denoiser.
 import type { Worker } from "node:worker_threads";
 import { type BackendChoice, spawnTsWorker, type Variable } from "../core/engine.ts";
 import { providersFromEnv, spinFromEnv } from "../onnx/runtime.ts";
-import { buildStepGraph } from "../onnx/train-step.ts";
 import type { Slot } from "./adam.ts";
+import { buildStepGraph } from "./onnx-step.ts";
 import type { Recipe } from "./recipe.ts";
 import type { TaskInstance } from "./task.ts";
 import type { WorkerReply, WorkerRequest } from "./worker.ts";

@@ -5,11 +5,11 @@ import { createDiffusion } from "../core/diffusion.ts";
 import { type Scalar, type Tensor, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { Init } from "../core/layers.ts";
 import { END_ID, NUM_CLASSES, parseCaption, satisfies, sceneLabels, VOCAB_SIZE } from "../data/world.ts";
-import { type ClipConfig, ClipModel, type ClipTextConfig, type NoisedClipModel } from "../models/clip.ts";
-import { ConvClip } from "../models/conv-clip.ts";
-import { EncoderUNet, type EncoderUNetConfig } from "../models/encoder-unet.ts";
-import { EvalClip } from "../models/eval-clip.ts";
-import { UNet, type UNetConfig } from "../models/unet.ts";
+import { type ClipConfig, ClipModel, type ClipTextConfig, type NoisedClipModel } from "../nets/clip.ts";
+import { ConvClip } from "../nets/conv-clip.ts";
+import { EncoderUNet, type EncoderUNetConfig } from "../nets/encoder-unet.ts";
+import { EvalClip } from "../nets/eval-clip.ts";
+import { UNet, type UNetConfig } from "../nets/unet.ts";
 import { worldBatch } from "./data.ts";
 import { formatZodError, type Recipe } from "./recipe.ts";
 import { defineTask, floats, ints, type StepInput, type StepInputs, type TaskInstance } from "./task.ts";
@@ -37,7 +37,7 @@ export const denoiserModelSchema = z
   .object({
     /**
      * What the UNet's first three output channels predict: "eps" (GLIDE, guided-diffusion) or "v" = √ᾱ·ε − √(1−ᾱ)·x0
-     * (Salimans & Ho 2022). The zoo presents either as ε to the samplers and strategies (src/models/zoo.ts).
+     * (Salimans & Ho 2022). The zoo presents either as ε to the samplers and strategies (src/zoo/zoo.ts).
      */
     prediction: z.enum(["eps", "v"]).default("eps"),
     modelChannels: posInt(32),
@@ -264,7 +264,7 @@ const convClipSchema = encoderSchema.extend({ tower: z.literal("conv"), ...clipT
 
 /**
  * The noised CLIP's image tower: "vit", GLIDE's design (the default, and what exports without the key hold), or
- * "conv", the noised classifier's EncoderUNet (src/models/conv-clip.ts).
+ * "conv", the noised classifier's EncoderUNet (src/nets/conv-clip.ts).
  */
 export const noisedClipModelSchema = z.preprocess(
   (v) => (v && typeof v === "object" && !Array.isArray(v) && !("tower" in v) ? { ...v, tower: "vit" } : v),

@@ -15,12 +15,12 @@ import {
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { type BackendChoice, initEngine } from "../core/engine.ts";
-import { type ExportedConfig, modelsDir } from "../models/registry.ts";
-import { readSafetensors, writeSafetensors } from "../models/safetensors.ts";
+import { readSafetensors, writeSafetensors } from "../nets/safetensors.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
+import { Progress } from "../util/progress.ts";
+import { type ExportedConfig, modelsDir } from "../zoo/registry.ts";
 import { Adam, layout, type Slot } from "./adam.ts";
 import { type GradEngine, onnxEngine, splitBatch, tfjsEngine } from "./engines.ts";
-import { Progress } from "./progress.ts";
 import { CONTRASTIVE_TASKS, loadRecipe, type Recipe } from "./recipe.ts";
 import { buildTask } from "./tasks.ts";
 import type { NamedArrays } from "./worker.ts";
@@ -307,7 +307,7 @@ function writeExport(recipe: Recipe, out: string, weights: NamedArrays, run: Run
   const { step, wall, slices, runtime, initFrom } = run;
   atomicWrite(join(out, `${stem}.safetensors`), (tmp) =>
     // storage_dtype lets the loader catch tensors relabelled to another dtype of the same size (F16 as BF16),
-    // which the header's sizes cannot show (models/registry.ts).
+    // which the header's sizes cannot show (zoo/registry.ts).
     writeSafetensors(tmp, weights, { dtype: "F16", metadata: { step: String(step), storage_dtype: "F16" } }),
   );
   const config = {

@@ -4,7 +4,7 @@ import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor4D } from "../core/engine.ts";
 import type { NpyArray } from "../core/npy.ts";
 import { sampleDdpm } from "../core/samplers.ts";
-import type { UNet } from "../models/unet.ts";
+import type { UNet } from "../nets/unet.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { type GuidanceModels, hooksOf, type ModelFn } from "../strategies/strategy.ts";
 import {

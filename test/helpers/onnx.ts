@@ -1,7 +1,7 @@
 // What the ONNX Runtime tests share: starting the engine with the runtime's availability, and their error measure.
 import assert from "node:assert/strict";
 import { initEngine } from "../../src/core/engine.ts";
-import type { UNetConfig } from "../../src/models/unet.ts";
+import type { UNetConfig } from "../../src/nets/unet.ts";
 import { onnxAvailable } from "../../src/onnx/runtime.ts";
 
 /** Starts the cpu engine; returns why onnxruntime-node cannot load (the tests' skip reason), or undefined. */

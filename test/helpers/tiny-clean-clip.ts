@@ -2,7 +2,7 @@
 import type { Tensor2D } from "../../src/core/engine.ts";
 import { tf } from "../../src/core/engine.ts";
 import { Init } from "../../src/core/layers.ts";
-import type { EvalClip } from "../../src/models/eval-clip.ts";
+import type { EvalClip } from "../../src/nets/eval-clip.ts";
 import type { Conditioning } from "../../src/strategies/strategy.ts";
 import { buildEvalClip, evalClipModelSchema } from "../../src/train/tasks.ts";
 

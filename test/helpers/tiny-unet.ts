@@ -1,6 +1,6 @@
 // The tiny random GLIDE-style UNet the pipeline, strategy and benchmark tests build: 8×8, learned sigma, attention
 // at 4×4, one residual block per level, a one-layer text encoder.
-import type { UNetConfig } from "../../src/models/unet.ts";
+import type { UNetConfig } from "../../src/nets/unet.ts";
 
 /** The tiny config with a text encoder over `text.vocabSize` tokens and `text.ctx` positions; `extra` overrides. */
 export function tinyUNetConfig(

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixture for src/models/openai-clip.ts (test/openai-clip.test.ts).
+"""Golden fixture for src/nets/openai-clip.ts (test/openai-clip.test.ts).
 
 Builds a tiny CLIP ViT with seeded random weights, writes its state dict (official parameter names and layouts)
 as safetensors, some inputs, and the reference outputs computed in float64, into test/fixtures/openai-clip/.

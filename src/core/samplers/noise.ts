@@ -1,6 +1,6 @@
 // The project's seeded noise: every sampler draws through a NoiseSource so that a seed gives the same trajectory on
 // every backend and paired cells see the same noise.
-import { hashSeed, Rng } from "../../data/rng.ts";
+import { hashSeed, Rng } from "../../util/rng.ts";
 import { tf } from "../engine.ts";
 import type { NoiseSource } from "../types.ts";
 

@@ -5,7 +5,7 @@ import "../../core/ops.ts";
 import { GaussianDiffusion, type PMeanVariance } from "../../core/diffusion.ts";
 import type { Tensor1D, Tensor2D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
-import { clipAttentionBias } from "../../models/clip.ts";
+import { clipAttentionBias } from "../../nets/clip.ts";
 import {
   compare,
   floats,

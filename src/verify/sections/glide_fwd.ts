@@ -3,7 +3,7 @@
 import type { Tensor1D, Tensor2D, Tensor4D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
 import { silu, timestepEmbedding } from "../../core/layers.ts";
-import type { UNet } from "../../models/unet.ts";
+import type { UNet } from "../../nets/unet.ts";
 import {
   compare,
   failRow,

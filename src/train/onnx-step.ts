@@ -9,9 +9,9 @@
 // refused when the two traces show it (a branch that goes the same way on both steps cannot be seen).
 import { type Scalar, type Tensor, type Tensor4D, tf, type Variable } from "../core/engine.ts";
 import { convFilterGrad, getConvGradMode, setConvGradMode } from "../core/ops.ts";
-import type { StepInputs, TaskInstance } from "../train/task.ts";
-import { assertSameComputation, graphFromTrace } from "./replay.ts";
-import { type Trace, traceKernels, type VirtualKernel } from "./trace.ts";
+import { assertSameComputation, graphFromTrace } from "../onnx/replay.ts";
+import { type Trace, traceKernels, type VirtualKernel } from "../onnx/trace.ts";
+import type { StepInputs, TaskInstance } from "./task.ts";
 
 export interface StepGraph {
   /** The serialised ONNX model. */

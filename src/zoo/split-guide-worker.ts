@@ -3,8 +3,8 @@
 // Atomics.wait while it computes the other part of the batch.
 import { parentPort, workerData } from "node:worker_threads";
 import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
-import type { NoisedClipModel } from "./clip.ts";
-import type { EncoderUNet } from "./encoder-unet.ts";
+import type { NoisedClipModel } from "../nets/clip.ts";
+import type { EncoderUNet } from "../nets/encoder-unet.ts";
 import { loadZooModel } from "./registry.ts";
 
 export interface SplitGuideRequest {

@@ -65,7 +65,7 @@ export const FAMILIES: Record<ModelFamily, FamilyRules> = {
       return "asis";
     },
   },
-  // OpenAIClip carries the official names (src/models/openai-clip.ts).
+  // OpenAIClip carries the official names (src/nets/openai-clip.ts).
   "openai-clip": {
     toOurs: (n) => n,
     toOfficial: (n) => n,

@@ -10,7 +10,6 @@
 import { createDiffusion } from "../core/diffusion.ts";
 import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
 import { seededNoise } from "../core/samplers.ts";
-import { hashSeed, Rng } from "../data/rng.ts";
 import { suite } from "../data/suites.ts";
 import {
   CLASS_NAMES,
@@ -25,13 +24,14 @@ import {
 import { evalClipEmbedder } from "../metrics/embedders.ts";
 import { frechetDistance } from "../metrics/frechet.ts";
 import { mcnemarExact, promptAccuracy, wilsonInterval } from "../metrics/prompt-accuracy.ts";
+import type { NoisedClipModel } from "../nets/clip.ts";
+import type { EncoderUNet } from "../nets/encoder-unet.ts";
+import type { EvalClip } from "../nets/eval-clip.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { sampleBatches, samplerDiffusion } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { textLengths } from "../train/tasks.ts";
-import type { NoisedClipModel } from "./clip.ts";
-import type { EncoderUNet } from "./encoder-unet.ts";
-import type { EvalClip } from "./eval-clip.ts";
+import { hashSeed, Rng } from "../util/rng.ts";
 import { loadZooModel, type ModelInfo, modelInfo, modelsDir } from "./registry.ts";
 import { loadZoo } from "./zoo.ts";
 

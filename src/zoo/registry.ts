@@ -6,8 +6,11 @@ import { z } from "zod";
 import { type Tensor, tf } from "../core/engine.ts";
 import { Init, type Module } from "../core/layers.ts";
 import { REPO_ROOT } from "../core/paths.ts";
-import { formatIssues, READABLE_PARSE } from "../core/zod-issues.ts";
 import { NUM_CLASSES } from "../data/world.ts";
+import { EncoderUNet } from "../nets/encoder-unet.ts";
+import { MODEL_NAME } from "../nets/model-name.ts";
+import { readSafetensors } from "../nets/safetensors.ts";
+import { UNet } from "../nets/unet.ts";
 import { diffusionSchema, type Recipe, TASKS, worldSchema } from "../train/recipe.ts";
 import {
   buildEvalClip,
@@ -19,10 +22,7 @@ import {
   evalClipModelSchema,
   noisedClipModelSchema,
 } from "../train/tasks.ts";
-import { EncoderUNet } from "./encoder-unet.ts";
-import { MODEL_NAME } from "./model-name.ts";
-import { readSafetensors } from "./safetensors.ts";
-import { UNet } from "./unet.ts";
+import { formatIssues, READABLE_PARSE } from "../util/zod-issues.ts";
 
 export { MODEL_NAME };
 
