@@ -7,12 +7,13 @@ import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine
 import { Init } from "../src/core/layers.ts";
 import { sampleDdim, sampleDdpm, seededNoise } from "../src/core/samplers.ts";
 import type { StepInfo } from "../src/core/types.ts";
+import { unetModel } from "../src/nets/denoiser.ts";
 import type { EvalClip } from "../src/nets/eval-clip.ts";
 import { UNet } from "../src/nets/unet.ts";
 import { predictedX0 } from "../src/strategies/apg.ts";
 import { cleanClipGrad, cleanClipLoss } from "../src/strategies/clean-clip.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
-import { type Conditioning, type GuidanceModels, hooksOf, unetModel } from "../src/strategies/strategy.ts";
+import { type Conditioning, type GuidanceModels, hooksOf } from "../src/strategies/strategy.ts";
 import { TINY_CLEAN_CLIP_CTX, tinyCleanClip, tinyCleanClipText } from "./helpers/tiny-clean-clip.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 

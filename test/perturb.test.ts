@@ -6,6 +6,7 @@ import { after, before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
 import type { StepInfo } from "../src/core/types.ts";
+import { type Conditioning, unetModel } from "../src/nets/denoiser.ts";
 import {
   identityAttention,
   type Perturbation,
@@ -18,7 +19,6 @@ import { type Block, UNet } from "../src/nets/unet.ts";
 import { onnxAvailable, onnxModelFn } from "../src/onnx/runtime.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
 import { cfgEps } from "../src/strategies/shared.ts";
-import { type Conditioning, unetModel } from "../src/strategies/strategy.ts";
 import { relErr } from "./helpers/onnx.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 

@@ -10,6 +10,7 @@ import { createDiffusion } from "../src/core/diffusion.ts";
 import { backendFromEnv, initEngine, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
+import { unetModel } from "../src/nets/denoiser.ts";
 import type { UNetConfig, UNet as UNetT } from "../src/nets/unet.ts";
 import { UNet } from "../src/nets/unet.ts";
 import { onnxAvailable } from "../src/onnx/runtime.ts";
@@ -17,7 +18,6 @@ import { glideClipGuided, glideInpaint, glideText2Im } from "../src/pipelines/gl
 import { classifierGuidedSample } from "../src/pipelines/guided-diffusion.ts";
 import { sampleGuided } from "../src/pipelines/sampling.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
-import { unetModel } from "../src/strategies/strategy.ts";
 import { type Manifest, SectionContext } from "../src/verify/common.ts";
 import { goldenClassifier, goldenClip, goldenGdUnet, goldenGlide } from "../src/verify/golden-models.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";

@@ -8,6 +8,7 @@ import { Init } from "../src/core/layers.ts";
 import { ddimStep, sampleDdim, sampleDdpm, seededNoise } from "../src/core/samplers.ts";
 import type { Prediction, StepInfo } from "../src/core/types.ts";
 import { ClipModel } from "../src/nets/clip.ts";
+import { unetModel } from "../src/nets/denoiser.ts";
 import { EncoderUNet } from "../src/nets/encoder-unet.ts";
 import type { EvalClip } from "../src/nets/eval-clip.ts";
 import { UNet } from "../src/nets/unet.ts";
@@ -20,7 +21,6 @@ import {
   hooksOf,
   type ModelCalls,
   type ModelFn,
-  unetModel,
 } from "../src/strategies/strategy.ts";
 import { tinyCleanClip, tinyCleanClipText } from "./helpers/tiny-clean-clip.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";

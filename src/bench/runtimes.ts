@@ -6,10 +6,11 @@ import { loadavg } from "node:os";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import { type Tensor, type Tensor1D, type Tensor4D, tf } from "../core/engine.ts";
 import type { Prediction } from "../core/types.ts";
+import { type ModelFn, unetModel } from "../nets/denoiser.ts";
 import type { Conditioning, UNet } from "../nets/unet.ts";
 import { onnxAvailable, onnxModelFn } from "../onnx/runtime.ts";
 import { runStage } from "../pipelines/sampling.ts";
-import { type GuidanceModels, type ModelFn, unetModel } from "../strategies/strategy.ts";
+import type { GuidanceModels } from "../strategies/strategy.ts";
 import type { Row } from "./engine.ts";
 import { unetFlops } from "./flops.ts";
 

@@ -10,3 +10,8 @@ export const REPO_ROOT = join(import.meta.dirname, "..", "..");
 export function defaultGoldenDir(): string {
   return process.env.GUIDANCE_LAB_GOLDEN ?? join(REPO_ROOT, "..", "shared", "golden");
 }
+
+/** Where shipped models live: GUIDANCE_LAB_MODELS, else the repository's models/ folder (read at each call). */
+export function modelsDir(): string {
+  return process.env.GUIDANCE_LAB_MODELS ?? join(REPO_ROOT, "models");
+}

@@ -23,6 +23,7 @@ import {
   seededNoise,
 } from "../core/samplers.ts";
 import type { NoiseSource } from "../core/types.ts";
+import { unetModel } from "../nets/denoiser.ts";
 import type { Conditioning, UNet } from "../nets/unet.ts";
 import { buildStrategy, checkStrategySampler } from "../strategies/registry.ts";
 import { tidyPred } from "../strategies/shared.ts";
@@ -33,7 +34,6 @@ import {
   type ModelFn,
   nfe,
   type Strategy,
-  unetModel,
 } from "../strategies/strategy.ts";
 
 /** Spatial conditioning fixed for a whole run, one row per sample (or one row for all). */

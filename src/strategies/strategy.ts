@@ -6,18 +6,11 @@
 import type { z } from "zod";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor1D, Tensor2D, Tensor4D } from "../core/engine.ts";
-import { tf } from "../core/engine.ts";
-import type { CondFn, DenoisedFn, Denoiser, Prediction, SamplerHooks, StepInfo } from "../core/types.ts";
+import type { CondFn, DenoisedFn, Denoiser, SamplerHooks, StepInfo } from "../core/types.ts";
+import type { Conditioning, ModelFn } from "../nets/denoiser.ts";
 import type { Perturbation } from "../nets/perturb.ts";
-import type { Conditioning, UNet } from "../nets/unet.ts";
 
-export type { Conditioning } from "../nets/unet.ts";
-
-/**
- * A denoiser network as a function: x NHWC [N, H, W, C], `t` the ORIGINAL timestep of each row [N], and one
- * conditioning row per x row (strategies batch several conditionings into one call). Must not dispose inputs.
- */
-export type ModelFn = (x: Tensor4D, t: Tensor1D, cond: Conditioning) => Prediction;
+export type { Conditioning, ModelFn } from "../nets/denoiser.ts";
 
 /** A noised classifier (guided-diffusion's EncoderUNet): d/dx Σ log p(y_b | x_b, t_b) · scale. */
 export interface NoisedClassifier {
@@ -152,28 +145,4 @@ export interface StrategyDef<C extends { kind: string } = { kind: string }> {
    * pairing it with another is refused before sampling.
    */
   readonly samplers?: readonly { name: string; eta?: number }[];
-}
-
-/**
- * The repository's UNet as a ModelFn: the first `inChannels` output channels are eps, the rest (when the model
- * learns the variance range) the learned-range values; with `perturbation`, the perturbed network.
- */
-export function unetModel(unet: UNet, perturbation?: Perturbation): ModelFn {
-  const c = unet.config.inChannels;
-  const resolved = perturbation ? unet.resolvePerturbation(perturbation) : undefined;
-  return (x, t, cond) => tf.tidy(() => splitPrediction(unet.forward(x, t, cond, resolved), c));
-}
-
-/** A UNet's raw output as a Prediction: eps in the first `c` channels, learned-range values in the rest. */
-export function splitPrediction(
-  out: Tensor4D,
-  c: number,
-): { out: Tensor4D; kind: "eps"; varValues?: Tensor4D } {
-  const [b, h, w, oc] = out.shape;
-  if (oc === c) return { out, kind: "eps" };
-  return {
-    out: tf.slice(out, [0, 0, 0, 0], [b, h, w, c]),
-    kind: "eps",
-    varValues: tf.slice(out, [0, 0, 0, c], [b, h, w, oc - c]),
-  };
 }

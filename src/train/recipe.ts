@@ -74,6 +74,24 @@ export const recipeSchema = z
 
 export type Recipe = z.infer<typeof recipeSchema>;
 
+/** model.json as the trainer exports it (the zoo's registry validates it: src/zoo/registry.ts). */
+export interface ExportedConfig {
+  name: string;
+  task: Recipe["task"];
+  model: Record<string, unknown>;
+  diffusion: Recipe["diffusion"];
+  world: Recipe["world"];
+  step: number;
+  wallSeconds: number;
+  /** Slices of each batch in the session that exported it: TensorFlow.js workers, 1 on ONNX Runtime (absent in
+   * exports older than the field). */
+  workers?: number;
+  /** Where its gradients were computed in the session that exported it: "onnx" or "tfjs" (absent before the field). */
+  runtime?: string;
+  /** The exported model a run started from (train --init-from), when it did. */
+  initFrom?: { model: string; step: number };
+}
+
 export function formatZodError(err: z.ZodError, source: string): string {
   return err.issues
     .map((i) => `${source}: ${i.path.length ? i.path.join(".") : "(top level)"}: ${i.message}`)

@@ -15,13 +15,13 @@ import {
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
 import { type BackendChoice, initEngine } from "../core/engine.ts";
+import { modelsDir } from "../core/paths.ts";
 import { readSafetensors, writeSafetensors } from "../nets/safetensors.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { Progress } from "../util/progress.ts";
-import { type ExportedConfig, modelsDir } from "../zoo/registry.ts";
 import { Adam, layout, type Slot } from "./adam.ts";
 import { type GradEngine, onnxEngine, splitBatch, tfjsEngine } from "./engines.ts";
-import { CONTRASTIVE_TASKS, loadRecipe, type Recipe } from "./recipe.ts";
+import { CONTRASTIVE_TASKS, type ExportedConfig, loadRecipe, type Recipe } from "./recipe.ts";
 import { buildTask } from "./tasks.ts";
 import type { NamedArrays } from "./worker.ts";
 

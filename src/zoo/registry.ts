@@ -5,13 +5,13 @@ import { join } from "node:path";
 import { z } from "zod";
 import { type Tensor, tf } from "../core/engine.ts";
 import { Init, type Module } from "../core/layers.ts";
-import { REPO_ROOT } from "../core/paths.ts";
+import { modelsDir } from "../core/paths.ts";
 import { NUM_CLASSES } from "../data/world.ts";
 import { EncoderUNet } from "../nets/encoder-unet.ts";
 import { MODEL_NAME } from "../nets/model-name.ts";
 import { readSafetensors } from "../nets/safetensors.ts";
 import { UNet } from "../nets/unet.ts";
-import { diffusionSchema, type Recipe, TASKS, worldSchema } from "../train/recipe.ts";
+import { diffusionSchema, type ExportedConfig, type Recipe, TASKS, worldSchema } from "../train/recipe.ts";
 import {
   buildEvalClip,
   buildNoisedClip,
@@ -24,12 +24,7 @@ import {
 } from "../train/tasks.ts";
 import { formatIssues, READABLE_PARSE } from "../util/zod-issues.ts";
 
-export { MODEL_NAME };
-
-/** Where shipped models live: GUIDANCE_LAB_MODELS, else the repository's models/ folder (read at each call). */
-export function modelsDir(): string {
-  return process.env.GUIDANCE_LAB_MODELS ?? join(REPO_ROOT, "models");
-}
+export { MODEL_NAME, modelsDir };
 
 export interface ModelInfo {
   name: string;
@@ -39,23 +34,6 @@ export interface ModelInfo {
   wallSeconds: number;
   bytes: number;
   config: ExportedConfig;
-}
-
-export interface ExportedConfig {
-  name: string;
-  task: Recipe["task"];
-  model: Record<string, unknown>;
-  diffusion: Recipe["diffusion"];
-  world: Recipe["world"];
-  step: number;
-  wallSeconds: number;
-  /** Slices of each batch in the session that exported it: TensorFlow.js workers, 1 on ONNX Runtime (absent in
-   * exports older than the field). */
-  workers?: number;
-  /** Where its gradients were computed in the session that exported it: "onnx" or "tfjs" (absent before the field). */
-  runtime?: string;
-  /** The exported model a run started from (train --init-from), when it did. */
-  initFrom?: { model: string; step: number };
 }
 
 /**
