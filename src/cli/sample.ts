@@ -8,10 +8,9 @@ import { readPng, writeGrid, writePng } from "../data/png.ts";
 import { type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
 import { readImages, sampleGuided, samplerDiffusion, seededXT } from "../pipelines/sampling.ts";
 import { buildStrategy, checkStrategySampler, parseStrategyConfig } from "../strategies/registry.ts";
-import { DEFAULT_MODELS } from "../sweep/config.ts";
 import { checkGuides, refuseEvalClipGuides } from "../sweep/guides.ts";
 import { modelsDir } from "../zoo/registry.ts";
-import { defaultGuideThreads, loadZoo } from "../zoo/zoo.ts";
+import { DEFAULT_ZOO, defaultGuideThreads, loadZoo } from "../zoo/zoo.ts";
 
 export interface SampleArgs {
   model: string;
@@ -95,13 +94,8 @@ export function withGuideModel(raw: unknown, source: string, guideModel: string 
     }
     out = { ...raw, model: guideModel };
   }
-  refuseEvalClipGuides([out], DEFAULT_MODELS.evalClip, "--guide-model");
-  checkGuides(
-    [out],
-    DEFAULT_MODELS.evalClip,
-    modelsDir(),
-    guideModel !== undefined ? "--guide-model" : source,
-  );
+  refuseEvalClipGuides([out], DEFAULT_ZOO.evalClip, "--guide-model");
+  checkGuides([out], DEFAULT_ZOO.evalClip, modelsDir(), guideModel !== undefined ? "--guide-model" : source);
   return out;
 }
 

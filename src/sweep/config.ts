@@ -14,6 +14,7 @@ import { METRIC_NAMES } from "../metrics/index.ts";
 import { RUNTIMES, type RuntimeChoice } from "../onnx/choice.ts";
 import { formatIssues, READABLE_PARSE } from "../util/zod-issues.ts";
 import { MODEL_NAME } from "../zoo/registry.ts";
+import { DEFAULT_ZOO } from "../zoo/zoo.ts";
 import { refuseEvalClipGuides } from "./guides.ts";
 
 const oneOrMany = <T extends z.ZodType>(s: T) => z.union([s, z.array(s).min(1)]);
@@ -41,12 +42,13 @@ const strategyEntry = z
   })
   .catchall(z.unknown());
 
+/** The `models` key's defaults: the shipped zoo's names (src/zoo/zoo.ts). */
 export const DEFAULT_MODELS = {
-  denoiser: "denoiser",
-  weak: "denoiser-early",
-  classifier: "classifier",
-  clip: "noised-clip",
-  evalClip: "eval-clip",
+  denoiser: DEFAULT_ZOO.denoiser,
+  weak: DEFAULT_ZOO.weak,
+  classifier: DEFAULT_ZOO.classifier,
+  clip: DEFAULT_ZOO.clip,
+  evalClip: DEFAULT_ZOO.evalClip,
 } as const;
 
 /** A zoo model's folder name, never a path (zoo/registry.ts). */

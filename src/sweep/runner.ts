@@ -394,7 +394,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
         `${source}: steps: ${tooMany} is more than the ${T} diffusion steps the denoiser '${config.models.denoiser}' was trained with (expected 1 to ${T})`,
       );
     const diffusions = new Map<string, GaussianDiffusion>();
-    const diffusionFor = (c: Cell) =>
+    const cellDiffusion = (c: Cell) =>
       samplerDiffusion(samplerOptions(config, c), T, (respacing) => {
         const key = JSON.stringify(respacing);
         let d = diffusions.get(key);
@@ -406,7 +406,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
       });
     const strategies = new Map<string, Strategy>();
     for (const c of mine) {
-      const bag = { ...models.zoo.models, diffusion: diffusionFor(c) };
+      const bag = { ...models.zoo.models, diffusion: cellDiffusion(c) };
       strategies.set(c.id, buildStrategy(c.strategy, bag, `${source}: strategies.${c.entry}`));
     }
     // Binding encodes the prompts (and maps them to classifier labels), which is where a prompt a strategy
@@ -505,7 +505,7 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
           config,
           cell,
           strategies.get(cell.id)!,
-          diffusionFor(cell),
+          cellDiffusion(cell),
           size,
           () => stop.signal !== undefined,
         );

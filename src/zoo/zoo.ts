@@ -34,13 +34,19 @@ export interface ZooNames {
   cleanClip: string;
 }
 
-export const DEFAULT_ZOO: ZooNames = {
+/**
+ * The shipped zoo's model names by role: loadZoo's defaults, and (less cleanClip, plus the evaluation CLIP) the
+ * sweep config's `models` defaults (src/sweep/config.ts).
+ */
+export const DEFAULT_ZOO = {
   denoiser: "denoiser",
   weak: "denoiser-early",
   classifier: "classifier",
   clip: "noised-clip",
   cleanClip: "clean-clip",
-};
+  /** The CLIP the metrics score with; never a guide. */
+  evalClip: "eval-clip",
+} as const satisfies ZooNames & { evalClip: string };
 
 /** The guidance-bag keys a zoo model of each task provides as a guide (`{kind: clip, model: NAME}`). */
 export const GUIDE_KEYS: Readonly<Record<string, readonly (keyof GuidanceModels)[]>> = {
@@ -115,7 +121,7 @@ export function loadZoo(
   runtime: Runtime = "tfjs",
   opts: LoadZooOptions = {},
 ): Zoo {
-  const n = { ...DEFAULT_ZOO, ...names };
+  const n: ZooNames = { ...DEFAULT_ZOO, ...names };
   const split = opts.guideThreads === 2;
   const owned: { dispose(): void }[] = [];
   // On ONNX Runtime the denoisers run their forwards there and the guides (classifier, CLIP) their traced
