@@ -8,7 +8,7 @@ import { after, before, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { NUM_CLASSES } from "../src/data/world.ts";
 import { writeCard } from "../src/zoo/card.ts";
-import { evaluateModel, labelledRenders, noisedAccuracy } from "../src/zoo/evaluate.ts";
+import { evaluateModel, labelledRenders, noisedAccuracy } from "../src/zoo/evaluate/index.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
 
 let dir: string;

@@ -220,7 +220,7 @@ async function main(): Promise<void> {
         if (argv.action === "evaluate") {
           const { initEngine } = await import("../core/engine.ts");
           const { resolveRuntime } = await import("../onnx/choice.ts");
-          const { evaluateModel } = await import("../zoo/evaluate.ts");
+          const { evaluateModel } = await import("../zoo/evaluate/index.ts");
           const { writeCard } = await import("../zoo/card.ts");
           await initEngine(argv.backend);
           const runtime = await resolveRuntime(argv.runtime);

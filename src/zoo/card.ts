@@ -4,7 +4,7 @@
 import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative } from "node:path";
 import { REPO_ROOT } from "../core/paths.ts";
-import type { Evaluation } from "./evaluate.ts";
+import type { Evaluation } from "./evaluate/index.ts";
 import { type ModelInfo, modelInfo } from "./registry.ts";
 
 const ROLE: Record<ModelInfo["task"], string> = {

@@ -1,16 +1,8 @@
-// `guidance-lab models evaluate`: the figures a zoo model's card records, recomputed from the shipped weights on
-// renders no training step drew (their own seed stream). Each task gets the test that says whether the model can do
-// the one job guidance or evaluation asks of it:
-//   eval-clip    zero-shot caption retrieval on clean renders (the CLIP score trusts exactly this);
-//   classifier   top-1 accuracy on q_sample-noised renders as t rises (classifier guidance follows ∇log p(y|x_t));
-//   noised-clip  caption retrieval on noised renders as t rises (CLIP guidance follows its similarity at x_t);
-//   denoiser     oracle prompt accuracy of classifier-free-guided samples (s = 3) against s = 1, the same for the
-//                early checkpoint (autoguidance's weaker model), and the Fréchet distance of unconditional samples
-//                to renders of the training distribution in evaluation-CLIP features.
-import { createDiffusion } from "../core/diffusion.ts";
-import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";
-import { seededNoise } from "../core/samplers.ts";
-import { suite } from "../data/suites.ts";
+// The classifier's and the CLIPs' figures for `models evaluate` (index.ts): top-1 accuracy or caption retrieval on
+// clean renders of seen and held-out colour-shape pairs, and, for the noised models, the same as t rises.
+import { createDiffusion } from "../../core/diffusion.ts";
+import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../../core/engine.ts";
+import { seededNoise } from "../../core/samplers.ts";
 import {
   CLASS_NAMES,
   classIndex,
@@ -20,59 +12,17 @@ import {
   render,
   sampleScene,
   tokenize,
-} from "../data/world.ts";
-import { evalClipEmbedder } from "../metrics/embedders.ts";
-import { frechetDistance } from "../metrics/frechet.ts";
-import { mcnemarExact, promptAccuracy, wilsonInterval } from "../metrics/prompt-accuracy.ts";
-import type { NoisedClipModel } from "../nets/clip.ts";
-import type { EncoderUNet } from "../nets/encoder-unet.ts";
-import type { EvalClip } from "../nets/eval-clip.ts";
-import type { Runtime } from "../onnx/choice.ts";
-import { sampleBatches, samplerDiffusion } from "../pipelines/sampling.ts";
-import { buildStrategy } from "../strategies/registry.ts";
-import { textLengths } from "../train/tasks.ts";
-import { hashSeed, Rng } from "../util/rng.ts";
-import { loadZooModel, type ModelInfo, modelInfo, modelsDir } from "./registry.ts";
-import { loadZoo } from "./zoo.ts";
+} from "../../data/world.ts";
+import type { NoisedClipModel } from "../../nets/clip.ts";
+import type { EncoderUNet } from "../../nets/encoder-unet.ts";
+import type { EvalClip } from "../../nets/eval-clip.ts";
+import { textLengths } from "../../train/tasks.ts";
+import { hashSeed, Rng } from "../../util/rng.ts";
+import { loadZooModel, type ModelInfo } from "../registry.ts";
+import type { EvaluateOptions, Evaluation, Figure } from "./index.ts";
 
 /** Noise levels of the accuracy-versus-t curves (1000-step schedule). */
 export const T_GRID = [0, 25, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, 999] as const;
-
-export interface EvaluateOptions {
-  dir?: string;
-  /** Clean renders for the retrieval and classification figures (the issue's 1,000 by default). */
-  renders?: number;
-  /** Renders per point of the accuracy-versus-t curves. */
-  curveRenders?: number;
-  /** Denoiser: samples per single-object prompt (the colour suite gets 1/8 as many per prompt), and unconditional samples for the Fréchet distance. */
-  samplesPerPrompt?: number;
-  fdSamples?: number;
-  steps?: number;
-  batchSize?: number;
-  runtime?: Runtime;
-  /** The evaluation CLIP for the Fréchet distance (default "eval-clip"). */
-  evalClip?: string;
-  /** The early checkpoint compared with a denoiser (default "denoiser-early" when evaluating "denoiser"). */
-  early?: string;
-  log?: (line: string) => void;
-}
-
-export interface Figure {
-  key: string;
-  value: number;
-  description: string;
-}
-
-export interface Evaluation {
-  name: string;
-  task: ModelInfo["task"];
-  step: number;
-  figures: Figure[];
-  /** Accuracy versus t (classifier, noised CLIP). */
-  curve?: { t: number[]; accuracy: number[] };
-  settings: Record<string, unknown>;
-  seconds: number;
-}
 
 interface LabelledRenders {
   images: Float32Array[];
@@ -155,7 +105,7 @@ function worldTokens(texts: readonly string[], ctx: number): { ids: Int32Array; 
   return { ids, tokens: tf.tensor2d(ids, [texts.length, ctx], "int32") as Tensor2D };
 }
 
-function percent(x: number): string {
+export function percent(x: number): string {
   return `${(100 * x).toFixed(1)}%`;
 }
 
@@ -214,7 +164,7 @@ function classifierLike(name: string, dir: string): { info: ModelInfo; judge: Cl
   }
 }
 
-function evaluateJudge(
+export function evaluateJudge(
   name: string,
   o: Required<Pick<EvaluateOptions, "dir" | "renders" | "curveRenders" | "batchSize">>,
   log: (s: string) => void,
@@ -281,237 +231,4 @@ function evaluateJudge(
   } finally {
     judge.dispose();
   }
-}
-
-/** Samples of one strategy for the given prompts, as HWC [0, 1] images; the noise depends only on the index. */
-async function sampleImages(
-  zoo: ReturnType<typeof loadZoo>,
-  strategy: unknown,
-  prompts: readonly string[],
-  steps: number,
-  batchSize: number,
-  onBatch: (done: number) => void,
-): Promise<Float32Array[]> {
-  const s = zoo.imageSize;
-  const choice = { sampler: "ddpm", steps };
-  const diffusion = samplerDiffusion(choice, zoo.diffusion("").numTimesteps, (r) => zoo.diffusion(r));
-  const built = buildStrategy(strategy, { ...zoo.models, diffusion }, "models evaluate");
-  const { images } = await sampleBatches(
-    built,
-    diffusion,
-    {
-      items: prompts,
-      batchSize,
-      prompt: (p) => p,
-      xT: (batch, from) => seededNoise(hashSeed("models-evaluate", "xT"))(from, [batch.length, s, s, 3]),
-      noise: (_batch, from) => seededNoise(hashSeed("models-evaluate", "steps", from)),
-      onBatch,
-    },
-    choice,
-  );
-  return images;
-}
-
-async function evaluateDenoiser(
-  name: string,
-  o: Required<Omit<EvaluateOptions, "log" | "early">> & { early?: string },
-  log: (s: string) => void,
-): Promise<Omit<Evaluation, "seconds">> {
-  const info = modelInfo(name, o.dir);
-  const figures: Figure[] = [];
-  const progress = (label: string, n: number) => (done: number) =>
-    log(`[evaluate ${name}] ${label}: ${done}/${n} samples\n`);
-  // The single-object suite names a shape only (GenEval's "single object"); the colour suite binds a colour too.
-  const suites = [
-    { name: "single_object" as const, per: o.samplesPerPrompt },
-    { name: "colour" as const, per: Math.max(1, Math.round(o.samplesPerPrompt / 8)) },
-  ];
-  // Per-sample correctness by figure key: every setting samples from the same x_T and step noise, so settings
-  // compare pairwise (McNemar) rather than through two unpaired intervals.
-  const correctness = new Map<string, boolean[]>();
-  const paired = (key: string, a: string, b: string, what: string) => {
-    const pairs = (suite: string) => {
-      const x = correctness.get(`${a}_${suite}`);
-      const y = correctness.get(`${b}_${suite}`);
-      return x && y ? x.map((v, i) => [v, y[i]!] as const) : [];
-    };
-    // Each suite alone, then both pooled (every sample counts once: the pooled test has the most power).
-    for (const [label, both] of [
-      ...suites.map((s) => [s.name, pairs(s.name)] as const),
-      ["all", suites.flatMap((s) => pairs(s.name))] as const,
-    ]) {
-      if (!both.length) continue;
-      const gained = both.filter(([x, y]) => x && !y).length;
-      const lost = both.filter(([x, y]) => !x && y).length;
-      const p = mcnemarExact(gained, lost);
-      figures.push({
-        key: `${key}_${label}`,
-        value: (gained - lost) / both.length,
-        description: `${what}, ${label === "all" ? "both suites pooled" : `${label} suite`}, paired on the same x_T and step noise: ${gained} of ${both.length} samples right only with the first, ${lost} only with the second; exact McNemar two-sided p = ${p < 1e-4 ? p.toExponential(1) : p.toFixed(4)}`,
-      });
-      log(`[evaluate ${name}] ${key}_${label} ${gained} vs ${lost}, p = ${p.toPrecision(2)}\n`);
-    }
-  };
-  const accuracyOf = async (modelName: string, scale: number, prefix: string, who: string) => {
-    const zoo = loadZoo({ denoiser: modelName }, o.dir, o.runtime);
-    try {
-      for (const s of suites) {
-        const distinct = suite(s.name);
-        const prompts = distinct.flatMap((p) => Array.from({ length: s.per }, () => p));
-        const key = `${prefix}_${s.name}`;
-        const imgs = await sampleImages(
-          zoo,
-          { kind: "cfg", scale },
-          prompts.map((p) => p.text),
-          o.steps,
-          o.batchSize,
-          progress(key, prompts.length),
-        );
-        const scored = promptAccuracy(
-          imgs,
-          prompts.map((p) => ({ id: p.id, spec: p.spec, suite: p.suite })),
-        );
-        const acc = scored.accuracy;
-        correctness.set(
-          key,
-          scored.perImage.map((r) => r.correct),
-        );
-        const [lo, hi] = wilsonInterval(Math.round(acc * prompts.length), prompts.length);
-        const ci = `95% CI ${percent(lo)}–${percent(hi)}`;
-        figures.push({
-          key,
-          value: acc,
-          description: `${who}oracle prompt accuracy, ${s.name} suite (${distinct.length} prompts × ${s.per}), DDPM ${o.steps} steps, ${scale === 1 ? "conditional (s = 1)" : `classifier-free guidance s = ${scale}`}; ${ci}`,
-        });
-        log(`[evaluate ${name}] ${key} ${percent(acc)} (${ci})\n`);
-      }
-    } finally {
-      zoo.dispose();
-    }
-  };
-  await accuracyOf(name, 3, "cfg3", "");
-  await accuracyOf(name, 1, "cfg1", "");
-  paired(
-    "cfg3_gain_over_cfg1",
-    "cfg3",
-    "cfg1",
-    "accuracy gain of guidance s = 3 over the conditional model (s = 1)",
-  );
-  const early = o.early;
-  if (early && modelInfoOrUndefined(early, o.dir)) {
-    await accuracyOf(
-      early,
-      3,
-      "early_cfg3",
-      `the early checkpoint '${early}' (step ${modelInfo(early, o.dir).step}): `,
-    );
-    paired(
-      "cfg3_gain_over_early",
-      "cfg3",
-      "early_cfg3",
-      `accuracy gain over the early checkpoint '${early}' at s = 3`,
-    );
-  }
-  if (modelInfoOrUndefined(o.evalClip, o.dir)) {
-    const rng = new Rng(hashSeed("models-evaluate", "fd-real"));
-    const real = Array.from({ length: o.fdSamples }, () =>
-      render(sampleScene(rng, { twoObjectProb: info.config.world.twoObjects }), info.config.world.size),
-    );
-    const { model } = loadZooModel(o.evalClip, o.dir);
-    try {
-      const clip = model as EvalClip;
-      const emb = evalClipEmbedder(clip, clip.config.text.ctx);
-      const realFeatures = emb.images(real, info.config.world.size);
-      // The same x_T and step noise for both models, so the early checkpoint's figure differs by the weights only.
-      const fdOf = async (modelName: string, key: string, who: string) => {
-        const zoo = loadZoo({ denoiser: modelName }, o.dir, o.runtime);
-        let fake: Float32Array[];
-        try {
-          const empty = Array.from({ length: o.fdSamples }, () => "");
-          fake = await sampleImages(
-            zoo,
-            { kind: "unconditional" },
-            empty,
-            o.steps,
-            o.batchSize,
-            progress(key, o.fdSamples),
-          );
-        } finally {
-          zoo.dispose();
-        }
-        const fd = frechetDistance(emb.images(fake, info.config.world.size), realFeatures);
-        figures.push({
-          key,
-          value: fd,
-          description: `${who}Fréchet distance of ${o.fdSamples} unconditional samples to ${o.fdSamples} renders of the training distribution, '${o.evalClip}' features`,
-        });
-        log(`[evaluate ${name}] ${key} ${fd.toFixed(4)}\n`);
-      };
-      await fdOf(name, "fd_unconditional", "");
-      if (early && modelInfoOrUndefined(early, o.dir))
-        await fdOf(early, "early_fd_unconditional", `the early checkpoint '${early}': `);
-    } finally {
-      model.dispose();
-    }
-  }
-  return {
-    name,
-    task: "denoiser",
-    step: info.step,
-    figures,
-    settings: {
-      steps: o.steps,
-      sampler: "ddpm",
-      samplesPerPrompt: o.samplesPerPrompt,
-      fdSamples: o.fdSamples,
-      runtime: o.runtime,
-    },
-  };
-}
-
-function modelInfoOrUndefined(name: string, dir: string): ModelInfo | undefined {
-  try {
-    return modelInfo(name, dir);
-  } catch {
-    return undefined;
-  }
-}
-
-export async function evaluateModel(name: string, opts: EvaluateOptions = {}): Promise<Evaluation> {
-  const t0 = performance.now();
-  const dir = opts.dir ?? modelsDir();
-  const log = opts.log ?? ((s: string) => process.stderr.write(s));
-  const info = modelInfo(name, dir);
-  const batchSize = opts.batchSize ?? 50;
-  const result =
-    info.task === "denoiser"
-      ? await evaluateDenoiser(
-          name,
-          {
-            dir,
-            renders: 0,
-            curveRenders: 0,
-            samplesPerPrompt: opts.samplesPerPrompt ?? 128,
-            fdSamples: opts.fdSamples ?? 200,
-            steps: opts.steps ?? 50,
-            batchSize,
-            runtime: opts.runtime ?? "tfjs",
-            evalClip: opts.evalClip ?? "eval-clip",
-            ...((opts.early ?? (name === "denoiser" ? "denoiser-early" : undefined))
-              ? { early: opts.early ?? "denoiser-early" }
-              : {}),
-          },
-          log,
-        )
-      : evaluateJudge(
-          name,
-          {
-            dir,
-            renders: opts.renders ?? 1000,
-            curveRenders: opts.curveRenders ?? 200,
-            batchSize: opts.batchSize ?? 100,
-          },
-          log,
-        );
-  return { ...result, seconds: (performance.now() - t0) / 1000 };
 }
