@@ -3,6 +3,7 @@
 // wrapping strategies (classifier, clip, dynamic-threshold) nest any other strategy's config under `base`.
 import { z } from "zod";
 import { samplerEta } from "../core/samplers.ts";
+import { formatIssues, READABLE_PARSE } from "../util/zod-issues.ts";
 import { apgStrategy } from "./apg.ts";
 import { apgMixStrategy } from "./apg-mix.ts";
 import { autoguidanceStrategy } from "./autoguidance.ts";
@@ -21,7 +22,7 @@ import { negativeStrategy } from "./negative.ts";
 import { noneStrategy, unconditionalStrategy } from "./none.ts";
 import { pagStrategy } from "./pag.ts";
 import { segStrategy } from "./seg.ts";
-import { formatIssues, READABLE_PARSE, requireModels, withGuide } from "./shared.ts";
+import { requireModels, withGuide } from "./shared.ts";
 import { slgStrategy } from "./slg.ts";
 import type { BuildContext, GuidanceModels, Strategy, StrategyDef } from "./strategy.ts";
 import { tcfgStrategy } from "./tcfg.ts";

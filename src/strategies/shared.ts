@@ -59,9 +59,6 @@ export function checkWindow(v: GuidanceWindow, ctx: z.RefinementCtx): void {
 export const inWindow = (w: GuidanceWindow, step: StepInfo): boolean =>
   step.t >= w.tMin && (w.tMax === undefined || step.t <= w.tMax);
 
-// Readable zod issues live in core (configs of every layer use them); re-exported for the strategies' modules.
-export { formatIssues, READABLE_PARSE } from "../util/zod-issues.ts";
-
 /** Throws, naming the key, when a model the strategy needs is missing from the bag. */
 export function requireModels(kind: string, models: GuidanceModels, keys: readonly (keyof GuidanceModels)[]) {
   for (const key of keys) {
