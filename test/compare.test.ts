@@ -175,14 +175,28 @@ describe("guide gains (the adversarial gap)", () => {
 
   it("pairs each guided cell with the unguided one: Δ own score, Δ accuracy, Δ eval CLIP and their gap", () => {
     const g = guideGains(run, stats)!;
-    const clipCells = run.cells.filter((c) => c.record.strategy === "clip" && c.record.scale > 0);
+    const cellsOf = (kind: string) =>
+      run.cells.filter((c) => c.record.strategy === kind && c.record.scale > (kind === "clip" ? 0 : 1));
     assert.deepEqual(
-      g.rows.map((r) => r.cell),
-      clipCells.map((c) => c.record.cellId),
+      g.rows.filter((r) => r.guided).map((r) => r.cell),
+      cellsOf("clip").map((c) => c.record.cellId),
       "one row per guided, non-neutral cell",
     );
+    // Classifier-free guidance scored by the same guide: the reference curve, with its own neutral cell.
+    const reference = g.rows.filter((r) => !r.guided);
+    assert.deepEqual(
+      reference.map((r) => r.cell),
+      cellsOf("cfg").map((c) => c.record.cellId),
+    );
+    for (const row of reference) {
+      assert.equal(row.guideKind, "clip");
+      assert.match(row.curve, /^cfg · (25|50) steps scored by noised-clip$/);
+      const cell = run.cells.find((c) => c.record.cellId === row.cell)!.record;
+      const ref = run.cells.find((c) => c.record.cellId === row.reference)!.record;
+      assert.ok(ref.strategy === "cfg" && ref.scale === 1 && ref.steps === cell.steps, "cfg's own neutral");
+    }
     const ref = run.cells.find((c) => c.record.strategy === "clip" && c.record.scale === 0)!.record.cellId;
-    for (const row of g.rows) {
+    for (const row of g.rows.filter((r) => r.guided)) {
       assert.equal(row.reference, ref, "the neutral cell of the same steps and sampler");
       assert.equal(row.guide, "noised-clip", "the run's default CLIP guide");
       const a = obsOf(row.cell);
@@ -211,7 +225,7 @@ describe("guide gains (the adversarial gap)", () => {
       g.rows.some((r) => r.guideScore.resolved),
       "the synthetic guide's large gains are resolved",
     );
-    assert.equal(g.peaks.length, 1, "one peak per curve");
+    assert.equal(g.peaks.length, new Set(g.rows.map((r) => r.curve)).size, "one peak per curve");
   });
 
   it("reads guide scores that older runs kept in record.json, and writes guide-gain.csv where asked", () => {

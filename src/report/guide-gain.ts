@@ -38,8 +38,12 @@ export type GuideVerdict = "confirmed" | "unconfirmed" | "adversarial" | "unreso
 export interface GuideGainRow {
   /** The guide model whose gradient steered the cell. */
   guide: string;
-  /** The strategy kind that used it. */
+  /** The cell's strategy kind. */
   kind: string;
+  /** Whether the guide's gradient steered the cell; false: classifier-free guidance scored by the guide (reference). */
+  guided: boolean;
+  /** What the guide is, which sets its score's unit: 100·cos for CLIPs, log p(y | x) for classifiers. */
+  guideKind: "clip" | "classifier";
   /** Curve name (strategy variant, e.g. "clip (model=noised-clip-500)"). */
   curve: string;
   cell: string;
@@ -152,6 +156,13 @@ function referenceFor(
 export function guideGains(run: RunData, stats: RunIntervals): GuideGains | undefined {
   const records = run.cells.map((c) => c.record).filter((r) => stats.byId.has(r.cellId));
   const labels = variantLabels(records);
+  const varies = (f: (r: CellRecord) => unknown) => new Set(records.map(f)).size > 1;
+  const multiSteps = varies((r) => r.steps);
+  const multiSampler = varies((r) => r.sampler);
+  const curveName = (r: CellRecord) =>
+    [labels.get(r)!, multiSteps ? `${r.steps} steps` : "", multiSampler ? r.sampler : ""]
+      .filter(Boolean)
+      .join(" · ");
   const rows: GuideGainRow[] = [];
   const all: Omit<Gain, "pHolm" | "resolved">[] = [];
   const collect = (g: Omit<Gain, "pHolm" | "resolved"> | undefined) => {
@@ -159,24 +170,44 @@ export function guideGains(run: RunData, stats: RunIntervals): GuideGains | unde
     return g as Gain | undefined;
   };
   const peakGains: Omit<Gain, "pHolm" | "resolved">[] = [];
+  const classifiers = new Set(
+    records.filter((r) => r.strategy === "classifier").map((r) => cellGuide(r, run.config)!),
+  );
+  const defaultClassifier = (run.config as { models?: { classifier?: unknown } } | null)?.models?.classifier;
+  if (typeof defaultClassifier === "string") classifiers.add(defaultClassifier);
+  const PREFIX = guideScoreKey("");
   for (const r of records) {
     if (isNeutral(r)) continue;
-    const guide = cellGuide(r, run.config);
-    if (!guide) continue;
+    const own = cellGuide(r, run.config);
+    // Classifier-free guidance (and other guides' cells) scored by every guide: how far a guide's score rises
+    // when nothing optimises it, the reference for the gradient-guided curves.
+    const scoredBy = own
+      ? [own]
+      : r.strategy === "cfg"
+        ? Object.keys(stats.byId.get(r.cellId)!.stats)
+            .filter((k) => k.startsWith(PREFIX))
+            .map((k) => k.slice(PREFIX.length))
+        : [];
+    for (const guide of scoredBy) addRow(r, guide, own !== undefined);
+  }
+  function addRow(r: CellRecord, guide: string, guided: boolean): void {
     const key = guideScoreKey(guide);
     const ref = referenceFor(r, records, stats);
-    if (!ref) continue;
+    if (!ref) return;
     const a = stats.byId.get(r.cellId)!;
     const b = stats.byId.get(ref.cellId)!;
     const own = collect(bootstrapGain(a, b, key));
-    if (!own) continue;
+    if (!own) return;
+    const guideKind = classifiers.has(guide) ? "classifier" : "clip";
     const accuracy = collect(accuracyGain(a, b));
     const clipScore = collect(bootstrapGain(a, b, "clip_score"));
-    const gap = r.strategy === "classifier" ? undefined : collect(gapGain(a, b, key));
+    const gap = guideKind === "classifier" ? undefined : collect(gapGain(a, b, key));
     rows.push({
       guide,
       kind: r.strategy,
-      curve: labels.get(r)!,
+      guided,
+      guideKind,
+      curve: guided ? curveName(r) : `${curveName(r)} scored by ${guide}`,
       cell: r.cellId,
       reference: ref.cellId,
       scale: r.scale,
@@ -187,7 +218,7 @@ export function guideGains(run: RunData, stats: RunIntervals): GuideGains | unde
       verdict: "unresolved",
     });
   }
-  if (rows.length === 0) return undefined;
+  if (!rows.some((r) => r.guided)) return undefined;
 
   // Past each curve's peak in accuracy: does the guide's own score keep rising while the oracle's does not?
   const peaks: GuidePeak[] = [];
@@ -296,6 +327,7 @@ export function guideGainRows(g: GuideGains): (string | number)[][] {
   return g.rows.map((r) => [
     r.guide,
     r.kind,
+    r.guided ? "true" : "false",
     r.curve,
     r.cell,
     r.reference,

@@ -392,17 +392,17 @@ function guideCharts(gains: GuideGains, records: readonly CellRecord[], g: Group
   const charts: ChartSpec[] = [];
   const iv = (x: Gain | undefined, k: "lo" | "hi" | "delta") => nullIfNaN(x?.[k]);
   for (const [id, title, unit, kinds] of [
-    ["guide-gain-clip", "CLIP guides: own-score gain vs oracle gain", "100·cos", ["clip", "clean-clip"]],
+    ["guide-gain-clip", "CLIP guides: own-score gain vs oracle gain", "100·cos", "clip"],
     [
       "guide-gain-classifier",
       "Classifier guides: own-score gain vs oracle gain",
       "log p(y | x)",
-      ["classifier"],
+      "classifier",
     ],
   ] as const) {
     const traces: ChartTrace[] = [];
     for (const [curve, rows] of byCurve) {
-      if (!(kinds as readonly string[]).includes(rows[0]!.kind)) continue;
+      if (rows[0]!.guideKind !== kinds) continue;
       const rs = rows.filter((r) => oracle(r)).sort((a, b) => a.scale - b.scale);
       if (rs.length === 0) continue;
       // The unguided model is the origin of every curve: each point is a gain over it.
@@ -418,7 +418,8 @@ function guideCharts(gains: GuideGains, records: readonly CellRecord[], g: Group
         text: ["unguided", ...rs.map((r) => `s=${fmt(r.scale)}`)],
         cellIds: [rs[0]!.reference, ...rs.map((r) => `${r.cell} (${r.verdict})`)],
         color: colour(rs[0]!.cell),
-        dash: "solid",
+        // Classifier-free guidance scored by the guide: the reference, dotted.
+        dash: rs[0]!.guided ? "solid" : "dot",
       });
     }
     if (traces.length)
@@ -445,7 +446,7 @@ function guideCharts(gains: GuideGains, records: readonly CellRecord[], g: Group
       text: rs.map((r) => r.verdict),
       cellIds: rs.map((r) => r.cell),
       color: colour(rs[0]!.cell),
-      dash: "solid",
+      dash: rs[0]!.guided ? "solid" : "dot",
     });
   }
   if (gapTraces.length)
@@ -680,7 +681,17 @@ function compareTableHtml(compare: CompareResult | undefined): string {
 function guideSectionHtml(compare: CompareResult | undefined, charts: ChartSpec[], cls: string): string {
   const gains = compare?.guides;
   if (!gains) return "";
-  const head = ["guide", "curve", "s", "n", "Δ guide score", "Δ accuracy", "Δ eval CLIP", "gap", "verdict"];
+  const head = [
+    "guide",
+    "cell's strategy",
+    "s",
+    "n",
+    "Δ guide score",
+    "Δ accuracy",
+    "Δ eval CLIP",
+    "gap",
+    "verdict",
+  ];
   const body = gains.rows
     .map(
       (r) =>
@@ -694,7 +705,7 @@ function guideSectionHtml(compare: CompareResult | undefined, charts: ChartSpec[
     )
     .join("");
   return `<section id="guide-strength"><h2>Guide strength: guide-score gain vs oracle gain</h2>
-<p class="lead">Each gradient-guided cell against the unguided cell on the same seeds: the gain in the guide's own score (what its gradient raises) beside the oracle's accuracy gain, with 95% intervals (accuracy: Newcombe's paired interval and exact McNemar; the rest: the paired prompt bootstrap; Holm over all gains). A guide exploited as GLIDE describes for CLIP guidance raises its own score without the oracle following: <b>adversarial</b> where accuracy falls (resolved), <b>unconfirmed</b> where the guide's gain is resolved and the oracle's is not. For CLIP guides the gap is the own-score gain minus the evaluation CLIP's gain (same units, an independent CLIP).</p>
+<p class="lead">Each gradient-guided cell against the unguided cell on the same seeds: the gain in the guide's own score (what its gradient raises) beside the oracle's accuracy gain, with 95% intervals (accuracy: Newcombe's paired interval and exact McNemar; the rest: the paired prompt bootstrap; Holm over all gains). A guide exploited as GLIDE describes for CLIP guidance raises its own score without the oracle following: <b>adversarial</b> where accuracy falls (resolved), <b>unconfirmed</b> where the guide's gain is resolved and the oracle's is not. For CLIP guides the gap is the own-score gain minus the evaluation CLIP's gain (same units, an independent CLIP). Dotted curves: classifier-free guidance scored by the same guide, which it does not optimise (the reference).</p>
 ${legendHtml(charts)}<div class="charts ${cls}">${chartDivs(charts, cls)}</div>
 <ul class="sure">${peaks}</ul>
 <div class="scroll"><table class="results guides"><thead><tr>${head.map((h) => `<th>${esc(h)}</th>`).join("")}</tr></thead><tbody>${body}</tbody></table></div></section>`;
