@@ -51,6 +51,14 @@ describe("compare", () => {
     const r = compareRun(run, { stats, targets: { accuracy: 0.05, fd: 0.1 } })!;
     for (const row of r.rows) {
       assert.ok(Math.abs(row.delta - (row.valueA - row.valueB)) < 1e-12, `${row.metric}: Δ = a − b`);
+      if (row.metric === "is") {
+        // No valid prompt-bootstrap interval (NO_INTERVAL): reported, never resolved.
+        assert.ok(
+          Number.isNaN(row.lo) && Number.isNaN(row.p) && !row.resolved,
+          "is: no interval, unresolved",
+        );
+        continue;
+      }
       assert.ok(row.lo <= row.hi, `${row.metric}: interval ordered`);
       assert.ok(row.pHolm >= row.p - 1e-15 && row.pHolm <= 1, `${row.metric}: Holm p ≥ p`);
       assert.equal(row.test, row.metric === "accuracy" ? "mcnemar" : "bootstrap", `${row.metric}: test`);
@@ -74,8 +82,9 @@ describe("compare", () => {
     assert.ok(r.rows.some((x) => x.metric === "accuracy"));
     for (const row of r.rows) {
       assert.equal(row.delta, 0);
-      assert.equal(row.p, 1, `${row.metric}: p = 1`);
       assert.equal(row.resolved, false);
+      if (row.metric === "is") continue;
+      assert.equal(row.p, 1, `${row.metric}: p = 1`);
       if (row.metric === "accuracy") {
         // No discordant pair: the bootstrap's differences are all 0, Newcombe's interval is not degenerate.
         assert.ok(row.lo < 0 && row.hi > 0, `accuracy: [${row.lo}, ${row.hi}] straddles 0 with width`);

@@ -70,7 +70,7 @@ export function percentileInterval(values: ArrayLike<number>, level = 0.95): Int
 
 /**
  * Basic (reverse-percentile) interval (Davison & Hinkley 1997, eq. 5.6): [2θ̂ − q_hi, 2θ̂ − q_lo]. For a statistic
- * biased at small N, such as FD and IS, the bootstrap distribution is shifted from θ̂ by about the bias, and this
+ * biased at small N, such as FD, the bootstrap distribution is shifted from θ̂ by about the bias, and this
  * interval reflects it back: it covers the population value (FD between the distributions) where the percentile
  * interval covers the biased estimator's mean instead (FD of N(0.6, I) vs N(0, 1.69 I) in 8-d at N = 80: 96% vs
  * 30% of 300 repeats; test/stats.test.ts). It may then lie below θ̂.
@@ -132,7 +132,7 @@ export function normalUpperTail(z: number): number {
 /**
  * Two-sided p-value of "Δ = 0" from the bootstrap standard error (a Wald test, Efron & Tibshirani 1993, §16.4):
  * z = Δ / sd(Δ*). Unlike the tail count of `bootstrapP`, whose smallest value is 2/(B + 1), it can be small enough
- * to survive a Holm adjustment over tens of comparisons. `estimate` is the (bias-corrected, for FD and IS) Δ.
+ * to survive a Holm adjustment over tens of comparisons. `estimate` is the (bias-corrected, for FD) Δ.
  * Identical cells (sd 0, Δ 0) give p = 1.
  */
 export function waldP(estimate: number, deltas: ArrayLike<number>): number {

@@ -36,15 +36,27 @@ export interface MetricStat {
   hi: number;
   /** Samples behind the value (real samples for recall). */
   n: number;
-  /** Wilson for accuracies; the bootstrap's basic interval for small-N-biased FD and IS; else its percentile one. */
-  method: "wilson" | "percentile" | "basic";
+  /**
+   * Wilson for accuracies; the bootstrap's basic interval for small-N-biased FD; "none" (NaN bounds) for IS (see
+   * NO_INTERVAL); else the percentile interval.
+   */
+  method: "wilson" | "percentile" | "basic" | "none";
 }
 
-/** Metrics biased at small N, whose intervals (and differences' intervals) use the basic bootstrap interval. */
-export const BIASED_METRICS: ReadonlySet<string> = new Set(["fd", "is"]);
+/**
+ * Metrics the prompt bootstrap cannot give an interval: the Inception score's marginal p(y) is the prompt mix's
+ * class mix, so a replicate that draws some prompts twice and others not at all has fewer classes and a lower IS
+ * whatever the samples. The shift exceeds the spread: on the 840-per-cell glide-fig6 rerun (21 prompts) the basic
+ * interval of every cell excluded its own estimate (IS 18.1, "interval" [21.9, 26.9]). IS is reported without an
+ * interval (empty `is_lo`/`is_hi`; compare leaves its rows unresolved) until a within-prompt resampling exists.
+ */
+export const NO_INTERVAL: ReadonlySet<string> = new Set(["is"]);
 
-/** Where the population value cannot go (a distance is ≥ 0, an Inception score ≥ 1): basic intervals are cut there. */
-const FLOOR: Readonly<Record<string, number>> = { fd: 0, is: 1 };
+/** Metrics biased at small N, whose intervals (and differences' intervals) use the basic bootstrap interval. */
+export const BIASED_METRICS: ReadonlySet<string> = new Set(["fd"]);
+
+/** Where the population value cannot go (a distance is ≥ 0): basic intervals are cut there. */
+const FLOOR: Readonly<Record<string, number>> = { fd: 0 };
 
 /** Stats key of a guide's own score (observations' `guideScores`): not a metric column, an input to guide gains. */
 export const guideScoreKey = (guide: string) => `guide_score:${guide}`;
@@ -283,6 +295,8 @@ export function runStats(input: RunStatsInput): RunStats {
       if (w) {
         const [lo, hi] = wilsonInterval(w[0], w[1]);
         stats[key] = { value, lo, hi, n: w[1], method: "wilson" };
+      } else if (NO_INTERVAL.has(key)) {
+        stats[key] = { value, lo: Number.NaN, hi: Number.NaN, n: c.counts.get(key) ?? c.n, method: "none" };
       } else {
         const method = intervalMethod(key);
         const iv = bootstrapInterval(reps[ci]!.get(key)!, value, method);
