@@ -1,5 +1,4 @@
 // Gradient registration (tfjs-core ships none by default) comes with the project's differentiable ops.
-import "../src/core/ops.ts";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";

@@ -1,4 +1,6 @@
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
+import { join } from "node:path";
 import { before, describe, test } from "node:test";
 import type { Tensor, Tensor2D, Tensor4D } from "../src/core/engine.ts";
 import { initEngine, tf } from "../src/core/engine.ts";
@@ -370,4 +372,22 @@ test("conv grad mode switch: native everywhere on cpu gives the same gradients",
     assert.ok(maxAbsDiff(custom[0]!, native[0]!) < 1e-4);
     assert.ok(maxAbsDiff(custom[1]!, native[1]!) < 1e-4);
   });
+});
+
+test("the gradient registry is registered by initEngine, not by importing the ops or the layers", () => {
+  // A fresh process: importing every module that used to register gradients on import must leave tfjs-core with
+  // none of ours; initEngine must then register them (Conv2D's and GatherV2's among them).
+  const script = `
+    const { tf, initEngine } = await import("./src/core/engine.ts");
+    await import("./src/core/layers.ts");
+    await import("./src/pipelines/sampling.ts");
+    const before = ["Conv2D", "GatherV2", "Softmax"].filter((k) => tf.getGradient(k));
+    await initEngine("cpu", { quiet: true });
+    const after = ["Conv2D", "GatherV2", "Softmax"].filter((k) => tf.getGradient(k));
+    process.stdout.write(JSON.stringify({ before, after }));`;
+  const out = execFileSync(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    cwd: join(import.meta.dirname, ".."),
+    encoding: "utf8",
+  });
+  assert.deepEqual(JSON.parse(out), { before: [], after: ["Conv2D", "GatherV2", "Softmax"] });
 });

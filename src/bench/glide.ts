@@ -4,7 +4,6 @@
 // figures compare with the official PyTorch timings in the golden manifest (meta.timings.glide_small_forward_b4,
 // glide_small_cfg_sampling_20steps_b4.per_step_s) and, with `torch`, with the official code run side by side on
 // the same config, inputs and weights (./torch.ts).
-import "../core/ops.ts";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../core/engine.ts";

@@ -289,7 +289,6 @@ async function main(): Promise<void> {
       async (argv) => {
         checkNumberFlags(argv, FLAGS.sample);
         await initEngine(argv.backend);
-        await import("../core/ops.ts");
         const { runSample } = await import("./sample.ts");
         await runSample({
           runtime: argv.runtime,
@@ -347,7 +346,6 @@ async function main(): Promise<void> {
       async (argv) => {
         checkNumberFlags(argv, FLAGS.glide);
         await initEngine(argv.backend);
-        await import("../core/ops.ts");
         const { runGlide } = await import("./glide.ts");
         await runGlide({
           base: argv.base,
@@ -394,7 +392,6 @@ async function main(): Promise<void> {
           }),
       async (argv) => {
         await initEngine(argv.backend);
-        await import("../core/ops.ts");
         const { runSweep } = await import("../sweep/runner.ts");
         const r = await runSweep(argv.config, {
           runtime: argv.runtime,

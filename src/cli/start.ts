@@ -17,7 +17,6 @@ const ZOO_FOR_QUICKSTART = ["denoiser", "classifier", "noised-clip", "eval-clip"
 export async function start(out = join("reports", "start")): Promise<void> {
   const missing = ZOO_FOR_QUICKSTART.filter((n) => !existsSync(join(modelsDir(), n, "model.json")));
   if (missing.length === 0) {
-    await import("../core/ops.ts");
     const { runSweepResumingOrSettingAside } = await import("../sweep/runner.ts");
     const r = await runSweepResumingOrSettingAside(QUICKSTART, join("reports", "quickstart"));
     process.stdout.write(`\nreport: ${r.htmlPath}\n`);

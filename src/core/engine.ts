@@ -98,6 +98,10 @@ export async function initEngine(
   }
   if (!ok) throw new Error(`could not initialise the TensorFlow.js backend '${backend}'`);
   await tfCore.ready();
+  // The kernels' gradients (./gradients.ts), registered here rather than on import: every entry point (CLI, worker
+  // thread, test) initialises the engine before it differentiates anything. Loaded lazily because the registry
+  // itself imports `tf` from this module.
+  (await import("./gradients.ts")).registerGradients();
   if (opts.matMul === "fast" && tfCore.getBackend() === "wasm") installWasmMatMul();
   active = { requested: choice, backend: tfCore.getBackend(), reason };
   if (!opts.quiet && process.env.GUIDANCE_LAB_QUIET !== "1") {

@@ -31,6 +31,7 @@ export async function initBrowserEngine(simdWasm?: Uint8Array): Promise<string> 
     try {
       if (await tfCore.setBackend("wasm")) {
         await tfCore.ready();
+        await registerGradients();
         return "wasm";
       }
     } catch {
@@ -39,5 +40,11 @@ export async function initBrowserEngine(simdWasm?: Uint8Array): Promise<string> 
   }
   if (!(await tfCore.setBackend("cpu"))) throw new Error("TensorFlow.js: no backend initialised");
   await tfCore.ready();
+  await registerGradients();
   return tfCore.getBackend();
+}
+
+/** The kernels' gradients, registered by the engine's initialisation as initEngine does (src/core/gradients.ts). */
+async function registerGradients(): Promise<void> {
+  (await import("../core/gradients.ts")).registerGradients();
 }

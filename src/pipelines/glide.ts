@@ -6,7 +6,6 @@
 //   inpaint      the mask-conditioned model and known-region replacement (inpaint notebook), optionally upsampled
 //                by the inpainting upsampler.
 // Text comes from the GPT-2 tokenizer or from a function giving pre-tokenized ids.
-import "../core/ops.ts";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor2D, Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";

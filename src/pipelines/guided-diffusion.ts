@@ -2,7 +2,6 @@
 // 2021, classifier_sample.py) on user-supplied models, through the strategies registry's `classifier` strategy (or
 // any other config) and the core samplers. Labels travel as prompts ("207") so that the registry's string-keyed
 // bag serves class conditioning unchanged.
-import "../core/ops.ts";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
 import type { Tensor4D } from "../core/engine.ts";
 import { tf } from "../core/engine.ts";

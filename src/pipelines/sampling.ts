@@ -2,7 +2,6 @@
 // the run, known-region replacement for inpainting and iterative editing, and one sampling loop over the core
 // samplers' single steps that any strategy binding (from the registry) drives. The loop is the zoo's too: a zoo
 // `sample` run with a mask passes its binding here to edit a previous output.
-import "../core/ops.ts";
 import {
   type ScheduleName as BetaScheduleName,
   createDiffusion,

@@ -1,7 +1,6 @@
 // GLIDE's noised CLIP with the golden weights: text and image features (raw and normalised), the loss, the
 // CLIP-guidance gradient (scale from manifest meta.clip_guidance_scale) and the padded attention masks; then the
 // diffusion side, condition_mean applied to the recorded p_mean_variance and gradient.
-import "../../core/ops.ts";
 import { GaussianDiffusion, type PMeanVariance } from "../../core/diffusion.ts";
 import type { Tensor1D, Tensor2D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";

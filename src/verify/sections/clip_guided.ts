@@ -2,7 +2,6 @@
 // the noised CLIP's gradient on the mean (meta.clip_guidance_scale), through the strategies registry's `clip`
 // strategy, replaying the recorded noise. GLIDE's tokens and mask are the loop's own arrays; CLIP's tokens are the
 // clip section's (clip/text_tokens.npy, text_lens.npy), which encode the same prompts (meta.prompts).
-import "../../core/ops.ts";
 import type { Tensor2D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
 import { GoldenError, guard, type Row, type SectionChecker, type SectionContext } from "../common.ts";

@@ -3,7 +3,6 @@
 // strategies registry's `classifier` strategy (condition_mean with meta.classifier_scale), replaying the recorded
 // noise. The class labels are not stored with the loop: they are the other guided-diffusion sections' (gd_guided/y.npy
 // when present, else gd_classifier/in_y.npy, else gd_unet/fwd_in_y.npy).
-import "../../core/ops.ts";
 import { tf } from "../../core/engine.ts";
 import { GoldenError, guard, type Row, type SectionChecker, type SectionContext } from "../common.ts";
 import {
