@@ -178,12 +178,19 @@ def main():
         default=0.0,
         help="multiply every ε by 1 + δ·N(0, 1) (a sensitivity run: δ = the port's single-forward accuracy)",
     )
+    ap.add_argument("--perturb-seed", type=int, default=SEED + 1, help="the perturbation's generator seed")
+    ap.add_argument(
+        "--spread-kind",
+        choices=["threads", "perturb"],
+        default="threads",
+        help="where --compare files the spread: meta.kdiffusion.spread (threads) or perturb_spread (per seed)",
+    )
     ap.add_argument("--spread-only", action="store_true", help="--out is an earlier run: only compare it (--compare)")
     ap.add_argument("--cases", nargs="*", help="only these case keys (a spread run on a subset)")
     ap.add_argument("--compare", help="another output of this script: print the largest relative difference per case")
     args = ap.parse_args()
     if args.spread_only:
-        return write_spread(args.out, args.compare, args.threads)
+        return write_spread(args, args.out, args.compare)
 
     import torch as th
 
@@ -243,12 +250,36 @@ def main():
             self.fn = eps_fn(guided)
 
         def forward(self, x, t):
-            eps = self.fn(x.float(), t)
+            x = x.float()
+            eps = self.fn(x, t)
             if args.perturb:
                 eps = eps * (1 + args.perturb * th.randn(eps.shape, generator=perturb_gen))
+            # Per call, what the network saw and said: its input x_t = c_in·x_σ, the (fractional) timestep, ε.
+            rec["x_t"].append(x.numpy().copy())
+            rec["t"].append(float(t.reshape(-1)[0]))
+            rec["eps"].append(eps.numpy().copy())
             return eps
 
-    perturb_gen = th.Generator().manual_seed(SEED + 1)
+    perturb_gen = th.Generator().manual_seed(args.perturb_seed)
+    rec = {}
+
+    def new_record():
+        rec.clear()
+        rec.update({"x_t": [], "t": [], "eps": [], "sigma": [], "D": [], "steps_x": []})
+
+    def save_record(key, space):
+        """The case's per-call inputs and outputs (the teacher-forced check replays D in call order) and per-step x."""
+        n = len(rec["D"])
+        if not (len(rec["x_t"]) == len(rec["t"]) == len(rec["eps"]) == len(rec["sigma"]) == n):
+            raise RuntimeError(f"{key}: inconsistent call records")
+        save(out, arrays, f"kdiffusion/calls/{key}_sigma", np.array(rec["sigma"], dtype=np.float64))
+        save(out, arrays, f"kdiffusion/calls/{key}_t", np.array(rec["t"], dtype=np.float64))
+        save(out, arrays, f"kdiffusion/calls/{key}_x_t", np.concatenate(rec["x_t"]).astype(np.float32))
+        save(out, arrays, f"kdiffusion/calls/{key}_eps", np.concatenate(rec["eps"]).astype(np.float32))
+        save(out, arrays, f"kdiffusion/calls/{key}_D", np.concatenate(rec["D"]).astype(np.float32))
+        save(out, arrays, f"kdiffusion/steps/{key}_x", np.concatenate(rec["steps_x"]).astype(np.float32))
+        return {"calls": n, "steps_x_space": space}
+
     gen = th.Generator().manual_seed(SEED)
     x_T = th.randn((1, 3, S, S), generator=gen)
     noise = th.randn((STEPS, 1, 3, S, S), generator=gen)
@@ -269,7 +300,10 @@ def main():
         def clamped(x, sigma, **kw):
             # D(x; σ) clamped to [-1, 1], as guided-diffusion's clip_denoised: with random weights the unclamped
             # D of a 20,000-σ start is ~1e4 and a relative tolerance on it would say nothing.
-            return den(x, sigma, **kw).clamp(-1, 1)
+            d = den(x, sigma, **kw).clamp(-1, 1)
+            rec["sigma"].append(float(sigma.reshape(-1)[0]))
+            rec["D"].append(d.float().numpy().copy())
+            return d
         for name in KD_SAMPLERS:
             for schedule in ["default"] + EXTRA_SCHEDULES.get(name, []):
                 if args.cases and f"{name}_{schedule}_{tag}" not in args.cases:
@@ -294,13 +328,22 @@ def main():
 
                 fn = getattr(sampling, f"sample_{name}")
                 kwargs = {"noise_sampler": noise_sampler} if "noise_sampler" in inspect.signature(fn).parameters else {}
+                new_record()
                 t0 = time.perf_counter()
                 with th.no_grad():
-                    x = fn(clamped, x_T * sigmas[0], sigmas, disable=True, **kwargs)
+                    x = fn(
+                        clamped,
+                        x_T * sigmas[0],
+                        sigmas,
+                        disable=True,
+                        callback=lambda info: rec["steps_x"].append(info["x"].float().numpy().copy()),
+                        **kwargs,
+                    )
                 key = f"{name}_{schedule}_{tag}"
                 timings[key] = time.perf_counter() - t0
                 save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
-                cases.append({"key": key, "sampler": name, "schedule": schedule, "guidance": tag})
+                info = save_record(key, "sigma")
+                cases.append({"key": key, "sampler": name, "schedule": schedule, "guidance": tag, **info})
         # thresholding with sample_max_value 1 is the clamp of x0 to [-1, 1] (its quantile scale is clamped to 1).
         if args.cases and f"unipc_default_{tag}" not in args.cases:
             continue
@@ -309,15 +352,30 @@ def main():
         )
         sched.set_timesteps(STEPS)
         fn = EpsModel(guided)
+        convert = sched.convert_model_output
+
+        def recorded_convert(model_output, *a, **kw):
+            # UniPC's data prediction x0 after thresholding (= the clamp): the D of a σ-space port at this call.
+            x0 = convert(model_output, *a, **kw)
+            # diffusers' own σ of this step (from its float32 ᾱ table; the port's table is float64)
+            rec["sigma"].append(float(sched.sigmas[sched.step_index]))
+            rec["D"].append(x0.float().numpy().copy())
+            return x0
+
+        sched.convert_model_output = recorded_convert
+        new_record()
         x = x_T.clone()
         t0 = time.perf_counter()
         with th.no_grad():
             for t in sched.timesteps:
+                rec["steps_x"].append(x.float().numpy().copy())
                 x = sched.step(fn(x, t.reshape(1)), t, x).prev_sample
         key = f"unipc_default_{tag}"
         timings[key] = time.perf_counter() - t0
         save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
-        cases.append({"key": key, "sampler": "unipc", "schedule": "default", "guidance": tag})
+        # diffusers steps VP x_t: its per-step x is the scheduler's sample (x_σ = x_t·sqrt(1 + σ²)).
+        info = save_record(key, "vp")
+        cases.append({"key": key, "sampler": "unipc", "schedule": "default", "guidance": tag, **info})
 
     meta = {
         "small_glide": cfg,
@@ -340,17 +398,25 @@ def main():
     }
     json.dump({"meta": meta, "arrays": arrays}, open(os.path.join(out, "manifest.json"), "w"), indent=1)
     if args.compare:
-        write_spread(out, args.compare, args.threads)
+        write_spread(args, out, args.compare)
 
 
-def write_spread(out, compare, threads):
+def write_spread(args, out, compare):
     """The reference's own spread: the cases of run `out` (possibly interrupted, or a --cases subset) against run
-    `compare` under other thread settings, relative to the latter's max |value|, written into `compare`'s manifest
-    (meta.kdiffusion.spread), where the verifier takes its tolerances."""
+    `compare`, relative to the latter's max |value|, written into `compare`'s manifest where the verifier takes its
+    tolerances: meta.kdiffusion.spread (another torch thread setting) or meta.kdiffusion.perturb_spread[case], one
+    entry per seed (ε multiplied by 1 + δ·N(0, 1), δ the port's measured single-forward accuracy, RMS(Δε)/RMS(ε))."""
     path = os.path.join(compare, "manifest.json")
     other = json.load(open(path))
-    spread = other["meta"]["kdiffusion"].setdefault("spread", {})
-    for c in other["meta"]["kdiffusion"]["cases"]:
+    kd = other["meta"]["kdiffusion"]
+    if args.spread_kind == "threads":
+        spread = kd.setdefault("spread", {})
+        kd["spread_from"] = f"torch threads {args.threads} vs {kd['threads']}"
+    else:
+        if not args.perturb:
+            raise SystemExit("--spread-kind perturb needs the run's --perturb δ")
+        spread = {}
+    for c in kd["cases"]:
         mine = os.path.join(out, "kdiffusion", c["key"] + ".npy")
         if not os.path.exists(mine):
             continue
@@ -358,9 +424,13 @@ def write_spread(out, compare, threads):
         b = np.load(os.path.join(compare, "kdiffusion", c["key"] + ".npy")).astype(np.float64)
         spread[c["key"]] = float(np.abs(a - b).max() / np.abs(b).max())
         print(f"{c['key']:36s} max|Δ|/max|ref| = {spread[c['key']]:.3e}")
-    other["meta"]["kdiffusion"]["spread_from"] = f"torch threads {threads} vs {other['meta']['kdiffusion']['threads']}"
+    if args.spread_kind == "perturb":
+        # one entry per (case, seed): a later run with the same seed and δ replaces its own entry
+        per = kd.setdefault("perturb_spread", {})
+        for key, v in spread.items():
+            runs = [r for r in per.get(key, []) if (r["seed"], r["delta"]) != (args.perturb_seed, args.perturb)]
+            per[key] = runs + [{"delta": args.perturb, "seed": args.perturb_seed, "spread": v}]
     json.dump(other, open(path, "w"), indent=1)
-
 
 if __name__ == "__main__":
     main()

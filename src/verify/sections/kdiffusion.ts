@@ -1,19 +1,29 @@
 // The σ-space samplers against k-diffusion's own sampler functions (and diffusers' UniPC scheduler) on the golden
 // GLIDE-small denoiser: the conditional model alone and classifier-free guidance (s from the manifest) on eps, the
 // same x_T and, for the stochastic samplers, the same stored per-step noise on both sides, D clamped to [-1, 1] on
-// both (a wrapper around k-diffusion's denoiser; diffusers' thresholding at sample_max_value 1). The arrays come from the repository's fixture (tools/golden/kdiffusion_golden.py) unless the golden
-// directory has its own kdiffusion/; the weights always come from the golden directory. Tolerance per case: 1e-4
-// relative, or the reference's own spread across thread settings where the fixture records a larger one.
+// both (a wrapper around k-diffusion's denoiser; diffusers' thresholding at sample_max_value 1). The arrays come
+// from the repository's fixture (tools/golden/kdiffusion_golden.py) unless the golden directory has its own
+// kdiffusion/; the weights always come from the golden directory. Three checks per case:
+// - teacher-forced: our sampler driven by the reference's recorded D outputs in call order (no network), our σ and
+//   x_t at every call and x at every step asserted equal to the reference's: the sampler arithmetic alone, to the
+//   float32 floor (TOL_TEACHER_FORCED);
+// - single forward: our network on the reference's recorded inputs (x_t, t) against its recorded ε: the port's
+//   per-call accuracy on this very trajectory, which sets the perturbation δ of the spread below;
+// - end-to-end: the whole trajectory with our network; tolerance max(1e-4, the reference's own spread across torch
+//   thread settings, the reference's spread when its ε is multiplied by 1 + δ·N(0, 1), max over the recorded seeds).
 import { join } from "node:path";
-import { createDiffusion } from "../../core/diffusion.ts";
+import { createDiffusion, type GaussianDiffusion } from "../../core/diffusion.ts";
 import type { Tensor1D, Tensor2D, Tensor4D } from "../../core/engine.ts";
 import { tf } from "../../core/engine.ts";
+import { npyToNumbers } from "../../core/npy.ts";
 import { REPO_ROOT } from "../../core/paths.ts";
+import { SigmaView } from "../../core/samplers/sigma.ts";
 import { type ScheduleName, sample } from "../../core/samplers.ts";
-import type { Denoiser, NoiseSource } from "../../core/types.ts";
+import type { Denoiser, NoiseSource, StepInfo } from "../../core/types.ts";
 import type { ModelFn } from "../../strategies/strategy.ts";
 import {
   compare,
+  ErrorAcc,
   floats,
   GoldenError,
   guard,
@@ -23,6 +33,7 @@ import {
   type Row,
   type SectionChecker,
   SectionContext,
+  TOL_SINGLE,
   TOL_TRAJECTORY,
 } from "../common.ts";
 import {
@@ -35,6 +46,12 @@ import {
 } from "../golden-models.ts";
 import { scheduleAlias } from "../tables.ts";
 
+/**
+ * The sampler arithmetic alone against the reference's, on the same D: float32 rounding of the same operations,
+ * which the ODE's large early σ ratios (σ_max ≈ 2·10⁴) multiply by a few ulps at most.
+ */
+export const TOL_TEACHER_FORCED = 1e-6;
+
 export const KDIFFUSION_FIXTURE = join(REPO_ROOT, "test", "fixtures", "golden-kdiffusion");
 
 interface Case {
@@ -42,6 +59,16 @@ interface Case {
   sampler: string;
   schedule: ScheduleName;
   guidance: "cond" | "cfg";
+  /** Network calls the reference made (per-call records in calls/). */
+  calls: number;
+  /** Where the recorded per-step x lives: k-diffusion's x_σ, or diffusers' VP x_t (UniPC). */
+  steps_x_space: "sigma" | "vp";
+}
+
+interface Spreads {
+  spread?: Record<string, number>;
+  spread_from?: string;
+  perturb_spread?: { delta: number; seeds: Record<string, Record<string, number>> };
 }
 
 /** JSON with sorted keys, so that two config blocks compare by content. */
@@ -63,19 +90,270 @@ function arraysContext(ctx: SectionContext): SectionContext {
 const timesteps = (n: number, t: number) =>
   tf.fill([n], t, Number.isInteger(t) ? "int32" : "float32") as Tensor1D;
 
-function denoiserFor(model: ModelFn, tokens: Tensor2D, mask: Tensor2D, c: Case, scale: number): Denoiser {
-  const row = (t: Tensor2D, i: number) => tf.slice(t, [i, 0], [1, -1]) as Tensor2D;
-  if (c.guidance === "cond")
-    return (x, step) =>
-      model(x, timesteps(x.shape[0], step.t), { tokens: row(tokens, 0), mask: row(mask, 0) });
-  return (x, step) =>
-    tf.tidy(() => {
-      // [cond; uncond] on the same x, eps_u + s·(eps_c − eps_u) (GLIDE's text2im notebook)
-      const out = model(tf.concat([x, x]) as Tensor4D, timesteps(2 * x.shape[0], step.t), { tokens, mask });
-      const b = x.shape[0];
-      const [cond, uncond] = tf.split(out.out, [b, b]) as [Tensor4D, Tensor4D];
-      return { out: tf.add(uncond, tf.mul(tf.sub(cond, uncond), scale)) as Tensor4D, kind: "eps" as const };
+/** ε of the case's guidance at x with per-row timesteps `ts`: the conditional row, or cfg on [cond; uncond]. */
+function guidedEps(
+  model: ModelFn,
+  tokens: Tensor2D,
+  mask: Tensor2D,
+  c: Case,
+  scale: number,
+  x: Tensor4D,
+  ts: Tensor1D,
+): Tensor4D {
+  return tf.tidy(() => {
+    const b = x.shape[0];
+    const rows = (t: Tensor2D, i: number) => tf.tile(tf.slice(t, [i, 0], [1, -1]), [b, 1]) as Tensor2D;
+    if (c.guidance === "cond")
+      return model(x, ts, { tokens: rows(tokens, 0), mask: rows(mask, 0) }).out as Tensor4D;
+    // [cond; uncond] on the same x, eps_u + s·(eps_c − eps_u) (GLIDE's text2im notebook)
+    const out = model(tf.concat([x, x]) as Tensor4D, tf.concat([ts, ts]) as Tensor1D, {
+      tokens: tf.concat([rows(tokens, 0), rows(tokens, 1)]) as Tensor2D,
+      mask: tf.concat([rows(mask, 0), rows(mask, 1)]) as Tensor2D,
     });
+    const [cond, uncond] = tf.split(out.out, [b, b]) as [Tensor4D, Tensor4D];
+    return tf.add(uncond, tf.mul(tf.sub(cond, uncond), scale)) as Tensor4D;
+  });
+}
+
+function denoiserFor(model: ModelFn, tokens: Tensor2D, mask: Tensor2D, c: Case, scale: number): Denoiser {
+  return (x, step) => ({
+    out: guidedEps(model, tokens, mask, c, scale, x, timesteps(x.shape[0], step.t)),
+    kind: "eps" as const,
+  });
+}
+
+/** Relative max-abs error of an accumulator (0 when nothing was compared). */
+const relOf = (acc: ErrorAcc) => (acc.refMax > 0 ? acc.maxAbs / acc.refMax : acc.maxAbs);
+
+/**
+ * Teacher-forced: our sampler with the reference's D replayed in call order (through the `denoisedFn` hook over a
+ * network that predicts ε = 0, so the sampler sees exactly the recorded D after the clamp, a no-op on values in
+ * [−1, 1]). At every call our σ (the view's σ at the call's timestep) and x_t = x_σ/sqrt(1 + σ²) must equal the
+ * reference's, at every step's first call our x the reference's per-step x, and the sample the reference's.
+ */
+function teacherForced(
+  s: string,
+  fx: SectionContext,
+  diffusion: GaussianDiffusion,
+  c: Case,
+  steps: number,
+  noise: NoiseSource,
+  xT: Tensor4D,
+  label: string,
+): Row {
+  const sigmas = npyToNumbers(fx.load(`calls/${c.key}_sigma.npy`));
+  const ts = npyToNumbers(fx.load(`calls/${c.key}_t.npy`));
+  const xtArr = fx.load(`calls/${c.key}_x_t.npy`);
+  const xts = floats(xtArr, `calls/${c.key}_x_t.npy`, 4);
+  const Ds = floats(fx.load(`calls/${c.key}_D.npy`), `calls/${c.key}_D.npy`, 4);
+  const stepsX = floats(fx.load(`steps/${c.key}_x.npy`), `steps/${c.key}_x.npy`, 4);
+  const n = sigmas.length;
+  const per = [1, ...xtArr.shape.slice(1)];
+  const size = per.reduce((a, b) => a * b, 1);
+  if (xts.length !== n * size || Ds.length !== n * size)
+    throw new GoldenError(`calls/${c.key}_*: ${n} σs but ${xts.length / size} x_t and ${Ds.length / size} D`);
+  const view = new SigmaView(diffusion);
+  const xAcc = new ErrorAcc();
+  const stepAcc = new ErrorAcc();
+  let sigmaRel = 0;
+  let tAbs = 0;
+  // diffusers' σs come from its float32 ᾱ table (~1e-5 off float64 near t = T); there the reference's σ is taken
+  // from the float64 table at its (integral, checked) timestep, and its own deviation is reported.
+  let refTableRel = 0;
+  let call = -1;
+  let lastK = -1;
+  const denoise: Denoiser = (xt, step: StepInfo) => {
+    call++;
+    if (call >= n) throw new GoldenError(`our sampler made more than the reference's ${n} calls`);
+    const sigma = view.indexToSigma(step.t);
+    tAbs = Math.max(tAbs, Math.abs(step.t - ts[call]!));
+    let ref = sigmas[call]!;
+    if (c.steps_x_space === "vp") {
+      const t = ts[call]!;
+      if (!Number.isInteger(t))
+        throw new GoldenError(`calls/${c.key}_t.npy: diffusers' timestep ${t} is fractional`);
+      refTableRel = Math.max(refTableRel, Math.abs(ref - view.sigmas[t]!) / view.sigmas[t]!);
+      ref = view.sigmas[t]!;
+    }
+    sigmaRel = Math.max(sigmaRel, Math.abs(sigma - ref) / ref);
+    const got = nhwcToNchw(xt);
+    xAcc.add(xts.subarray(call * size, (call + 1) * size), got, call);
+    if (step.k !== lastK) {
+      lastK = step.k;
+      if ((step.k + 1) * size > stepsX.length)
+        throw new GoldenError(`steps/${c.key}_x.npy: no step ${step.k}`);
+      // ours in the recorded space: x_σ = x_t·sqrt(1 + σ²) (k-diffusion), or x_t itself (diffusers' UniPC)
+      const k = c.steps_x_space === "vp" ? 1 : Math.sqrt(1 + sigma * sigma);
+      stepAcc.add(
+        stepsX.subarray(step.k * size, (step.k + 1) * size),
+        got.map((v) => v * k),
+        step.k,
+      );
+    }
+    return { out: tf.zerosLike(xt), kind: "eps" as const };
+  };
+  const replay = (_x0: Tensor4D, _step: StepInfo) =>
+    nchwToNhwc(Ds.subarray(call * size, (call + 1) * size), per);
+  const got = scoped(() => {
+    const r = sample(diffusion, denoise, xT, {
+      sampler: c.sampler,
+      steps,
+      schedule: c.schedule,
+      noise,
+      denoisedFn: replay,
+      clipDenoised: true,
+    });
+    return nhwcToNchw(r.sample);
+  });
+  if (call + 1 !== n) throw new GoldenError(`our sampler made ${call + 1} calls, the reference ${n}`);
+  const final = new ErrorAcc();
+  final.add(floats(fx.load(`${c.key}.npy`), `${c.key}.npy`), got);
+  // t relative to T (its range), the others to the reference's max |value|
+  const parts = {
+    σ: sigmaRel,
+    t: tAbs / diffusion.numTimesteps,
+    x_t: relOf(xAcc),
+    "step x": relOf(stepAcc),
+    sample: relOf(final),
+  };
+  const rel = Math.max(...Object.values(parts));
+  const note = [
+    `${n} calls`,
+    ...Object.entries(parts).map(([k, v]) => `${k} ${v.toExponential(1)}`),
+    ...(c.steps_x_space === "vp"
+      ? [`(diffusers' float32 σ table ${refTableRel.toExponential(1)} off float64)`]
+      : []),
+  ].join(", ");
+  return {
+    section: s,
+    case: `teacher-forced: ${label}`,
+    maxAbs: Math.max(final.maxAbs, xAcc.maxAbs, stepAcc.maxAbs),
+    rel,
+    tol: TOL_TEACHER_FORCED,
+    pass: rel <= TOL_TEACHER_FORCED,
+    note,
+  };
+}
+
+/**
+ * Single forward: our network at the reference's recorded (x_t, t) of every call against its recorded ε, batched
+ * (integral and fractional timesteps apart, as in sampling). `rms` = RMS(Δε)/RMS(ε), the δ of the perturbation.
+ */
+function forwardAccuracy(
+  s: string,
+  fx: SectionContext,
+  model: ModelFn,
+  tokens: Tensor2D,
+  mask: Tensor2D,
+  c: Case,
+  scale: number,
+  label: string,
+): { row: Row; rms: number } {
+  const ts = npyToNumbers(fx.load(`calls/${c.key}_t.npy`));
+  const xtArr = fx.load(`calls/${c.key}_x_t.npy`);
+  const xts = floats(xtArr, `calls/${c.key}_x_t.npy`, 4);
+  const ref = floats(fx.load(`calls/${c.key}_eps.npy`), `calls/${c.key}_eps.npy`, 4);
+  const per = [1, ...xtArr.shape.slice(1)];
+  const size = per.reduce((a, b) => a * b, 1);
+  const got = new Float32Array(ref.length);
+  for (const integral of [true, false]) {
+    const idx = ts.flatMap((t, i) => (Number.isInteger(t) === integral ? [i] : []));
+    if (!idx.length) continue;
+    const out = scoped(() => {
+      const x = tf.concat(
+        idx.map((i) => nchwToNhwc(xts.subarray(i * size, (i + 1) * size), per)),
+      ) as Tensor4D;
+      const t = tf.tensor1d(
+        idx.map((i) => ts[i]!),
+        integral ? "int32" : "float32",
+      ) as Tensor1D;
+      return nhwcToNchw(guidedEps(model, tokens, mask, c, scale, x, t));
+    });
+    idx.forEach((i, j) => {
+      got.set(out.subarray(j * size, (j + 1) * size), i * size);
+    });
+  }
+  let d2 = 0;
+  let r2 = 0;
+  for (let i = 0; i < ref.length; i++) {
+    d2 += (got[i]! - ref[i]!) ** 2;
+    r2 += ref[i]! ** 2;
+  }
+  const rms = Math.sqrt(d2 / r2);
+  const row = compare(
+    s,
+    `single forward: ${label}`,
+    ref,
+    got,
+    TOL_SINGLE,
+    `ε at the reference's ${ts.length} inputs; RMS(Δε)/RMS(ε) ${rms.toExponential(2)}`,
+  );
+  return { row, rms };
+}
+
+/** The end-to-end tolerance of a case and where it comes from (module comment). */
+function endToEndTol(spreads: Spreads, key: string): { tol: number; from?: string } {
+  const thread = spreads.spread?.[key];
+  const seeds = spreads.perturb_spread?.seeds ?? {};
+  const perturbed = Object.values(seeds)
+    .map((m) => m[key])
+    .filter((v): v is number => v !== undefined);
+  const perturb = perturbed.length ? Math.max(...perturbed) : undefined;
+  let tol = TOL_TRAJECTORY;
+  let from: string | undefined;
+  if (thread !== undefined && thread > tol) {
+    tol = thread;
+    from = `the reference's ${spreads.spread_from ?? "thread"} spread`;
+  }
+  if (perturb !== undefined && perturb > tol) {
+    tol = perturb;
+    from = `the reference's spread under ε·(1 + ${spreads.perturb_spread!.delta}·N(0,1)), max of ${perturbed.length} seeds`;
+  }
+  return from ? { tol, from } : { tol };
+}
+
+/** What every check of the fixture shares: its cases, the diffusion tables, x_T and the stored per-step noise. */
+function setup(fx: SectionContext) {
+  const list = fx.meta<Case[]>("kdiffusion", "cases");
+  const steps = Number(fx.meta("kdiffusion", "steps"));
+  const scale = Number(fx.meta("kdiffusion", "cfg_scale"));
+  const label = (c: Case) =>
+    `${c.sampler} ${c.schedule} σs, ${c.guidance === "cfg" ? `cfg s=${scale}` : "conditional"}, ${steps} steps`;
+  const diffusion = createDiffusion({
+    schedule: scheduleAlias(fx.meta<string>("small_glide", "noise_schedule")),
+    steps: Number(fx.meta("small_glide", "diffusion_steps")),
+    modelVarType: "learned_range",
+  });
+  const xTArr = fx.load("x_T.npy");
+  const noiseArr = fx.load("noise_per_step.npy");
+  const allNoise = floats(noiseArr, "noise_per_step.npy", 5);
+  const per = noiseArr.shape.slice(1);
+  const size = per.reduce((a, b) => a * b, 1);
+  const noise: NoiseSource = (k) => {
+    if (k >= noiseArr.shape[0]!) throw new GoldenError(`noise_per_step.npy: no noise for step ${k}`);
+    return nchwToNhwc(allNoise.subarray(k * size, (k + 1) * size), per);
+  };
+  const xTOf = () => nchwToNhwc(floats(xTArr, "x_T.npy", 4), xTArr.shape);
+  return { list, steps, scale, label, diffusion, noise, xTOf };
+}
+
+/**
+ * The teacher-forced rows of every case: the sampler arithmetic alone, no network (about a second in all; the
+ * repository's tests run it on the fixture).
+ */
+export function teacherForcedRows(fx: SectionContext): Row[] {
+  const { list, steps, label, diffusion, noise, xTOf } = setup(fx);
+  return list.flatMap((c) =>
+    guard(fx.section, `teacher-forced: ${c.key}`, () =>
+      scoped(() => teacherForced(fx.section, fx, diffusion, c, steps, noise, xTOf(), label(c))),
+    ),
+  );
+}
+
+/** The fixture as a section context (its arrays under kdiffusion/). */
+export function fixtureContext(dir = KDIFFUSION_FIXTURE): SectionContext {
+  const { manifest, error } = loadManifest(dir);
+  return new SectionContext(dir, "kdiffusion", manifest, error);
 }
 
 function run(ctx: SectionContext): Row[] {
@@ -89,56 +367,61 @@ function run(ctx: SectionContext): Row[] {
     return [];
   });
   if (cases.length) return cases;
-  const list = fx.meta<Case[]>("kdiffusion", "cases");
-  const steps = Number(fx.meta("kdiffusion", "steps"));
-  const scale = Number(fx.meta("kdiffusion", "cfg_scale"));
-  const spread =
-    (fx.manifest?.meta?.kdiffusion as { spread?: Record<string, number> } | undefined)?.spread ?? {};
-  return withGoldenModels(ctx, [goldenGlide], ([unet]) => {
-    const diffusion = createDiffusion({
-      schedule: scheduleAlias(ctx.meta<string>("small_glide", "noise_schedule")),
-      steps: Number(ctx.meta("small_glide", "diffusion_steps")),
-      modelVarType: "learned_range",
+  const { list, steps, scale, label, diffusion, noise, xTOf } = setup(fx);
+  const spreads = (fx.manifest?.meta?.kdiffusion ?? {}) as Spreads;
+  const rows = teacherForcedRows(fx);
+  const rms: number[] = [];
+  rows.push(
+    ...withGoldenModels(ctx, [goldenGlide], ([unet]) =>
+      list.flatMap((c) =>
+        guard(s, c.key, () => {
+          const { value, seconds, runtime } = withDenoiser(ctx, unet, (model) =>
+            scoped(() => {
+              const tokens = intTensor(fx, "tokens.npy") as Tensor2D;
+              const mask = maskTensor(fx, "mask.npy");
+              const fwd = forwardAccuracy(s, fx, model, tokens, mask, c, scale, label(c));
+              const r = sample(diffusion, denoiserFor(model, tokens, mask, c, scale), xTOf(), {
+                sampler: c.sampler,
+                steps,
+                schedule: c.schedule,
+                noise,
+                clipDenoised: true,
+              });
+              return { fwd, got: nhwcToNchw(r.sample) };
+            }),
+          );
+          rms.push(value.fwd.rms);
+          const { tol, from } = endToEndTol(spreads, c.key);
+          const row = compare(
+            s,
+            `end-to-end: ${label(c)}`,
+            floats(fx.load(`${c.key}.npy`), `${c.key}.npy`),
+            value.got,
+            tol,
+            `${seconds.toFixed(1)} s, ${runtime}`,
+          );
+          if (from) row.tolFrom = from;
+          return [value.fwd.row, row];
+        }),
+      ),
+    ),
+  );
+  if (rms.length) {
+    // What the perturbation runs assumed against what this run measured (both RMS relative to ε).
+    const delta = spreads.perturb_spread?.delta;
+    const worst = Math.max(...rms);
+    const median = [...rms].sort((a, b) => a - b)[Math.floor(rms.length / 2)]!;
+    rows.push({
+      section: s,
+      case: "single forward: RMS(Δε)/RMS(ε) over the cases (the spread's δ)",
+      maxAbs: worst,
+      rel: worst,
+      tol: delta ?? Number.POSITIVE_INFINITY,
+      pass: delta === undefined || worst <= delta,
+      note: `median ${median.toExponential(2)}, max ${worst.toExponential(2)}; the fixture's perturbation δ ${delta ?? "not recorded"}`,
     });
-    const xT = fx.load("x_T.npy");
-    const noiseArr = fx.load("noise_per_step.npy");
-    return list.flatMap((c) =>
-      guard(s, c.key, () => {
-        const { value, seconds, runtime } = withDenoiser(ctx, unet, (model) =>
-          scoped(() => {
-            const tokens = intTensor(fx, "tokens.npy") as Tensor2D;
-            const mask = maskTensor(fx, "mask.npy");
-            const per = noiseArr.shape.slice(1);
-            const all = floats(noiseArr, "noise_per_step.npy", 5);
-            const size = per.reduce((a, b) => a * b, 1);
-            const noise: NoiseSource = (k) => {
-              if (k >= noiseArr.shape[0]!)
-                throw new GoldenError(`noise_per_step.npy: no noise for step ${k}`);
-              return nchwToNhwc(all.subarray(k * size, (k + 1) * size), per);
-            };
-            const x0 = nchwToNhwc(floats(xT, "x_T.npy", 4), xT.shape);
-            const r = sample(diffusion, denoiserFor(model, tokens, mask, c, scale), x0, {
-              sampler: c.sampler,
-              steps,
-              schedule: c.schedule,
-              noise,
-              clipDenoised: true,
-            });
-            return nhwcToNchw(r.sample);
-          }),
-        );
-        const tol = Math.max(TOL_TRAJECTORY, spread[c.key] ?? 0);
-        return compare(
-          s,
-          `${c.sampler} ${c.schedule} σs, ${c.guidance === "cfg" ? `cfg s=${scale}` : "conditional"}, ${steps} steps`,
-          floats(fx.load(`${c.key}.npy`), `${c.key}.npy`),
-          value,
-          tol,
-          `${seconds.toFixed(1)} s, ${runtime}${tol > TOL_TRAJECTORY ? " (tol = the reference's thread spread)" : ""}`,
-        );
-      }),
-    );
-  });
+  }
+  return rows;
 }
 
 export const kdiffusion: SectionChecker = { name: "kdiffusion", fixture: KDIFFUSION_FIXTURE, run };
