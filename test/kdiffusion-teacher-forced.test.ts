@@ -5,11 +5,7 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { backendFromEnv, initEngine, tf } from "../src/core/engine.ts";
 import { SAMPLER_NAMES } from "../src/core/samplers/registry.ts";
-import {
-  fixtureContext,
-  TOL_TEACHER_FORCED,
-  teacherForcedRows,
-} from "../src/verify/sections/kdiffusion.ts";
+import { fixtureContext, TOL_TEACHER_FORCED, teacherForcedRows } from "../src/verify/sections/kdiffusion.ts";
 
 before(async () => {
   await initEngine(backendFromEnv(), { quiet: true });
