@@ -110,6 +110,30 @@ describe("report", () => {
     }
   });
 
+  it("plots metrics against NFE per image, one curve per sampler, when a run has several samplers", () => {
+    const run = readRun(dir);
+    const one = reportView(run, runIntervals(run));
+    assert.equal(one.vsNfe.length, 0, "one sampler: no NFE charts");
+    assert.match(one.notes.vsNfe.join(" "), /same sampler/);
+    // The same cells, cfg's 25-step ones relabelled as a two-evaluation sampler.
+    const relabel = (r: (typeof run.cells)[number]["record"]) =>
+      r.strategy === "cfg" && r.steps === 25 ? { ...r, sampler: "heun", nfe: r.nfe * 2 } : r;
+    const two = { ...run, cells: run.cells.map((c) => ({ ...c, record: relabel(c.record) })) };
+    const view = reportView(two, runIntervals(two));
+    const fd = view.vsNfe.find((c) => c.title === "FD");
+    assert.ok(fd, "an FD-against-NFE chart");
+    assert.equal(fd.xTitle, "NFE per image");
+    const heun = fd.traces.filter((t) => t.name.endsWith("· heun"));
+    const ddim = fd.traces.filter((t) => t.name.endsWith("· ddim"));
+    assert.ok(heun.length > 0 && ddim.length > 0, "one curve per sampler");
+    const nfes = new Set(two.cells.filter((c) => c.record.sampler === "heun").map((c) => c.record.nfe));
+    assert.ok(
+      heun.every((t) => t.x.every((x) => nfes.has(x as number))),
+      "x is the cells' NFE",
+    );
+    assert.ok(!view.vsNfe.some((c) => c.title === "NFE per image"), "NFE is the axis, not a metric");
+  });
+
   it("draws one trade-off curve per strategy variant with points labelled by scale", () => {
     const run = readRun(dir);
     const view = reportView(run, runIntervals(run));

@@ -56,10 +56,12 @@ export interface ReportView {
   frontiers: ChartSpec[];
   vsScale: ChartSpec[];
   vsSteps: ChartSpec[];
+  /** Metrics against network evaluations per image, one curve per sampler: when a run has several samplers. */
+  vsNfe: ChartSpec[];
   /** Guide-score gain against oracle gain, and the adversarial gap, per guide (src/report/guide-gain.ts). */
   guides: ChartSpec[];
   /** Why a section or chart is absent (missing metrics, a single step count, ...). */
-  notes: { tradeoffs: string[]; vsScale: string[]; vsSteps: string[]; frontiers: string[] };
+  notes: { tradeoffs: string[]; vsScale: string[]; vsSteps: string[]; vsNfe: string[]; frontiers: string[] };
 }
 
 /** The three panels of GLIDE's Fig. 6, named y vs x. */
@@ -247,7 +249,7 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
     text: (r: CellRecord) => string,
     iv?: Intervals,
   ) => curves(records, g, scaleCurveKey, scaleCurveName, (r) => r.scale, dashBySteps, x, y, text, iv);
-  const notes: ReportView["notes"] = { tradeoffs: [], vsScale: [], vsSteps: [], frontiers: [] };
+  const notes: ReportView["notes"] = { tradeoffs: [], vsScale: [], vsSteps: [], vsNfe: [], frontiers: [] };
 
   const tradeoffs: ChartSpec[] = [];
   for (const t of TRADEOFFS) {
@@ -320,6 +322,10 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
   const keys = [...metricKeys(records), "nfe", "seconds_per_image"].filter((k) => varies(records, k));
   const vsScale: ChartSpec[] = [];
   const vsSteps: ChartSpec[] = [];
+  const vsNfe: ChartSpec[] = [];
+  const samplers = [...new Set(records.map((r) => r.sampler))];
+  if (records.length && !g.multiSampler)
+    notes.vsNfe.push(`Every cell has the same sampler (${samplers[0]}): see the charts against steps.`);
   if (records.length === 0) {
     for (const list of Object.values(notes)) list.splice(0, list.length, "No finished cells yet.");
   } else {
@@ -362,6 +368,22 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
       );
       metricChart(vsSteps, `steps-${i}`, "sampling steps", key, traces);
     }
+    if (g.multiSampler && key !== "nfe") {
+      // Quality per network evaluation: samplers differ in evaluations per step (Heun 2, most 1; cfg doubles all).
+      const traces = curves(
+        records,
+        g,
+        (r) => `${g.variant.get(r)}|${r.scale}|${r.sampler}`,
+        (r) => [g.variant.get(r)!, `s=${fmt(r.scale)}`, r.sampler].join(" · "),
+        (r) => r.nfe,
+        (r) => DASHES[samplers.indexOf(r.sampler) % DASHES.length]!,
+        (r) => r.nfe,
+        y,
+        (r) => r.cellId,
+        { y: ivOf(key) },
+      );
+      metricChart(vsNfe, `nfe-${i}`, "NFE per image", key, traces);
+    }
   });
   const guides = compare?.guides ? guideCharts(compare.guides, records, g) : [];
   return {
@@ -370,6 +392,7 @@ export function reportView(run: RunData, stats?: RunIntervals, compare?: Compare
     frontiers,
     vsScale,
     vsSteps,
+    vsNfe,
     guides,
     notes,
   };
@@ -732,7 +755,14 @@ export function renderHtml(
   const g = grouping(records);
   const strategies = [...new Set(records.map((r) => r.strategy))];
   const data = {
-    charts: [...view.frontiers, ...view.tradeoffs, ...view.guides, ...view.vsScale, ...view.vsSteps],
+    charts: [
+      ...view.frontiers,
+      ...view.tradeoffs,
+      ...view.guides,
+      ...view.vsScale,
+      ...view.vsSteps,
+      ...view.vsNfe,
+    ],
   };
   const pending = run.pending.length ? `<span><b>unfinished cells</b> ${run.pending.length}</span>` : "";
   const sectionCharts = (charts: ChartSpec[], cls: string, notes: string[]) =>
@@ -749,7 +779,7 @@ export function renderHtml(
 <header>
 <h1>${esc(view.title)}</h1>
 <div class="meta"><span><b>cells</b> ${run.cells.length}</span>${pending}<span><b>strategies</b> ${esc(strategies.join(", "))}</span>${envSummary(run.env)}</div>
-<nav><a href="#tradeoffs">Trade-offs</a><a href="#how-sure">How sure</a><a href="#compare">Comparisons</a>${compare?.guides ? '<a href="#guide-strength">Guide strength</a>' : ""}<a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#samples">Samples</a><a href="#results">Results</a>${explorer ? '<a href="#explorer">Explore</a>' : ""}<a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
+<nav><a href="#tradeoffs">Trade-offs</a><a href="#how-sure">How sure</a><a href="#compare">Comparisons</a>${compare?.guides ? '<a href="#guide-strength">Guide strength</a>' : ""}<a href="#vs-scale">vs scale</a><a href="#vs-steps">vs steps</a><a href="#vs-nfe">vs NFE</a><a href="#samples">Samples</a><a href="#results">Results</a>${explorer ? '<a href="#explorer">Explore</a>' : ""}<a href="#config">Config</a><a href="results.csv">results.csv</a></nav>
 </header>
 <main>
 <section id="tradeoffs"><h2>Fidelity–diversity trade-offs (GLIDE Fig. 6)</h2>
@@ -768,6 +798,9 @@ ${guideSectionHtml(compare, view.guides, "big")}
 ${sectionCharts(view.vsScale, "small", view.notes.vsScale)}</section>
 <section id="vs-steps"><h2>Metrics against sampling steps</h2>
 ${sectionCharts(view.vsSteps, "small", view.notes.vsSteps)}</section>
+<section id="vs-nfe"><h2>Metrics against network evaluations</h2>
+<p class="lead">Per sampler (dash), each point one step count: quality per NFE per image (cfg counts two per step, Heun and DPM-2 two per step).</p>
+${sectionCharts(view.vsNfe, "small", view.notes.vsNfe)}</section>
 <section id="samples"><h2>Samples</h2>
 <p class="lead">Strategy × guidance scale, every grid on the same seeds and prompts, so differences are the strategy's alone.</p>
 ${gridsElsewhere ? `<p class="note">The sample grids stay in the run folder (${esc(gridsElsewhere)}); this page was written elsewhere without them.</p>` : gridsHtml(run, g)}</section>
