@@ -22,7 +22,8 @@ cpSync(join(oldDir, "config.json"), join(out, "config.json"));
 if (existsSync(join(oldDir, "env.json"))) cpSync(join(oldDir, "env.json"), join(out, "env.json"));
 symlinkSync(join(oldDir, "real"), join(out, "real"));
 for (const run of runs)
-  for (const c of run.cells) symlinkSync(join(run.dir, "cells", c.record.cellId), join(out, "cells", c.record.cellId));
+  for (const c of run.cells)
+    symlinkSync(join(run.dir, "cells", c.record.cellId), join(out, "cells", c.record.cellId));
 
 const group = (r: CellRecord) => `${r.strategy}|${JSON.stringify(r.strategyParams)}|${r.scale}`;
 const byGroup = (cells: readonly { record: CellRecord }[]) => {
@@ -36,7 +37,7 @@ const pairs: string[] = [];
 for (const [g, list] of news!) {
   const before = olds!.get(g);
   if (!before || before.length !== list.length) throw new Error(`${g}: no matching cells in ${oldDir}`);
-  list.forEach((r, i) => pairs.push(`${r.cellId}:${before[i]!.cellId}`));
+  for (const [i, r] of list.entries()) pairs.push(`${r.cellId}:${before[i]!.cellId}`);
 }
 const { result } = compareRunFolder(out, { pairs });
 const text = formatCompare(result);
