@@ -218,7 +218,8 @@ export function guideGains(run: RunData, stats: RunIntervals): GuideGains | unde
       verdict: "unresolved",
     });
   }
-  if (!rows.some((r) => r.guided)) return undefined;
+  // A run whose guided cells are unfinished still shows how classifier-free guidance moves each guide's score.
+  if (rows.length === 0) return undefined;
 
   // Past each curve's peak in accuracy: does the guide's own score keep rising while the oracle's does not?
   const peaks: GuidePeak[] = [];
