@@ -1,7 +1,8 @@
 // The guidance explorer in headless Chromium from file://, as a reader opens it: the page samples on load, the
 // scale slider resamples and changes the grid, nothing logs an error, and one seed's images equal those of
 // `guidance-lab sample --runtime onnx` (the CLI's own function) within one 8-bit level. Tiny settings (2 images,
-// 3 steps) keep it fast. Skips, saying why, where Chromium, playwright-core, onnxruntime-node or the zoo's
+// 3 steps) keep it fast. The same folder served by `guidance-lab serve` is cross-origin isolated, runs its forwards
+// on every core and gives the same images. Skips, saying why, where Chromium, playwright-core, onnxruntime-node or the zoo's
 // denoiser is missing.
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -25,6 +26,8 @@ describe("explorer in a browser", () => {
   let pw: Awaited<ReturnType<typeof loadPlaywright>>;
   let dir: string;
   let explorer: ExplorerPage | undefined;
+  /** The file:// page's images for seed 7 (the CLI comparison's), for the served page's threads to match. */
+  let fileImages: number[][] | undefined;
 
   before(async () => {
     await initEngine("wasm", { quiet: true });
@@ -88,6 +91,7 @@ describe("explorer in a browser", () => {
     const s = { prompt: "a red circle", suite: "", sampler: "ddpm" as const, steps: 3, n: 2, seed: 7 };
     const strategy = { kind: "cfg", scale: 3 };
     const r = await explorer.run({ ...s, strategy });
+    fileImages = r.images;
     assert.equal(r.images.length, 2);
     assert.equal(r.x0Steps.length, 3, "one predicted x0 per step");
     const out = mkdtempSync(join(tmpdir(), "gl-explorer-cli-"));
@@ -107,6 +111,39 @@ describe("explorer in a browser", () => {
       rmSync(out, { recursive: true, force: true });
     }
     assert.deepEqual(explorer.errors, [], "no console errors");
+  });
+
+  it("served by `guidance-lab serve`: cross-origin isolated, threads on every core, the file:// page's pixels", {
+    timeout: 300_000,
+  }, async (t) => {
+    if (why || typeof pw === "string" || !fileImages) {
+      t.skip(`explorer served test skipped: ${why ?? "the file:// run did not happen"}`);
+      return;
+    }
+    const served = await openExplorer(pw, dir, "autorun=0", { served: true });
+    try {
+      assert.equal(
+        await served.page.evaluate("crossOriginIsolated"),
+        true,
+        "COOP/COEP make the page isolated",
+      );
+      const cores = (await served.page.evaluate("navigator.hardwareConcurrency")) as number;
+      assert.equal(served.threads, cores, "onnxruntime-web takes every core");
+      assert.match(served.runtime, new RegExp(`wasm, ${cores} thread`));
+      const s = { prompt: "a red circle", suite: "", sampler: "ddpm" as const, steps: 3, n: 2, seed: 7 };
+      const r = await served.run({ ...s, strategy: { kind: "cfg", scale: 3 } });
+      let max = 0;
+      for (const [i, img] of r.images.entries())
+        for (const [j, v] of img.entries()) max = Math.max(max, Math.abs(v - fileImages[i]![j]!));
+      t.diagnostic(`largest difference, ${cores} threads against 1: ${max}`);
+      assert.ok(
+        max <= 1e-5,
+        `threaded forwards give the single-threaded images within 1e-5 (largest ${max})`,
+      );
+      assert.deepEqual(served.errors, [], "no console errors, page errors or failed requests");
+    } finally {
+      await served.close();
+    }
   });
 });
 

@@ -32,7 +32,7 @@ import {
 import { clipTextEncoder } from "../zoo/zoo.ts";
 import { benchCells } from "./cells.ts";
 import { benchEngine, formatTable, type Row } from "./engine.ts";
-import { benchExplorer } from "./explorer.ts";
+import { benchExplorer, type ExplorerBench } from "./explorer.ts";
 import { benchGlide, glideReference, TORCH_BASE_FORWARD_B2_S } from "./glide.ts";
 import { benchQuickstart, quickstartSummary } from "./quickstart.ts";
 import { convRoofline } from "./roofline.ts";
@@ -256,9 +256,9 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
     glide.push(...full);
     out(`\n${formatTable(full)}\n`);
   }
-  const explorer = opts.noExplorer ? { rows: [] } : await benchExplorer({ quick });
-  if (explorer.rows.length) out(`\n${formatTable(explorer.rows)}\n`);
-  else if ("skipped" in explorer) out(`\n(explorer row skipped: ${explorer.skipped})\n`);
+  const explorer: ExplorerBench = opts.noExplorer ? { rows: [] } : await benchExplorer({ quick });
+  if (explorer.rows.length) out(`\n${formatTable(explorer.rows)}\n${explorer.summary ?? ""}\n`);
+  else if (explorer.skipped) out(`\n(explorer row skipped: ${explorer.skipped})\n`);
   const quickstart = opts.quickstart ? await benchQuickstart() : [];
   if (quickstart.length) out(`\n${formatTable(quickstart)}\n`);
   out(`\n${summary(glide, golden)}${quickstartSummary(quickstart)}`);

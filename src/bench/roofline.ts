@@ -13,7 +13,8 @@ export interface RooflineResult {
   best: Map<string, number>;
 }
 
-function convGraph(b: number, c: number, size: number): Uint8Array {
+/** One 3×3 Conv (pads 1), `c` → `c` channels on NCHW `b`×`c`×`size`²: the roofline's graph. */
+export function convGraph(b: number, c: number, size: number): Uint8Array {
   const g = new Graph();
   const x = g.input("x", "float", [b, c, size, size]);
   const w = Float32Array.from({ length: c * c * 9 }, (_, i) => Math.sin(i) * 0.05);

@@ -1,5 +1,6 @@
 // The command line: thin yargs commands that parse arguments and call the modules. Modules are imported lazily
 // so that `--help` and light commands start instantly.
+import { existsSync } from "node:fs";
 import { join } from "node:path";
 import yargs, { type Argv } from "yargs";
 import { hideBin } from "yargs/helpers";
@@ -115,7 +116,9 @@ async function main(): Promise<void> {
           const { formatTable } = await import("../bench/engine.ts");
           const r = await benchExplorer({ quick: argv.quick });
           process.stdout.write(
-            r.rows.length ? `${formatTable(r.rows)}\n` : `explorer row skipped: ${r.skipped}\n`,
+            r.rows.length
+              ? `${formatTable(r.rows)}\n${r.summary ?? ""}\n`
+              : `explorer row skipped: ${r.skipped}\n`,
           );
           return;
         }
@@ -495,6 +498,29 @@ async function main(): Promise<void> {
           `${r.files.map((f) => `${f.name} ${mb(f.bytes)}`).join(", ")}; ${mb(r.total)} in all\n`,
         );
         process.stdout.write(`${join(r.dir, "index.html")}\n`);
+      },
+    )
+    .command(
+      "serve <folder>",
+      "Serve an explorer folder or a run folder on localhost, cross-origin isolated, so the explorer samples on every core (file:// gives it one)",
+      (y) =>
+        y
+          .positional("folder", {
+            type: "string",
+            demandOption: true,
+            describe: "explorer folder or run folder",
+          })
+          .option("port", { type: "number", default: 8021, describe: "port (0: any free one)" })
+          .option("host", { type: "string", default: "127.0.0.1", describe: "address to listen on" }),
+      async (argv) => {
+        const { serveFolder } = await import("../explore/serve.ts");
+        const s = await serveFolder(argv.folder, { port: argv.port, host: argv.host });
+        const page = existsSync(join(argv.folder, "explorer", "index.html")) ? `${s.url}explorer/` : s.url;
+        process.stderr.write(
+          `serving ${argv.folder} with COOP/COEP (cross-origin isolated: onnxruntime-web uses every core); Ctrl-C stops\n`,
+        );
+        process.stdout.write(`${page}\n`);
+        await new Promise<void>((ok) => process.once("SIGINT", () => void s.close().then(ok)));
       },
     )
     .command(

@@ -39,6 +39,8 @@ export interface ExplorerConfig {
   unavailable: Record<string, string>;
   /** Shown in the page's footer: bytes of every file and the budget. */
   sizeNote: string;
+  /** onnxruntime-web's wasm glue module beside the page: its pthreads start from it when the page is served. */
+  ortGlue: string;
 }
 
 export interface RunSettings {
@@ -72,6 +74,13 @@ declare global {
       settings(): RunSettings;
       /** Completed runs (the slider's reruns included), for tests that wait on a change. */
       runs: number;
+      /** onnxruntime-web's threads here (1 from file://). */
+      threads: number;
+      /**
+       * Milliseconds of each of `reps` runs (after one warm-up) of an ONNX graph (base64) fed float32 inputs of
+       * the given shapes, on this page's onnxruntime-web setup: the bench's conv roofline.
+       */
+      timeGraph(b64: string, inputs: { name: string; dims: number[] }[], reps: number): Promise<number[]>;
       busy: boolean;
     };
   }
@@ -127,8 +136,16 @@ async function main(): Promise<void> {
 
   const backend = await initBrowserEngine(await gunzipAsset("tfjs-wasm"));
   ort.env.wasm.wasmBinary = await gunzipAsset("ort-wasm");
-  // file:// pages are never cross-origin isolated, so onnxruntime-web has no SharedArrayBuffer for threads.
-  ort.env.wasm.numThreads = globalThis.crossOriginIsolated ? Math.min(4, navigator.hardwareConcurrency) : 1;
+  const params = new URLSearchParams(location.search);
+  // file:// pages are never cross-origin isolated, so onnxruntime-web has no SharedArrayBuffer for threads: one
+  // thread there. Served with COOP/COEP (`guidance-lab serve`) it takes every core (?threads=N overrides, for the
+  // bench). Its pthreads start from the glue module's URL, which the bundled copy lacks (esbuild's iife has no
+  // import.meta.url), so the served page loads the glue shipped beside it.
+  const cores = navigator.hardwareConcurrency || 1;
+  ort.env.wasm.numThreads = globalThis.crossOriginIsolated
+    ? Math.max(1, Math.min(cores, Number(params.get("threads") ?? cores) || cores))
+    : 1;
+  if (ort.env.wasm.numThreads > 1) ort.env.wasm.wasmPaths = { mjs: new URL(cfg.ortGlue, location.href).href };
   ort.env.wasm.proxy = false;
   const sessions: Record<string, ort.InferenceSession> = {};
   for (const [role, m] of Object.entries(cfg.models)) {
@@ -186,7 +203,6 @@ async function main(): Promise<void> {
   const slider = $<HTMLInputElement>("scale");
   const scaleOut = $<HTMLOutputElement>("scale-value");
 
-  const params = new URLSearchParams(location.search);
   const num = (k: string, d: number) => (params.has(k) ? Number(params.get(k)) : d);
   $<HTMLInputElement>("steps").value = String(num("steps", 25));
   $<HTMLInputElement>("seed").value = String(num("seed", 0));
@@ -332,6 +348,39 @@ async function main(): Promise<void> {
     ready: Promise.resolve(runtimeNote),
     runs: 0,
     busy: false,
+    threads: ort.env.wasm.numThreads,
+    timeGraph: async (b64: string, inputs: { name: string; dims: number[] }[], reps: number) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const s = await ort.InferenceSession.create(bytes, {
+        executionProviders: ["wasm"],
+        graphOptimizationLevel: "all",
+      });
+      try {
+        const feeds = Object.fromEntries(
+          inputs.map(({ name, dims }) => {
+            const n = dims.reduce((a, d) => a * d, 1);
+            return [
+              name,
+              new ort.Tensor(
+                "float32",
+                Float32Array.from({ length: n }, (_, i) => Math.cos(i)),
+                dims,
+              ),
+            ];
+          }),
+        );
+        await s.run(feeds);
+        const ms: number[] = [];
+        for (let i = 0; i < reps; i++) {
+          const t0 = performance.now();
+          await s.run(feeds);
+          ms.push(performance.now() - t0);
+        }
+        return ms;
+      } finally {
+        await s.release();
+      }
+    },
     settings,
     run: async (over: Partial<RunSettings>) => run({ ...settings(), ...over }),
   };

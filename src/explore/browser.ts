@@ -5,6 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
 import type { RunResult, RunSettings } from "./app.ts";
+import { serveFolder } from "./serve.ts";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
 const ARGS = [
@@ -35,16 +36,26 @@ export interface ExplorerPage {
   errors: string[];
   /** The runtime line window.explorer.ready resolved to. */
   runtime: string;
+  /** onnxruntime-web's threads in the page (1 from file://). */
+  threads: number;
+  /** window.explorer.timeGraph: ms of each run of an ONNX graph on the page's runtime setup. */
+  timeGraph(bytes: Uint8Array, inputs: { name: string; dims: number[] }[], reps: number): Promise<number[]>;
   run(s: Partial<RunSettings>): Promise<RunResult>;
   close(): Promise<void>;
 }
 
-/** Opens `dir`/index.html from file:// with `query` (e.g. "steps=2&n=2") and waits until the explorer is ready. */
+/**
+ * Opens `dir`/index.html with `query` (e.g. "steps=2&n=2") and waits until the explorer is ready: from file://, or
+ * with `served`, through `serveFolder` on localhost (cross-origin isolated, so onnxruntime-web has threads).
+ */
 export async function openExplorer(
   pw: typeof import("playwright-core"),
   dir: string,
   query = "",
+  opts: { served?: boolean } = {},
 ): Promise<ExplorerPage> {
+  const server = opts.served ? await serveFolder(dir) : undefined;
+  const base = server ? `${server.url}index.html` : pathToFileURL(join(dir, "index.html")).href;
   const profile = mkdtempSync(join(tmpdir(), "gl-chromium-profile-"));
   const context = await pw.chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
@@ -61,10 +72,11 @@ export async function openExplorer(
   page.on("requestfailed", (r) => errors.push(`request failed: ${r.url()} (${r.failure()?.errorText})`));
   const close = async () => {
     await context.close();
+    await server?.close();
     rmSync(profile, { recursive: true, force: true });
   };
   try {
-    await page.goto(`${pathToFileURL(join(dir, "index.html")).href}${query ? `?${query}` : ""}`, {
+    await page.goto(`${base}${query ? `?${query}` : ""}`, {
       waitUntil: "load",
       timeout: 120_000,
     });
@@ -84,6 +96,11 @@ export async function openExplorer(
       page,
       errors,
       runtime,
+      threads: (await page.evaluate("window.explorer.threads")) as number,
+      timeGraph: async (bytes, inputs, reps) =>
+        (await page.evaluate(
+          `window.explorer.timeGraph(${JSON.stringify(Buffer.from(bytes).toString("base64"))}, ${JSON.stringify(inputs)}, ${reps})`,
+        )) as number[],
       run: async (s) => (await page.evaluate(`window.explorer.run(${JSON.stringify(s)})`)) as RunResult,
       close,
     };

@@ -41,6 +41,9 @@ export const SIZE_BUDGET_BYTES = 16_000_000;
 
 const require = createRequire(import.meta.url);
 
+/** onnxruntime-web's wasm glue (ES module) that its pthread workers start from. */
+const ORT_GLUE = "ort-wasm-simd-threaded.mjs";
+
 const GRADIENT_NOTE =
   "gradient guides differentiate the noised classifier or CLIP, and src/onnx exports forwards only (no gradient graph), so they cannot run here; use `guidance-lab sample` for them.";
 
@@ -144,6 +147,7 @@ export async function writeExplorer(dir: string, models = modelsDir()): Promise<
         "they run a perturbed copy of the network (attention or layers changed), one more exported graph of 3.8 MB per perturbation setting, which the page does not ship; use `guidance-lab sample` for them.",
     },
     sizeNote: "",
+    ortGlue: ORT_GLUE,
   };
   if (existsSync(join(models, DEFAULT_ZOO.weak, "model.json"))) {
     const weak = modelEntry(DEFAULT_ZOO.weak, models);
@@ -154,6 +158,8 @@ export async function writeExplorer(dir: string, models = modelsDir()): Promise<
     "ort-wasm",
     readFileSync(require.resolve("onnxruntime-web/ort-wasm-simd-threaded.wasm")),
   );
+  // Plain, not an asset: a served page imports it as a module for onnxruntime-web's threads (file:// never does).
+  out[ORT_GLUE] = readFileSync(require.resolve(`onnxruntime-web/${ORT_GLUE}`));
   out["tfjs-wasm.js"] = asset(
     "tfjs-wasm",
     readFileSync(
@@ -207,6 +213,7 @@ function pageHtml(config: ExplorerConfig, scripts: string[]): string {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<link rel="icon" href="data:,">
 <title>guidance-lab explorer</title>
 <style>${CSS}</style>
 </head>

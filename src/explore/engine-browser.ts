@@ -22,7 +22,10 @@ export type {
 export async function initBrowserEngine(simdWasm?: Uint8Array): Promise<string> {
   if (simdWasm) {
     const url = URL.createObjectURL(new Blob([simdWasm as BlobPart], { type: "application/wasm" }));
-    // Threads need cross-origin isolation, which a file:// page never has; only the SIMD binary is shipped.
+    // Only the SIMD binary is shipped (threads need cross-origin isolation, which a file:// page never has). A
+    // served, isolated page would make TensorFlow.js pick its threaded binary, so it is told there are no threads:
+    // its part is the strategies' and samplers' small arithmetic; the forwards' threads are onnxruntime-web's.
+    tfCore.env().set("WASM_HAS_MULTITHREAD_SUPPORT", false);
     setWasmPaths({
       "tfjs-backend-wasm.wasm": url,
       "tfjs-backend-wasm-simd.wasm": url,

@@ -43,6 +43,10 @@ export interface ReplayStats {
   forwards: number;
   /** Milliseconds spent awaiting the runtime; the rest of the wall time is the replayed tensor arithmetic. */
   forwardMs: number;
+  /** Milliseconds in the sampling function, all its runs together (the replayed arithmetic). */
+  bodyMs: number;
+  /** Milliseconds of its last, complete run: the loop's arithmetic once, what a resumable loop would cost. */
+  lastRunMs: number;
 }
 
 /**
@@ -74,7 +78,7 @@ export function splitChannels(
 export class Replay {
   private readonly outputs: Float32Array[] = [];
   private calls = 0;
-  readonly stats: ReplayStats = { runs: 0, forwards: 0, forwardMs: 0 };
+  readonly stats: ReplayStats = { runs: 0, forwards: 0, forwardMs: 0, bodyMs: 0, lastRunMs: 0 };
 
   /**
    * `name`'s forward as a synchronous ModelFn whose raw output has `outChannels` channels, of which the first
@@ -115,9 +119,14 @@ export class Replay {
     for (;;) {
       this.calls = 0;
       this.stats.runs++;
+      const start = performance.now();
       try {
-        return body();
+        const out = body();
+        this.stats.lastRunMs = performance.now() - start;
+        this.stats.bodyMs += this.stats.lastRunMs;
+        return out;
       } catch (e) {
+        this.stats.bodyMs += performance.now() - start;
         if (!(e instanceof Suspend)) throw e;
         const t0 = performance.now();
         this.outputs[e.request.index] = await forward(e.request);
