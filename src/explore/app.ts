@@ -77,10 +77,13 @@ declare global {
       /** onnxruntime-web's threads here (1 from file://). */
       threads: number;
       /**
-       * Milliseconds of each of `reps` runs (after one warm-up) of an ONNX graph (base64) fed float32 inputs of
-       * the given shapes, on this page's onnxruntime-web setup: the bench's conv roofline.
+       * Loads an ONNX graph (base64) with float32 inputs of the given shapes on this page's onnxruntime-web setup
+       * and runs it once (the bench's conv roofline); returns its id for timeGraph and dropGraph.
        */
-      timeGraph(b64: string, inputs: { name: string; dims: number[] }[], reps: number): Promise<number[]>;
+      loadGraph(b64: string, inputs: { name: string; dims: number[] }[]): Promise<number>;
+      /** Milliseconds of each of `reps` runs of a loaded graph. */
+      timeGraph(id: number, reps: number): Promise<number[]>;
+      dropGraph(id: number): Promise<void>;
       busy: boolean;
     };
   }
@@ -344,42 +347,47 @@ async function main(): Promise<void> {
 
   let busy = false;
   let queued = false;
+  const graphs: { session: ort.InferenceSession; feeds: Record<string, ort.Tensor> }[] = [];
   const api = {
     ready: Promise.resolve(runtimeNote),
     runs: 0,
     busy: false,
     threads: ort.env.wasm.numThreads,
-    timeGraph: async (b64: string, inputs: { name: string; dims: number[] }[], reps: number) => {
+    loadGraph: async (b64: string, inputs: { name: string; dims: number[] }[]) => {
       const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-      const s = await ort.InferenceSession.create(bytes, {
+      const session = await ort.InferenceSession.create(bytes, {
         executionProviders: ["wasm"],
         graphOptimizationLevel: "all",
       });
-      try {
-        const feeds = Object.fromEntries(
-          inputs.map(({ name, dims }) => {
-            const n = dims.reduce((a, d) => a * d, 1);
-            return [
-              name,
-              new ort.Tensor(
-                "float32",
-                Float32Array.from({ length: n }, (_, i) => Math.cos(i)),
-                dims,
-              ),
-            ];
-          }),
-        );
-        await s.run(feeds);
-        const ms: number[] = [];
-        for (let i = 0; i < reps; i++) {
-          const t0 = performance.now();
-          await s.run(feeds);
-          ms.push(performance.now() - t0);
-        }
-        return ms;
-      } finally {
-        await s.release();
+      const feeds = Object.fromEntries(
+        inputs.map(({ name, dims }) => {
+          const n = dims.reduce((a, d) => a * d, 1);
+          return [
+            name,
+            new ort.Tensor(
+              "float32",
+              Float32Array.from({ length: n }, (_, i) => Math.cos(i)),
+              dims,
+            ),
+          ];
+        }),
+      );
+      await session.run(feeds);
+      graphs.push({ session, feeds });
+      return graphs.length - 1;
+    },
+    timeGraph: async (id: number, reps: number) => {
+      const g = graphs[id]!;
+      const ms: number[] = [];
+      for (let i = 0; i < reps; i++) {
+        const t0 = performance.now();
+        await g.session.run(g.feeds);
+        ms.push(performance.now() - t0);
       }
+      return ms;
+    },
+    dropGraph: async (id: number) => {
+      await graphs[id]?.session.release();
     },
     settings,
     run: async (over: Partial<RunSettings>) => run({ ...settings(), ...over }),

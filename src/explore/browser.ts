@@ -1,6 +1,6 @@
 // Drives the explorer in headless Chromium (playwright-core, a development dependency): the browser test and the
 // `npm run bench` row open the page from file:// and call window.explorer.run, exactly as a reader's slider does.
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -30,6 +30,45 @@ export async function loadPlaywright(): Promise<typeof import("playwright-core")
   }
 }
 
+/**
+ * CPU seconds (user + system) used so far by the Chromium renderer processes this process started, read from
+ * Linux's /proc (undefined elsewhere). A page's wasm runs in its renderer, its worker threads included, so the
+ * difference around a call is the CPU that call cost: on a loaded machine less inflated than its wall time, but
+ * not free of the others' cache contention.
+ */
+export function rendererCpuSeconds(root = process.pid): number | undefined {
+  if (!existsSync("/proc/self/stat")) return undefined;
+  const procs: { pid: number; ppid: number; ticks: number }[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      // Fields after the command name (which may hold spaces): state ppid … utime(14th) stime(15th).
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      procs.push({ pid: Number(name), ppid: Number(f[1]), ticks: Number(f[11]) + Number(f[12]) });
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  const children = new Map<number, number[]>();
+  for (const p of procs) children.set(p.ppid, [...(children.get(p.ppid) ?? []), p.pid]);
+  const ticks = new Map(procs.map((p) => [p.pid, p.ticks]));
+  let total = 0;
+  const stack = [...(children.get(root) ?? [])];
+  while (stack.length) {
+    const pid = stack.pop()!;
+    stack.push(...(children.get(pid) ?? []));
+    try {
+      if (readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("--type=renderer"))
+        total += ticks.get(pid) ?? 0;
+    } catch {
+      // ended
+    }
+  }
+  // USER_HZ, 100 on every Linux build that matters here (getconf CLK_TCK).
+  return total / 100;
+}
+
 export interface ExplorerPage {
   page: import("playwright-core").Page;
   /** Console errors, page errors and failed requests since the page opened. */
@@ -38,8 +77,11 @@ export interface ExplorerPage {
   runtime: string;
   /** onnxruntime-web's threads in the page (1 from file://). */
   threads: number;
-  /** window.explorer.timeGraph: ms of each run of an ONNX graph on the page's runtime setup. */
-  timeGraph(bytes: Uint8Array, inputs: { name: string; dims: number[] }[], reps: number): Promise<number[]>;
+  /** An ONNX graph loaded (and run once) on the page's runtime setup: time(reps) gives each run's milliseconds. */
+  graph(
+    bytes: Uint8Array,
+    inputs: { name: string; dims: number[] }[],
+  ): Promise<{ time(reps: number): Promise<number[]>; release(): Promise<void> }>;
   run(s: Partial<RunSettings>): Promise<RunResult>;
   close(): Promise<void>;
 }
@@ -97,10 +139,16 @@ export async function openExplorer(
       errors,
       runtime,
       threads: (await page.evaluate("window.explorer.threads")) as number,
-      timeGraph: async (bytes, inputs, reps) =>
-        (await page.evaluate(
-          `window.explorer.timeGraph(${JSON.stringify(Buffer.from(bytes).toString("base64"))}, ${JSON.stringify(inputs)}, ${reps})`,
-        )) as number[],
+      graph: async (bytes, inputs) => {
+        const id = (await page.evaluate(
+          `window.explorer.loadGraph(${JSON.stringify(Buffer.from(bytes).toString("base64"))}, ${JSON.stringify(inputs)})`,
+        )) as number;
+        return {
+          time: async (reps) =>
+            (await page.evaluate(`window.explorer.timeGraph(${id}, ${reps})`)) as number[],
+          release: async () => void (await page.evaluate(`window.explorer.dropGraph(${id})`)),
+        };
+      },
       run: async (s) => (await page.evaluate(`window.explorer.run(${JSON.stringify(s)})`)) as RunResult,
       close,
     };

@@ -219,7 +219,7 @@ function pageHtml(config: ExplorerConfig, scripts: string[]): string {
 </head>
 <body>
 <h1>Guidance explorer: the zoo denoiser, sampled in this browser</h1>
-<p class="note">Same code, same numbers: the strategy registry, the reverse loop and seeded noise of <code>guidance-lab sample</code> run here (bundled, not rewritten); the denoiser's forward runs on onnxruntime-web (wasm, CPU). A seed gives the image <code>guidance-lab sample --runtime onnx --seed S</code> gives, within 1e-5 on images in [0, 1] (measured at most 6.9e-6; docs/explorer.md). Works from file:// with every file of this folder beside the page; nothing is fetched. WebGPU is not used (its onnxruntime-web build is 2× the size).</p>
+<p class="note">Same code, same numbers: the strategy registry, the reverse loop and seeded noise of <code>guidance-lab sample</code> run here (bundled, not rewritten); the denoiser's forward runs on onnxruntime-web (wasm, CPU). A seed gives the image <code>guidance-lab sample --runtime onnx --seed S</code> gives, within 1e-5 on images in [0, 1] (measured at most 6.9e-6; docs/explorer.md). Works from file:// with every file of this folder beside the page; nothing is fetched. From file:// the forwards run on one thread; <code>guidance-lab serve FOLDER</code> serves the page cross-origin isolated, so they run on every core (the status line says how many). WebGPU is not used (its onnxruntime-web build is 2× the size).</p>
 <div class="controls">
 <label>prompt <input type="text" id="prompt"></label>
 <label>prompts from <select id="suite"><option value="">the prompt box</option></select></label>

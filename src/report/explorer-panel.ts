@@ -45,7 +45,7 @@ export function explorerPanelHtml(p: ExplorerPanel, esc: (s: string) => string, 
   const body =
     p.bytes === undefined
       ? `<p class="lead">Not available for this report: ${esc(p.why ?? "")}.</p>`
-      : `<p class="lead">Samples the zoo denoiser in this browser with the project's own strategies, samplers and seeded noise (the denoiser on onnxruntime-web, wasm): pick a prompt or a suite, a strategy, drag the scale; the grid and the first sample's predicted x0 step by step follow. The same seed gives the image <code>guidance-lab sample --runtime onnx</code> gives. Offline, from <code>explorer/</code> beside this page (${(p.bytes / 1e6).toFixed(1)} MB).</p>
+      : `<p class="lead">Samples the zoo denoiser in this browser with the project's own strategies, samplers and seeded noise (the denoiser on onnxruntime-web, wasm): pick a prompt or a suite, a strategy, drag the scale; the grid and the first sample's predicted x0 step by step follow. The same seed gives the image <code>guidance-lab sample --runtime onnx</code> gives. Offline, from <code>explorer/</code> beside this page (${(p.bytes / 1e6).toFixed(1)} MB). From file:// its forwards run on one thread; <code>guidance-lab serve &lt;this run folder&gt;</code> serves it cross-origin isolated, on every core.</p>
 <p class="lead">It starts from this run's first prompt, steps and sampler. Its seed S is <code>guidance-lab sample --seed S</code>'s, not a sweep cell's seeds.</p>
 <p><button type="button" id="explorer-open" data-src="${esc(src)}">open the explorer here</button> or <a href="${esc(src)}">in its own page</a></p>
 <iframe id="explorer-frame" title="guidance explorer" style="display:none;width:100%;height:900px;border:1px solid var(--line)"></iframe>
