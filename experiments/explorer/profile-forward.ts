@@ -8,10 +8,10 @@ import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { initEngine } from "../../src/core/engine.ts";
-import { loadZooModel } from "../../src/models/registry.ts";
-import type { UNet } from "../../src/models/unet.ts";
-import { DEFAULT_ZOO } from "../../src/models/zoo.ts";
+import type { UNet } from "../../src/nets/unet.ts";
 import { exportUNet } from "../../src/onnx/export.ts";
+import { loadZooModel } from "../../src/zoo/registry.ts";
+import { DEFAULT_ZOO } from "../../src/zoo/zoo.ts";
 
 interface TraceEvent {
   cat?: string;
