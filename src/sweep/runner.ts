@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFile
 import { cpus } from "node:os";
 import { join } from "node:path";
 import type { GaussianDiffusion } from "../core/diffusion.ts";
-import { type BackendChoice, initEngine, type Tensor4D, tf } from "../core/engine.ts";
+import { type BackendChoice, type EngineInfo, initEngine, type Tensor4D, tf } from "../core/engine.ts";
 import { samplerDef, samplerEta } from "../core/samplers.ts";
 import type { NoiseSource } from "../core/types.ts";
 import { encodePng, gridImage } from "../data/png.ts";
@@ -345,14 +345,21 @@ function checkResumable(out: string, configPath: string, config: SweepConfig, no
   }
 }
 
-export async function runSweep(configPath: string, opts: SweepOptions = {}): Promise<SweepResult> {
-  const started = new Date();
-  const t0 = performance.now();
-  const log = (s: string) => {
-    if (!opts.quiet) process.stderr.write(s);
-  };
+/** Step 1 of a sweep: everything checkable before any model loads (config, grid, shard, run folder, metrics). */
+interface Plan {
+  configPath: string;
+  config: SweepConfig;
+  source: string;
+  runtime: RuntimeChoice | undefined;
+  cells: Cell[];
+  shard: Shard | undefined;
+  /** This shard's cells. */
+  mine: Cell[];
+  out: string;
+  configJson: string;
+}
 
-  // Everything checkable without sampling comes first: config, grid, shard, run folder, models, metrics.
+function planRun(configPath: string, opts: SweepOptions): Plan {
   const loaded = loadSweepConfig(configPath);
   const { config, source } = loaded;
   const cells = planCells(config, source);
@@ -367,11 +374,298 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   }
   // Early and cheap; the full check (provenance too) runs again under the lock, once the models are hashed.
   if (opts.resume) checkSameConfig(out, configPath, config);
+  return { configPath, config, source, runtime: loaded.runtime, cells, shard, mine, out, configJson };
+}
 
+/** Step 2, once the models are loaded: each cell's strategy and diffusion, checked before anything is written. */
+interface Prepared {
+  size: number;
+  cellDiffusion: (c: Cell) => GaussianDiffusion;
+  strategies: Map<string, Strategy>;
+  guideNames: ReturnType<typeof guidesUsed>;
+  real: ReturnType<typeof referenceImages>;
+}
+
+function prepareCells({ config, source, mine }: Plan, models: Loaded): Prepared {
+  const size = models.zoo.imageSize;
+  const T = models.zoo.info.config.diffusion.steps;
+  const tooMany = config.steps.find((k) => k > T);
+  if (tooMany !== undefined)
+    throw new Error(
+      `${source}: steps: ${tooMany} is more than the ${T} diffusion steps the denoiser '${config.models.denoiser}' was trained with (expected 1 to ${T})`,
+    );
+  const diffusions = new Map<string, GaussianDiffusion>();
+  const cellDiffusion = (c: Cell) =>
+    samplerDiffusion(samplerOptions(config, c), T, (respacing) => {
+      const key = JSON.stringify(respacing);
+      let d = diffusions.get(key);
+      if (!d) {
+        d = models.zoo.diffusion(respacing);
+        diffusions.set(key, d);
+      }
+      return d;
+    });
+  const strategies = new Map<string, Strategy>();
+  for (const c of mine) {
+    const bag = { ...models.zoo.models, diffusion: cellDiffusion(c) };
+    strategies.set(c.id, buildStrategy(c.strategy, bag, `${source}: strategies.${c.entry}`));
+  }
+  // Binding encodes the prompts (and maps them to classifier labels), which is where a prompt a strategy
+  // cannot serve fails; once per strategy entry here, so that it fails before any cell is sampled.
+  const texts = [...new Set(config.prompts.map((p) => p.text))];
+  const checked = new Set<number>();
+  for (const c of mine) {
+    if (checked.has(c.entry)) continue;
+    checked.add(c.entry);
+    try {
+      strategies.get(c.id)!.bind(texts).dispose();
+    } catch (e) {
+      throw new Error(`${source}: strategies.${c.entry} (${c.strategy.kind}): ${(e as Error).message}`);
+    }
+  }
+  const guideNames = guidesUsed(config.strategies, {
+    classifier: config.models.classifier,
+    clip: config.models.clip,
+    cleanClip: DEFAULT_ZOO.cleanClip,
+  });
+  const real = referenceImages(config, size, models.ctx);
+  try {
+    checkMetrics(config.metrics, models.ctx);
+  } catch (e) {
+    throw new Error(`${source}: metrics: ${(e as Error).message}`);
+  }
+  return { size, cellDiffusion, strategies, guideNames, real };
+}
+
+/**
+ * Step 3: the run folder, locked before any write. The folder checks are repeated under the lock: two sweeps
+ * started together both pass the early check, but only one gets the lock, and it then sees what the other left.
+ */
+function lockRunFolder(plan: Plan, opts: SweepOptions, provenance: Provenance) {
+  const { out, configPath, config } = plan;
+  mkdirSync(out, { recursive: true });
+  const lock = acquireLock(out, { force: opts.force ?? false, command: `sweep ${configPath}` });
+  try {
+    if (opts.resume) checkResumable(out, configPath, config, provenance);
+    else if (isNonEmptyDir(out)) {
+      throw new Error(`${out} is not empty: pass --resume to continue that run, or choose another --out`);
+    }
+  } catch (e) {
+    lock.release();
+    throw e;
+  }
+  return lock;
+}
+
+/** Step 4: config.json, the reference features and env.json (what ran where); returns env for the final update. */
+function writeRunFolder(
+  plan: Plan,
+  prepared: Prepared,
+  models: Loaded,
+  provenance: Provenance,
+  session: { engine: EngineInfo; runtime: Runtime; started: Date },
+): Record<string, unknown> {
+  const { out, config, shard } = plan;
+  mkdirSync(join(out, "cells"), { recursive: true });
+  writeAtomic(join(out, "config.json"), plan.configJson);
+  if (prepared.real) writeReference(config, prepared.size, prepared.real, out, models.ctx.featureSpace);
+  const env: Record<string, unknown> = {
+    backend: session.engine.backend,
+    backendReason: session.engine.reason,
+    runtime: session.runtime,
+    node: process.version,
+    platform: `${process.platform}-${process.arch}`,
+    cpus: cpus().length,
+    startedAt: session.started.toISOString(),
+    out,
+    ...(shard ? { shard: `${shard.index}/${shard.count}` } : {}),
+    models: config.models,
+    gitCommit: provenance.gitCommit,
+    gitDirty: provenance.gitDirty,
+    provenance,
+    guideModels: guideModelNames(config.strategies),
+  };
+  writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
+  return env;
+}
+
+/**
+ * Step 5: which cells are finished and which are to sample. A record that does not validate is moved aside (kept,
+ * never deleted) and its cell sampled again; a finished record made from other inputs stops the run.
+ */
+function cellsToDo(plan: Plan, provenance: Provenance, opts: SweepOptions, log: (s: string) => void) {
+  const { out, mine } = plan;
+  const state = new Map(mine.map((c) => [c.id, readRecord(out, c.id)]));
+  const invalid = mine.filter((c) => state.get(c.id)!.state === "invalid");
+  for (const c of invalid) {
+    const r = state.get(c.id)!;
+    const path = join(out, "cells", c.id, "record.json");
+    renameSync(path, `${path}.invalid-${Date.now()}`);
+    log(`[sweep] ${c.id}: ${r.state === "invalid" ? r.why : ""}; moved aside, sampling it again\n`);
+  }
+  const foreign = mine.find((c) => {
+    const r = state.get(c.id)!;
+    return r.state === "finished" && provenanceDiff(asProvenance(r.record.provenance)!, provenance).length;
+  });
+  if (foreign) {
+    const r = state.get(foreign.id)!;
+    const diffs =
+      r.state === "finished" ? provenanceDiff(asProvenance(r.record.provenance)!, provenance) : [];
+    throw new NotResumable(
+      `--resume: cell ${foreign.id} was sampled with different inputs: ${diffs.join("; ")}`,
+    );
+  }
+  const skipped = mine.filter((c) => state.get(c.id)!.state === "finished").map((c) => c.id);
+  let todo = mine.filter((c) => state.get(c.id)!.state !== "finished");
+  if (opts.limit !== undefined) todo = todo.slice(0, opts.limit);
+  if (skipped.length) log(`[sweep] resuming: ${skipped.length} cell(s) already finished\n`);
+  return { skipped, todo };
+}
+
+/**
+ * Step 6, per cell: sample, compute the metrics and the guides' own scores, and write the cell (grid, observations,
+ * then the record, each atomically). Undefined when the cell was abandoned (a signal): nothing of it is written.
+ */
+async function runCell(
+  plan: Plan,
+  prepared: Prepared,
+  models: Loaded,
+  cell: Cell,
+  provenance: Provenance,
+  stopped: () => boolean,
+): Promise<{ samplingSeconds: number; metricsSeconds: number } | undefined> {
+  const { config, out } = plan;
+  const { size } = prepared;
+  let result: CellOutput;
+  try {
+    result = await sampleCell(
+      config,
+      cell,
+      prepared.strategies.get(cell.id)!,
+      prepared.cellDiffusion(cell),
+      size,
+      stopped,
+    );
+  } catch (e) {
+    if (e instanceof Abandoned) return undefined;
+    throw new Error(`cell ${cell.id}: ${(e as Error).message}`);
+  }
+  const tm = performance.now();
+  const samples = samplesOf(config);
+  const m = computeMetrics(
+    config.metrics,
+    { images: result.images, size, prompts: samples.map((s) => s.prompt), cost: result.cost },
+    models.ctx,
+  );
+  // The guides' own scores per sample (guidance raises them; the oracle says whether that helped).
+  const scores = prepared.guideNames.length
+    ? guideScores(
+        models.zoo,
+        prepared.guideNames,
+        result.images,
+        size,
+        samples.map((s) => s.prompt.text),
+      )
+    : undefined;
+  const metricSeconds = (performance.now() - tm) / 1000;
+  const cellDir = join(out, "cells", cell.id);
+  mkdirSync(cellDir, { recursive: true });
+  const cols = config.samplesPerPrompt;
+  const grid = gridImage(result.images, size, cols);
+  writeAtomic(join(cellDir, "grid.png"), encodePng(grid.data, grid.width, grid.height));
+  const record = {
+    cellId: cell.id,
+    strategy: cell.strategy.kind,
+    strategyParams: cell.params,
+    scale: cell.scale,
+    steps: cell.steps,
+    sampler: cell.sampler,
+    ...(samplerDef(cell.sampler).eta ? { eta: samplerEta(cell.sampler, config.eta) } : {}),
+    ...(config.schedule ? { schedule: config.schedule } : {}),
+    metrics: m.metrics,
+    perPrompt: m.perPrompt,
+    nfe: result.nfe,
+    secondsPerImage: result.seconds / result.images.length,
+    grid: {
+      cols,
+      n: result.images.length,
+      size,
+      seeds: samples.map((s) => s.seed),
+      prompts: samples.map((s) => s.prompt.text),
+    },
+    timings: { samplingSeconds: result.seconds, metricsSeconds: metricSeconds },
+    provenance,
+  };
+  // Observations before the record: a cell that exists has everything its metrics are rebuilt from.
+  writeCellObservations(
+    cellDir,
+    scores ? { ...m.observations, guideScores: scores } : m.observations,
+    models.ctx.featureSpace,
+  );
+  // JSON.stringify writes NaN as null, which is the record format's "no value".
+  writeAtomic(join(cellDir, "record.json"), `${JSON.stringify(record, null, 2)}\n`);
+  return { samplingSeconds: result.seconds, metricsSeconds: metricSeconds };
+}
+
+/** Step 7: env.json's timings and stop state, the report rebuilt from the folder, and a summary line. */
+function finishRun(
+  plan: Plan,
+  env: Record<string, unknown>,
+  opts: SweepOptions,
+  run: {
+    finished: string[];
+    skipped: string[];
+    signal: "SIGINT" | "SIGTERM" | undefined;
+    timings: { totalSeconds: number; loadSeconds: number; samplingSeconds: number; metricsSeconds: number };
+  },
+): SweepResult {
+  const { out, mine, shard } = plan;
+  const { finished, skipped, signal } = run;
+  env.finishedAt = new Date().toISOString();
+  env.timings = run.timings;
+  env.interrupted = signal !== undefined;
+  if (signal) env.signal = signal;
+  writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
+  const report = buildReport(out);
+  const remaining = mine.filter((c) => readRecord(out, c.id).state !== "finished").map((c) => c.id);
+  if (!opts.quiet) {
+    process.stdout.write(
+      `[sweep] ${finished.length} cell(s) sampled, ${skipped.length} already done, ${remaining.length} left` +
+        `${shard ? ` (shard ${shard.index}/${shard.count} of ${plan.cells.length} cells)` : ""} in ${formatDuration(run.timings.totalSeconds)}` +
+        `${signal ? ` (stopped by ${signal})` : ""}` +
+        `${remaining.length ? " (continue with --resume)" : ""}\n[sweep] report: ${report.htmlPath}\n`,
+    );
+  }
+  return {
+    out,
+    cells: mine.map((c) => c.id),
+    finished,
+    skipped,
+    remaining,
+    htmlPath: report.htmlPath,
+    csvPath: report.csvPath,
+    ...(signal ? { interrupted: signal } : {}),
+  };
+}
+
+/**
+ * A sweep: plan and check (planRun), load the models, build and check every cell (prepareCells), lock and write
+ * the run folder (lockRunFolder, writeRunFolder), skip what is finished (cellsToDo), sample each remaining cell
+ * (runCell), then record the timings and rebuild the report from the folder (finishRun).
+ */
+export async function runSweep(configPath: string, opts: SweepOptions = {}): Promise<SweepResult> {
+  const started = new Date();
+  const t0 = performance.now();
+  const log = (s: string) => {
+    if (!opts.quiet) process.stderr.write(s);
+  };
+
+  // Everything checkable without sampling comes first: config, grid, shard, run folder, models, metrics.
+  const plan = planRun(configPath, opts);
   const engine = await initEngine(opts.backend, { quiet: opts.quiet ?? false });
-  const runtime = await resolveRuntime(opts.runtime ?? loaded.runtime ?? "auto", opts.quiet ?? false);
+  const runtime = await resolveRuntime(opts.runtime ?? plan.runtime ?? "auto", opts.quiet ?? false);
   const tLoad = performance.now();
-  const models = loadModels(config, source, runtime);
+  const models = loadModels(plan.config, plan.source, runtime);
   const loadSeconds = (performance.now() - tLoad) / 1000;
   const stop: { signal?: "SIGINT" | "SIGTERM" } = {};
   const onSignal = (sig: NodeJS.Signals) => {
@@ -386,112 +680,14 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   };
   let lock: ReturnType<typeof acquireLock> | undefined;
   try {
-    const size = models.zoo.imageSize;
-    const T = models.zoo.info.config.diffusion.steps;
-    const tooMany = config.steps.find((k) => k > T);
-    if (tooMany !== undefined)
-      throw new Error(
-        `${source}: steps: ${tooMany} is more than the ${T} diffusion steps the denoiser '${config.models.denoiser}' was trained with (expected 1 to ${T})`,
-      );
-    const diffusions = new Map<string, GaussianDiffusion>();
-    const cellDiffusion = (c: Cell) =>
-      samplerDiffusion(samplerOptions(config, c), T, (respacing) => {
-        const key = JSON.stringify(respacing);
-        let d = diffusions.get(key);
-        if (!d) {
-          d = models.zoo.diffusion(respacing);
-          diffusions.set(key, d);
-        }
-        return d;
-      });
-    const strategies = new Map<string, Strategy>();
-    for (const c of mine) {
-      const bag = { ...models.zoo.models, diffusion: cellDiffusion(c) };
-      strategies.set(c.id, buildStrategy(c.strategy, bag, `${source}: strategies.${c.entry}`));
-    }
-    // Binding encodes the prompts (and maps them to classifier labels), which is where a prompt a strategy
-    // cannot serve fails; once per strategy entry here, so that it fails before any cell is sampled.
-    const texts = [...new Set(config.prompts.map((p) => p.text))];
-    const checked = new Set<number>();
-    for (const c of mine) {
-      if (checked.has(c.entry)) continue;
-      checked.add(c.entry);
-      try {
-        strategies.get(c.id)!.bind(texts).dispose();
-      } catch (e) {
-        throw new Error(`${source}: strategies.${c.entry} (${c.strategy.kind}): ${(e as Error).message}`);
-      }
-    }
-    const guideNames = guidesUsed(config.strategies, {
-      classifier: config.models.classifier,
-      clip: config.models.clip,
-      cleanClip: DEFAULT_ZOO.cleanClip,
-    });
-    const real = referenceImages(config, size, models.ctx);
-    try {
-      checkMetrics(config.metrics, models.ctx);
-    } catch (e) {
-      throw new Error(`${source}: metrics: ${(e as Error).message}`);
-    }
-    const provenance = runProvenance(config);
-
-    // The lock comes before any write, and the folder checks are repeated under it: two sweeps started together
-    // both pass the early check above, but only one gets the lock, and it then sees what the other left.
-    mkdirSync(out, { recursive: true });
-    lock = acquireLock(out, { force: opts.force ?? false, command: `sweep ${configPath}` });
-    if (opts.resume) checkResumable(out, configPath, config, provenance);
-    else if (isNonEmptyDir(out)) {
-      throw new Error(`${out} is not empty: pass --resume to continue that run, or choose another --out`);
-    }
+    const prepared = prepareCells(plan, models);
+    const provenance = runProvenance(plan.config);
+    lock = lockRunFolder(plan, opts, provenance);
     process.on("SIGINT", onSignal);
     process.on("SIGTERM", onSignal);
+    const env = writeRunFolder(plan, prepared, models, provenance, { engine, runtime, started });
+    const { skipped, todo } = cellsToDo(plan, provenance, opts, log);
 
-    mkdirSync(join(out, "cells"), { recursive: true });
-    writeAtomic(join(out, "config.json"), configJson);
-    if (real) writeReference(config, size, real, out, models.ctx.featureSpace);
-    const env: Record<string, unknown> = {
-      backend: engine.backend,
-      backendReason: engine.reason,
-      runtime,
-      node: process.version,
-      platform: `${process.platform}-${process.arch}`,
-      cpus: cpus().length,
-      startedAt: started.toISOString(),
-      out,
-      ...(shard ? { shard: `${shard.index}/${shard.count}` } : {}),
-      models: config.models,
-      gitCommit: provenance.gitCommit,
-      gitDirty: provenance.gitDirty,
-      provenance,
-      guideModels: guideModelNames(config.strategies),
-    };
-    writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
-
-    const state = new Map(mine.map((c) => [c.id, readRecord(out, c.id)]));
-    const invalid = mine.filter((c) => state.get(c.id)!.state === "invalid");
-    for (const c of invalid) {
-      // Kept beside, not deleted (nothing is lost), and out of the report's way until the cell is redone.
-      const r = state.get(c.id)!;
-      const path = join(out, "cells", c.id, "record.json");
-      renameSync(path, `${path}.invalid-${Date.now()}`);
-      log(`[sweep] ${c.id}: ${r.state === "invalid" ? r.why : ""}; moved aside, sampling it again\n`);
-    }
-    const foreign = mine.find((c) => {
-      const r = state.get(c.id)!;
-      return r.state === "finished" && provenanceDiff(asProvenance(r.record.provenance)!, provenance).length;
-    });
-    if (foreign) {
-      const r = state.get(foreign.id)!;
-      const diffs =
-        r.state === "finished" ? provenanceDiff(asProvenance(r.record.provenance)!, provenance) : [];
-      throw new NotResumable(
-        `--resume: cell ${foreign.id} was sampled with different inputs: ${diffs.join("; ")}`,
-      );
-    }
-    const skipped = mine.filter((c) => state.get(c.id)!.state === "finished").map((c) => c.id);
-    let todo = mine.filter((c) => state.get(c.id)!.state !== "finished");
-    if (opts.limit !== undefined) todo = todo.slice(0, opts.limit);
-    if (skipped.length) log(`[sweep] resuming: ${skipped.length} cell(s) already finished\n`);
     const progress = new Progress("[sweep]", todo.length, 0, 10, process.stderr);
     const finished: string[] = [];
     let sampling = 0;
@@ -499,108 +695,27 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
     for (const cell of todo) {
       await yieldToEvents();
       if (stop.signal) break;
-      let result: CellOutput;
-      try {
-        result = await sampleCell(
-          config,
-          cell,
-          strategies.get(cell.id)!,
-          cellDiffusion(cell),
-          size,
-          () => stop.signal !== undefined,
-        );
-      } catch (e) {
-        if (e instanceof Abandoned) break;
-        throw new Error(`cell ${cell.id}: ${(e as Error).message}`);
-      }
-      sampling += result.seconds;
-      const tm = performance.now();
-      const samples = samplesOf(config);
-      const m = computeMetrics(
-        config.metrics,
-        { images: result.images, size, prompts: samples.map((s) => s.prompt), cost: result.cost },
-        models.ctx,
-      );
-      // The guides' own scores per sample (guidance raises them; the oracle says whether that helped).
-      const scores = guideNames.length
-        ? guideScores(
-            models.zoo,
-            guideNames,
-            result.images,
-            size,
-            samples.map((s) => s.prompt.text),
-          )
-        : undefined;
-      const metricSeconds = (performance.now() - tm) / 1000;
-      metricsTime += metricSeconds;
-      const cellDir = join(out, "cells", cell.id);
-      mkdirSync(cellDir, { recursive: true });
-      const cols = config.samplesPerPrompt;
-      const grid = gridImage(result.images, size, cols);
-      writeAtomic(join(cellDir, "grid.png"), encodePng(grid.data, grid.width, grid.height));
-      const record = {
-        cellId: cell.id,
-        strategy: cell.strategy.kind,
-        strategyParams: cell.params,
-        scale: cell.scale,
-        steps: cell.steps,
-        sampler: cell.sampler,
-        ...(samplerDef(cell.sampler).eta ? { eta: samplerEta(cell.sampler, config.eta) } : {}),
-        ...(config.schedule ? { schedule: config.schedule } : {}),
-        metrics: m.metrics,
-        perPrompt: m.perPrompt,
-        nfe: result.nfe,
-        secondsPerImage: result.seconds / result.images.length,
-        grid: {
-          cols,
-          n: result.images.length,
-          size,
-          seeds: samples.map((s) => s.seed),
-          prompts: samples.map((s) => s.prompt.text),
-        },
-        timings: { samplingSeconds: result.seconds, metricsSeconds: metricSeconds },
-        provenance,
-      };
-      // Observations before the record: a cell that exists has everything its metrics are rebuilt from.
-      writeCellObservations(
-        cellDir,
-        scores ? { ...m.observations, guideScores: scores } : m.observations,
-        models.ctx.featureSpace,
-      );
-      // JSON.stringify writes NaN as null, which is the record format's "no value".
-      writeAtomic(join(cellDir, "record.json"), `${JSON.stringify(record, null, 2)}\n`);
+      const t = await runCell(plan, prepared, models, cell, provenance, () => stop.signal !== undefined);
+      if (!t) break;
+      sampling += t.samplingSeconds;
+      metricsTime += t.metricsSeconds;
       finished.push(cell.id);
       if (!opts.quiet) progress.update(finished.length, { cell: cell.id });
       await opts.afterCell?.(cell.id);
     }
     if (!opts.quiet) progress.done();
 
-    const totalSeconds = (performance.now() - t0) / 1000;
-    env.finishedAt = new Date().toISOString();
-    env.timings = { totalSeconds, loadSeconds, samplingSeconds: sampling, metricsSeconds: metricsTime };
-    env.interrupted = stop.signal !== undefined;
-    if (stop.signal) env.signal = stop.signal;
-    writeAtomic(join(out, "env.json"), `${JSON.stringify(env, null, 2)}\n`);
-    const report = buildReport(out);
-    const remaining = mine.filter((c) => readRecord(out, c.id).state !== "finished").map((c) => c.id);
-    if (!opts.quiet) {
-      process.stdout.write(
-        `[sweep] ${finished.length} cell(s) sampled, ${skipped.length} already done, ${remaining.length} left` +
-          `${shard ? ` (shard ${shard.index}/${shard.count} of ${cells.length} cells)` : ""} in ${formatDuration(totalSeconds)}` +
-          `${stop.signal ? ` (stopped by ${stop.signal})` : ""}` +
-          `${remaining.length ? " (continue with --resume)" : ""}\n[sweep] report: ${report.htmlPath}\n`,
-      );
-    }
-    return {
-      out,
-      cells: mine.map((c) => c.id),
+    return finishRun(plan, env, opts, {
       finished,
       skipped,
-      remaining,
-      htmlPath: report.htmlPath,
-      csvPath: report.csvPath,
-      ...(stop.signal ? { interrupted: stop.signal } : {}),
-    };
+      signal: stop.signal,
+      timings: {
+        totalSeconds: (performance.now() - t0) / 1000,
+        loadSeconds,
+        samplingSeconds: sampling,
+        metricsSeconds: metricsTime,
+      },
+    });
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
