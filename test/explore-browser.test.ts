@@ -14,7 +14,7 @@ import { initEngine } from "../src/core/engine.ts";
 import { readPng } from "../src/data/png.ts";
 import { type ExplorerPage, loadPlaywright, openExplorer } from "../src/explore/browser.ts";
 import { explorerMissing, SIZE_BUDGET_BYTES, writeExplorer } from "../src/explore/build.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { explorerQuery } from "../src/report/explorer-panel.ts";
 import { buildReport } from "../src/report/index.ts";
 import { writeSyntheticRun } from "../src/report/synthetic.ts";
@@ -35,7 +35,7 @@ describe("explorer in a browser", () => {
     if (typeof pw === "string") why = pw;
     else if (explorerMissing()) why = explorerMissing();
     else {
-      const onnx = await onnxAvailable();
+      const onnx = await onnxUnavailable();
       if (onnx) why = `onnxruntime-node does not load (${onnx}): no CLI reference`;
     }
     if (why) return;

@@ -11,7 +11,7 @@ import { initEngine } from "../src/core/engine.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
 import { readPng } from "../src/data/png.ts";
 import { bytesToUnicode } from "../src/nets/tokenizers.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 
 const GOLDEN = defaultGoldenDir();
 const WEIGHTS = join(GOLDEN, "weights", "glide_small.safetensors");
@@ -60,7 +60,7 @@ describe("guidance-lab glide", { skip }, () => {
     assert.ok(existsSync(join(dir, "tfjs", "base-grid.png")), "grid written");
     const img = readPng(tfjs.base[0]!);
     assert.deepEqual([img.width, img.height], [64, 64], "GLIDE small makes 64×64 images");
-    const why = await onnxAvailable();
+    const why = await onnxUnavailable();
     if (why) return t.skip(`onnxruntime-node cannot load: ${why}`);
     const onnx = await runGlide(args("onnx", "onnx"));
     for (const [i, p] of onnx.base.entries()) {

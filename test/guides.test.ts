@@ -18,7 +18,7 @@ import { after, before, describe, it } from "node:test";
 import { runSample } from "../src/cli/sample.ts";
 import { initEngine, tf } from "../src/core/engine.ts";
 import { readPng } from "../src/data/png.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { parseSweepConfig } from "../src/sweep/config.ts";
 import { checkGuides, guideModelNames, guideScores, guidesUsed, namedGuides } from "../src/sweep/guides.ts";
 import { planCells } from "../src/sweep/plan.ts";
@@ -225,7 +225,7 @@ describe("the zoo's guides and sample --guide-model", () => {
   it("clean-clip with backprop on ONNX Runtime differentiates the denoiser's TensorFlow.js twin", {
     timeout: 120_000,
   }, async (t) => {
-    const why = await onnxAvailable();
+    const why = await onnxUnavailable();
     if (why) return t.skip(`onnxruntime-node does not load: ${why}`);
     process.env.GUIDANCE_LAB_MODELS = models;
     const args = {

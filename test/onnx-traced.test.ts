@@ -22,7 +22,7 @@ import { Init } from "../src/core/layers.ts";
 import type { EvalClip } from "../src/nets/eval-clip.ts";
 import { OnnxGuideGrad } from "../src/onnx/guide-grad.ts";
 import { metricModelsOn } from "../src/onnx/metric-models.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { loadZooModel } from "../src/zoo/registry.ts";
 import { loadZoo, type Zoo } from "../src/zoo/zoo.ts";
 import { relErr } from "./helpers/onnx.ts";
@@ -37,7 +37,7 @@ let models = "";
 
 before(async () => {
   await initEngine("wasm", { quiet: true });
-  const why = await onnxAvailable();
+  const why = await onnxUnavailable();
   if (why) {
     skip = `onnxruntime-node cannot load: ${why}`;
     return;

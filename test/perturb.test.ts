@@ -16,7 +16,7 @@ import {
   smoothQueries,
 } from "../src/nets/perturb.ts";
 import { type Block, UNet } from "../src/nets/unet.ts";
-import { onnxAvailable, onnxModelFn } from "../src/onnx/runtime.ts";
+import { onnxModelFn, onnxUnavailable } from "../src/onnx/runtime.ts";
 import { buildStrategy } from "../src/strategies/registry.ts";
 import { cfgEps } from "../src/strategies/shared.ts";
 import { relErr } from "./helpers/onnx.ts";
@@ -34,7 +34,7 @@ const cond = (): Conditioning => ({
 before(async () => {
   // TF.js on wasm (startOnnxTests picks the slower pure-JS backend); ONNX Runtime where it loads.
   await initEngine("wasm", { quiet: true });
-  const why = await onnxAvailable();
+  const why = await onnxUnavailable();
   skipOnnx = why ? `onnxruntime-node cannot load: ${why}` : undefined;
   const init = new Init(11);
   unet = new UNet(init, tinyUNetConfig({ vocabSize: 16, ctx: CTX }));

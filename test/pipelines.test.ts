@@ -13,7 +13,7 @@ import { defaultGoldenDir } from "../src/core/paths.ts";
 import { unetModel } from "../src/nets/denoiser.ts";
 import type { UNetConfig, UNet as UNetT } from "../src/nets/unet.ts";
 import { UNet } from "../src/nets/unet.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { glideClipGuided, glideInpaint, glideText2Im } from "../src/pipelines/glide.ts";
 import { classifierGuidedSample } from "../src/pipelines/guided-diffusion.ts";
 import { sampleGuided } from "../src/pipelines/sampling.ts";
@@ -301,7 +301,7 @@ describe("GLIDE pipelines on tiny random upsampler / inpainting configs", () => 
   });
 
   test("runtime onnx: text2im → upsampler and inpainting + inpainting upsampler agree with TensorFlow.js", async (t) => {
-    const why = await onnxAvailable();
+    const why = await onnxUnavailable();
     if (why) return t.skip(`onnxruntime-node cannot load: ${why}`);
     const k8 = knownOf(8);
     const k16 = knownOf(16);

@@ -5,13 +5,13 @@ import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import { initEngine, tf } from "../src/core/engine.ts";
 import { readSafetensors } from "../src/nets/safetensors.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { loadRecipe, parseRecipe, TASKS } from "../src/train/recipe.ts";
 import { buildTask } from "../src/train/tasks.ts";
 import { exportCheckpoint, splitBatch, train } from "../src/train/trainer.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "gl-train-"));
-const onnxWhy = await onnxAvailable();
+const onnxWhy = await onnxUnavailable();
 after(() => rmSync(dir, { recursive: true, force: true }));
 
 function recipe(steps: number, extra = ""): string {

@@ -17,7 +17,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { backendFromEnv, initEngine } from "../src/core/engine.ts";
 import { defaultGoldenDir } from "../src/core/paths.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { formatRows, type Row, verifyReference } from "../src/verify/index.ts";
 
 const GOLDEN = defaultGoldenDir();
@@ -97,7 +97,7 @@ describe("model sections on the golden reference", { skip }, () => {
   // are checked above, and on TensorFlow.js these three loops alone took 2 min 53 s of the suite.
   // `guidance-lab verify-reference ../shared/golden --runtime tfjs` remains the full TensorFlow.js check.
   test("with the ONNX runtime selected: forwards and the DDIM, classifier- and CLIP-guided trajectories", async (tc) => {
-    const why = await onnxAvailable();
+    const why = await onnxUnavailable();
     if (why) return tc.skip(`onnxruntime-node does not load: ${why}`);
     const sections = ["glide_fwd", "gd_unet", "glide_ddim", "gd_guided", "clip_guided"];
     const { rows } = await verifyReference(GOLDEN, sections, { runtime: "onnx" });
@@ -147,7 +147,7 @@ describe("a golden set without its intermediate arrays", { skip }, () => {
 
   test("glide_cfg: without per-step arrays the whole loop runs from its inputs, at the manifest's tolerance", async (tc) => {
     // 20 batched forwards of the small GLIDE: on ONNX Runtime when it loads (TensorFlow.js takes minutes here).
-    const onnxMissing = await onnxAvailable();
+    const onnxMissing = await onnxUnavailable();
     const runtime = onnxMissing ? "tfjs" : "onnx";
     const { rows, failed } = await verifyReference(sparse, ["glide_cfg"], { runtime });
     tc.diagnostic(formatRows(rows));

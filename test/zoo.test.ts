@@ -7,7 +7,7 @@ import { runSample } from "../src/cli/sample.ts";
 import { createDiffusion } from "../src/core/diffusion.ts";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { readPng, writePng } from "../src/data/png.ts";
-import { onnxAvailable } from "../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { listModels } from "../src/zoo/registry.ts";
 import { epsFromV, loadZoo } from "../src/zoo/zoo.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
@@ -104,7 +104,7 @@ describe("zoo", () => {
   it("samples the same images with the denoiser on ONNX Runtime as on TensorFlow.js", {
     timeout: 120_000,
   }, async (t) => {
-    const why = await onnxAvailable();
+    const why = await onnxUnavailable();
     if (why) return t.skip(`onnxruntime-node does not load: ${why}`);
     process.env.GUIDANCE_LAB_MODELS = models;
     const args = {

@@ -13,7 +13,7 @@ import type { RunResult } from "../explore/app.ts";
 import { type ExplorerPage, loadPlaywright, openExplorer, rendererCpuSeconds } from "../explore/browser.ts";
 import { explorerMissing, writeExplorer } from "../explore/build.ts";
 import type { UNet } from "../nets/unet.ts";
-import { onnxAvailable } from "../onnx/runtime.ts";
+import { onnxUnavailable } from "../onnx/runtime.ts";
 import { readImages, respacingFor, sampleGuided, seededXT } from "../pipelines/sampling.ts";
 import { buildStrategy } from "../strategies/registry.ts";
 import { loadZooModel } from "../zoo/registry.ts";
@@ -177,7 +177,7 @@ export async function benchExplorer(opts: { quick?: boolean } = {}): Promise<Exp
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-  if (!(await onnxAvailable())) {
+  if (!(await onnxUnavailable())) {
     // The same convs natively (onnxruntime-node's MLAS, AVX2 where the CPU has it), one thread: what the wasm
     // build's per-core rate is measured against.
     for (const [c, size] of ZOO_CONVS) {

@@ -5,7 +5,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_ROOT } from "../core/paths.ts";
-import { onnxAvailable } from "../onnx/runtime.ts";
+import { onnxUnavailable } from "../onnx/runtime.ts";
 import { runSweep } from "../sweep/runner.ts";
 import type { Row } from "./engine.ts";
 
@@ -22,7 +22,7 @@ export interface QuickstartBenchOptions {
 
 export async function benchQuickstart(opts: QuickstartBenchOptions = {}): Promise<Row[]> {
   const config = opts.config ?? QUICKSTART_CONFIG;
-  const onnxMissing = await onnxAvailable();
+  const onnxMissing = await onnxUnavailable();
   const runtimes = opts.runtimes ?? [...(onnxMissing ? [] : (["onnx"] as const)), "tfjs"];
   const rows: Row[] = [];
   for (const runtime of runtimes) {

@@ -8,7 +8,7 @@ import { type Tensor, type Tensor1D, type Tensor4D, tf } from "../core/engine.ts
 import type { Prediction } from "../core/types.ts";
 import { type ModelFn, unetModel } from "../nets/denoiser.ts";
 import type { Conditioning, UNet } from "../nets/unet.ts";
-import { onnxAvailable, onnxModelFn } from "../onnx/runtime.ts";
+import { onnxModelFn, onnxUnavailable } from "../onnx/runtime.ts";
 import { runStage } from "../pipelines/sampling.ts";
 import type { GuidanceModels } from "../strategies/strategy.ts";
 import type { Row } from "./engine.ts";
@@ -26,7 +26,7 @@ export interface RuntimeSpec {
 /** ONNX Runtime with 1 and 2 threads (when it loads), then TensorFlow.js on the active backend. */
 export async function runtimeSpecs(): Promise<{ specs: RuntimeSpec[]; onnxMissing?: string }> {
   const tfjs: RuntimeSpec = { label: `tfjs-${tf.getBackend()}`, runtime: "tfjs" };
-  const why = await onnxAvailable();
+  const why = await onnxUnavailable();
   if (why) return { specs: [tfjs], onnxMissing: why };
   return {
     specs: [

@@ -1,6 +1,7 @@
 // `npm start`: the main job on the embedded default: the quickstart sweep on the shipped zoo, ending with the path
-// of its report page. While the zoo is not (fully) shipped, it says which models are missing and exercises what
-// exists for real: the captioned world with its oracle, and the core against the official reference outputs.
+// of its report page. When the models folder lacks some of the zoo (GUIDANCE_LAB_MODELS pointing elsewhere), it
+// says which models are missing and exercises what exists for real: the captioned world with its oracle, and the
+// core against the official reference outputs.
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { defaultGoldenDir, REPO_ROOT } from "../core/paths.ts";
@@ -23,7 +24,7 @@ export async function start(out = join("reports", "start")): Promise<void> {
     return;
   }
   process.stdout.write(
-    `The quickstart sweep needs the zoo models ${missing.join(", ")} in ${modelsDir()}, which are not shipped yet (training: guidance-lab train <recipe>). Showing the world, the oracle and the reference checks instead.\n\n`,
+    `The quickstart sweep needs the zoo models ${missing.join(", ")} which ${modelsDir()} lacks (the repository's models/ ships them; or train them: guidance-lab train <recipe>). Showing the world, the oracle and the reference checks instead.\n\n`,
   );
   mkdirSync(out, { recursive: true });
   const rng = new Rng(0);

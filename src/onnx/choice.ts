@@ -19,8 +19,8 @@ export async function resolveRuntime(choice: RuntimeChoice = "auto", quiet = fal
     );
   if (choice === "tfjs") return "tfjs";
   // Imported here so that the CLI's argument parsing does not load the tensor engine.
-  const { onnxAvailable, providersFromEnv } = await import("./runtime.ts");
-  const why = await onnxAvailable();
+  const { onnxUnavailable, providersFromEnv } = await import("./runtime.ts");
+  const why = await onnxUnavailable();
   if (why === undefined) {
     const providers = providersFromEnv();
     if (!quiet)

@@ -84,8 +84,8 @@ function f32(t: Tensor): Float32Array {
   return d instanceof Float32Array ? d : Float32Array.from(d as ArrayLike<number>);
 }
 
-/** Whether onnxruntime-node can be loaded here (tests skip otherwise). */
-export async function onnxAvailable(): Promise<string | undefined> {
+/** Why onnxruntime-node cannot be loaded here (tests skip then), or undefined when it loads. */
+export async function onnxUnavailable(): Promise<string | undefined> {
   try {
     await import("onnxruntime-node");
     return undefined;

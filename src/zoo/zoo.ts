@@ -1,6 +1,7 @@
 // The embedded default's models as one GuidanceModels bag: the zoo denoiser (and its early checkpoint for
-// autoguidance), the noised classifier and the noised CLIP, with the world's tokenizer and label map. Models not
-// shipped yet are simply absent, so a strategy that needs one fails with an error naming it.
+// autoguidance), the noised classifier and the noised CLIP, with the world's tokenizer and label map. Models missing
+// from the models folder (GUIDANCE_LAB_MODELS pointing elsewhere, or a checkout without them) are simply absent, so
+// a strategy that needs one fails with an error naming it.
 import { existsSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";

@@ -2,12 +2,12 @@
 import assert from "node:assert/strict";
 import { initEngine } from "../../src/core/engine.ts";
 import type { UNetConfig } from "../../src/nets/unet.ts";
-import { onnxAvailable } from "../../src/onnx/runtime.ts";
+import { onnxUnavailable } from "../../src/onnx/runtime.ts";
 
 /** Starts the cpu engine; returns why onnxruntime-node cannot load (the tests' skip reason), or undefined. */
 export async function startOnnxTests(): Promise<string | undefined> {
   await initEngine("cpu", { quiet: true });
-  const why = await onnxAvailable();
+  const why = await onnxUnavailable();
   return why ? `onnxruntime-node cannot load: ${why}` : undefined;
 }
 
