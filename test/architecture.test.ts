@@ -139,3 +139,26 @@ test("the checker sees violations: a cycle and an upward import are caught", () 
   assert.equal(upward(siblings, layers).length, 1, "folders of one layer may not import each other");
   assert.throws(() => readLayers("```layers\ncore: a\ncore: b\n```"), /listed twice/);
 });
+
+test("docs/architecture.md names only what the code defines", () => {
+  const doc = readFileSync(join(ROOT, "docs", "architecture.md"), "utf8");
+  const code = sourceFiles(SRC)
+    .map((f) => readFileSync(f, "utf8"))
+    .join("\n");
+  // Backticked identifiers, and the mixed-case names (camelCase, PascalCase) of the indented pictures.
+  const names = new Set<string>();
+  for (const m of doc.matchAll(/`([A-Za-z_][A-Za-z0-9_]*)(?:\(\))?`/g)) names.add(m[1] ?? "");
+  for (const line of doc.split("\n").filter((l) => l.startsWith("    ")))
+    for (const m of line.matchAll(/\b(?=[A-Za-z0-9]*[a-z])(?=[A-Za-z0-9]*[A-Z])([A-Za-z][A-Za-z0-9]*)\b/g))
+      names.add(m[1] ?? "");
+  const defined = (n: string) =>
+    new RegExp(
+      `(function\\*?|const|let|class|interface|type|enum)\\s+${n}\\b|\\b${n}\\s*[:(]|\\b${n}\\??:`,
+    ).test(code);
+  const missing = [...names].filter((n) => n && /[A-Z_]|^[a-z]+$/.test(n) && !defined(n));
+  assert.deepEqual(
+    missing,
+    [],
+    `names in docs/architecture.md that src/ does not define: ${missing.join(", ")}`,
+  );
+});
