@@ -1,4 +1,4 @@
-// The traced training step on ONNX Runtime (src/onnx/trace.ts, kernels.ts, train-step.ts): for every model kind
+// The traced training step on ONNX Runtime (src/onnx/trace.ts, kernels.ts, src/train/onnx-step.ts): for every model kind
 // the zoo trains, the replayed loss and gradients equal TensorFlow.js's; losses that read step-dependent values
 // other than their inputs, or kernels without a translation, are refused with errors that say so.
 import assert from "node:assert/strict";

@@ -1,6 +1,6 @@
 // Which runtime runs the denoisers' forwards, the guidance gradients, the metrics' forwards and the trainer's steps:
 // ONNX Runtime (fast; gradients and training steps replay what TensorFlow.js traced, src/onnx/guide-grad.ts and
-// train-step.ts) or TensorFlow.js (everything). `auto` (the default of sample, sweep and train) takes ONNX
+// src/train/onnx-step.ts) or TensorFlow.js (everything). `auto` (the default of sample, sweep and train) takes ONNX
 // Runtime whenever onnxruntime-node loads: every UNet kind exports, and its forward agrees with TensorFlow.js's to
 // ~2e-6 relative.
 

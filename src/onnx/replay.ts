@@ -1,5 +1,5 @@
 // Turns a trace of TensorFlow.js kernels (src/onnx/trace.ts) into one ONNX graph: the pieces that every traced
-// computation shares, whether a training step (train-step.ts) or a guidance gradient (guide-grad.ts). The caller
+// computation shares, whether a training step (src/train/onnx-step.ts) or a guidance gradient (guide-grad.ts). The caller
 // names which traced values are graph inputs and which are outputs; every other leaf becomes a constant. Kernels
 // that reach no output are dropped.
 //

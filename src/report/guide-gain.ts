@@ -17,7 +17,7 @@ import { variantLabels } from "./variants.ts";
 const GUIDED: Readonly<Record<string, { configKey?: string; fallback: string }>> = {
   clip: { configKey: "clip", fallback: "noised-clip" },
   classifier: { configKey: "classifier", fallback: "classifier" },
-  // The zoo's default clean guide (models/zoo.ts DEFAULT_ZOO.cleanClip); sweep configs do not name it.
+  // The zoo's default clean guide (src/zoo/zoo.ts DEFAULT_ZOO.cleanClip); sweep configs do not name it.
   "clean-clip": { fallback: "clean-clip" },
 };
 
