@@ -15,7 +15,7 @@ import {
   parsePairs,
   parseTargets,
 } from "../src/report/compare.ts";
-import { GUIDE_GAIN_COLUMNS, guideGains } from "../src/report/guide-gain.ts";
+import { GUIDE_GAIN_COLUMNS, guideGainRows, guideGains } from "../src/report/guide-gain.ts";
 import { runIntervals } from "../src/report/intervals.ts";
 import { readCellObservations } from "../src/report/observations.ts";
 import { readRun } from "../src/report/run-folder.ts";
@@ -272,6 +272,7 @@ describe("guide gains (the adversarial gap)", () => {
     const lines = readFileSync(guideCsvPath!, "utf8").trim().split("\n");
     assert.equal(lines[0], GUIDE_GAIN_COLUMNS.join(","));
     assert.equal(lines.length, a.rows.length + 1);
+    for (const row of guideGainRows(a)) assert.equal(row.length, GUIDE_GAIN_COLUMNS.length, "a field per column");
     assert.match(
       formatCompare(compareRun(old)!),
       /Guide strength: .*\n.*guide score .*→ (confirmed|unconfirmed)/,

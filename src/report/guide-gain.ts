@@ -303,6 +303,7 @@ export function formatGuideGains(g: GuideGains): string {
 export const GUIDE_GAIN_COLUMNS = [
   "guide",
   "kind",
+  "guided",
   "curve",
   "cell",
   "reference",
