@@ -272,7 +272,8 @@ describe("guide gains (the adversarial gap)", () => {
     const lines = readFileSync(guideCsvPath!, "utf8").trim().split("\n");
     assert.equal(lines[0], GUIDE_GAIN_COLUMNS.join(","));
     assert.equal(lines.length, a.rows.length + 1);
-    for (const row of guideGainRows(a)) assert.equal(row.length, GUIDE_GAIN_COLUMNS.length, "a field per column");
+    for (const row of guideGainRows(a))
+      assert.equal(row.length, GUIDE_GAIN_COLUMNS.length, "a field per column");
     assert.match(
       formatCompare(compareRun(old)!),
       /Guide strength: .*\n.*guide score .*→ (confirmed|unconfirmed)/,
