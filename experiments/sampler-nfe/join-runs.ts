@@ -1,0 +1,62 @@
+// Joins run folders of the same prompts and seeds (cells differing in sampler and steps, from separate configs) into
+// one folder of links, so that `guidance-lab report` and `guidance-lab compare` see them together. Cells of such runs
+// start from the same x_T per sample (x_T derives from seed, prompt and sample index), so their differences are
+// paired. OUT gets the first run's config.json and env.json, a link to its real-image features, and a link to every
+// finished cell of every run (cell ids name sampler and steps, so runs cannot collide; a duplicate id is refused).
+//
+//   npx tsx experiments/sampler-nfe/join-runs.ts OUT RUN...
+//     then: npx guidance-lab report OUT; npx guidance-lab compare OUT --pairs A:B ...
+//   npx tsx experiments/sampler-nfe/join-runs.ts --by-rank OUT OLD NEW
+//     also compares every cell of NEW with the cell of OLD of the same strategy, parameters and scale at the same
+//     rank of step count (OLD's i-th smallest ↔ NEW's i-th): the quickstart before and after its sampler switch.
+import { cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { initEngine } from "../../src/core/engine.ts";
+import { compareRunFolder, formatCompare } from "../../src/report/compare.ts";
+import { type CellRecord, type RunData, readRun } from "../../src/report/run-folder.ts";
+
+const args = process.argv.slice(2);
+const byRank = args[0] === "--by-rank";
+const [out, ...dirs] = (byRank ? args.slice(1) : args).map((p) => resolve(p));
+if (!out || dirs.length < (byRank ? 2 : 1) || (byRank && dirs.length !== 2))
+  throw new Error("usage: join-runs.ts OUT RUN... | join-runs.ts --by-rank OUT OLD NEW");
+if (existsSync(out) && readdirSync(out).length) throw new Error(`${out} is not empty`);
+await initEngine("cpu", { quiet: true });
+const runs: RunData[] = dirs.map((d) => readRun(d));
+const first = dirs[0]!;
+mkdirSync(join(out, "cells"), { recursive: true });
+cpSync(join(first, "config.json"), join(out, "config.json"));
+if (existsSync(join(first, "env.json"))) cpSync(join(first, "env.json"), join(out, "env.json"));
+symlinkSync(join(first, "real"), join(out, "real"));
+const seen = new Set<string>();
+for (const run of runs)
+  for (const c of run.cells) {
+    if (seen.has(c.record.cellId)) throw new Error(`cell ${c.record.cellId} is in two of the runs`);
+    seen.add(c.record.cellId);
+    symlinkSync(join(run.dir, "cells", c.record.cellId), join(out, "cells", c.record.cellId));
+  }
+process.stdout.write(`${out}: ${seen.size} cells from ${runs.length} runs\n`);
+
+if (byRank) {
+  const group = (r: CellRecord) => `${r.strategy}|${JSON.stringify(r.strategyParams)}|${r.scale}`;
+  const byGroup = (cells: readonly { record: CellRecord }[]) => {
+    const m = new Map<string, CellRecord[]>();
+    for (const { record } of cells) m.set(group(record), [...(m.get(group(record)) ?? []), record]);
+    for (const list of m.values()) list.sort((a, b) => a.steps - b.steps);
+    return m;
+  };
+  const [olds, news] = [byGroup(runs[0]!.cells), byGroup(runs[1]!.cells)];
+  const pairs: string[] = [];
+  for (const [g, list] of news) {
+    const before = olds.get(g);
+    if (!before || before.length !== list.length) throw new Error(`${g}: no matching cells in ${dirs[0]}`);
+    for (const [i, r] of list.entries()) pairs.push(`${r.cellId}:${before[i]!.cellId}`);
+  }
+  const { result } = compareRunFolder(out, { pairs });
+  const text = formatCompare(result);
+  writeFileSync(join(out, "compare.txt"), text);
+  const resolvedRows = result.rows.filter((r) => r.resolved);
+  process.stdout.write(
+    `${text}\n${pairs.length} pairs, ${result.rows.length} paired differences (new − old); resolved: ${resolvedRows.length}${resolvedRows.map((r) => `\n  ${r.a} vs ${r.b} ${r.metric} Δ ${r.delta.toPrecision(3)} [${r.lo.toPrecision(3)}, ${r.hi.toPrecision(3)}]`).join("")}\n`,
+  );
+}
