@@ -6,8 +6,10 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { before, describe, test } from "node:test";
+import { parse } from "yaml";
+import { CELLS_CONFIG } from "../src/bench/cells.ts";
 import { unetFlops } from "../src/bench/flops.ts";
-import { benchQuickstart, quickstartSummary } from "../src/bench/quickstart.ts";
+import { benchQuickstart, QUICKSTART_CONFIG, quickstartSummary } from "../src/bench/quickstart.ts";
 import { benchForward, benchSampling, runtimeSpecs } from "../src/bench/runtimes.ts";
 import { torchMissing } from "../src/bench/torch.ts";
 import { benchTraining } from "../src/bench/train.ts";
@@ -17,6 +19,7 @@ import { Init } from "../src/core/layers.ts";
 import { defaultGoldenDir, REPO_ROOT } from "../src/core/paths.ts";
 import { glideConfigFromOfficial } from "../src/nets/configs.ts";
 import { UNet } from "../src/nets/unet.ts";
+import { loadSweepConfig, parseSweepConfig } from "../src/sweep/config.ts";
 import { parseRecipe } from "../src/train/recipe.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 import { makeTinyZoo } from "./helpers/tiny-zoo.ts";
@@ -186,4 +189,11 @@ describe("bench: FLOPs, runtimes, torch preconditions", () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+test("the quickstart-sized cells' config is a valid sweep config with the quickstart's metrics", () => {
+  // `npm run bench` runs it only in its full form (not --quick), so a stale key would otherwise surface late.
+  const cells = parseSweepConfig(parse(CELLS_CONFIG), "bench cells");
+  const quickstart = loadSweepConfig(QUICKSTART_CONFIG);
+  assert.deepEqual([...cells.config.metrics].sort(), [...quickstart.config.metrics].sort());
 });

@@ -13,7 +13,8 @@ import type { Row } from "./engine.ts";
 
 const ZOO = ["denoiser", "classifier", "noised-clip", "eval-clip"];
 
-const CELLS_CONFIG = `prompts:
+// No `metrics:` key: every metric, as the quickstart lists (a list here went stale when `fid` became `fd`).
+export const CELLS_CONFIG = `prompts:
   - { suite: colour, n: 6, seed: 0 }
 strategies:
   - { kind: cfg, scales: [3] }
@@ -24,7 +25,6 @@ sampler: ddpm
 samplesPerPrompt: 4
 seed: 0
 batchSize: 24
-metrics: [clip_score, clip_score_guidance, fid, precision_recall, inception_score, diversity, pixel_diversity, prompt_accuracy, cost]
 `;
 
 interface CellRecord {
