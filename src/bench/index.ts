@@ -33,7 +33,7 @@ import { clipTextEncoder } from "../zoo/zoo.ts";
 import { benchCells } from "./cells.ts";
 import { benchEngine, formatTable, type Row } from "./engine.ts";
 import { benchExplorer, type ExplorerBench } from "./explorer.ts";
-import { benchGlide, glideReference, TORCH_BASE_FORWARD_B2_S } from "./glide.ts";
+import { benchGlide } from "./glide.ts";
 import { benchQuickstart, quickstartSummary } from "./quickstart.ts";
 import { convRoofline } from "./roofline.ts";
 import { benchForward, benchSampling, load, type RuntimeSpec, runtimeSpecs } from "./runtimes.ts";
@@ -261,7 +261,7 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
   else if (explorer.skipped) out(`\n(explorer row skipped: ${explorer.skipped})\n`);
   const quickstart = opts.quickstart ? await benchQuickstart() : [];
   if (quickstart.length) out(`\n${formatTable(quickstart)}\n`);
-  out(`\n${summary(glide, golden)}${quickstartSummary(quickstart)}`);
+  out(`\n${summary(glide)}${quickstartSummary(quickstart)}`);
   out(throughputSummary(sampling, cells?.rows ?? [], zooB32, roofline.best));
   out(
     `machine: ${load()} at the end (a shared machine's absolute figures are noisy; compare within one run)\n`,
@@ -278,58 +278,36 @@ export async function runBench(opts: BenchOptions = {}): Promise<Row[]> {
   ];
 }
 
-/** The issue's headline figures: GLIDE forwards and cfg steps per runtime against the official code's. */
-function summary(glide: Row[], golden: string): string {
-  const ref = glideReference(golden);
+/**
+ * GLIDE forwards and cfg steps per runtime against the official code's, when it ran side by side in this run
+ * (`--compare-torch`); figures recorded on other machines compare nothing, so without it there is no ratio.
+ */
+function summary(glide: Row[]): string {
   const lines: string[] = [];
-  const line = (
-    what: string,
-    rowsOf: Row[],
-    refS: number | undefined,
-    refWhat: string,
-    unitS: (r: Row) => number,
-  ) => {
+  const line = (what: string, rowsOf: Row[]) => {
     if (!rowsOf.length) return;
-    // The baseline is the official code's best measured figure (its fastest thread count), else the recorded one.
+    // The baseline is the official code's best figure in this run (its fastest thread count).
+    const unitS = (r: Row) => r.ms / 1000;
     const torchRows = rowsOf.filter((r) => r.backend.startsWith("torch"));
-    const base = torchRows.length ? Math.min(...torchRows.map(unitS)) : refS;
+    const base = torchRows.length ? Math.min(...torchRows.map(unitS)) : undefined;
     const parts = rowsOf.map((r) => {
       const s = unitS(r);
       const mine = !r.backend.startsWith("torch");
       return `${r.backend} ${s.toFixed(3)} s${base !== undefined && mine ? ` (${(base / s).toFixed(2)}x torch's speed)` : ""}`;
     });
-    const refNote = refS !== undefined ? `; ${refWhat}: ${refS.toFixed(3)} s` : "";
-    lines.push(`${what}: ${parts.join(", ")}${refNote}`);
+    const note = base === undefined ? " (no official-code row: --compare-torch runs it side by side)" : "";
+    lines.push(`${what}: ${parts.join(", ")}${note}`);
   };
-  const ms = (r: Row) => r.ms / 1000;
-  line(
-    "GLIDE small forward b4",
-    glide.filter((r) => r.name === "GLIDE small forward"),
-    ref.forwardS,
-    "official code per golden manifest",
-    ms,
-  );
-  line(
-    "GLIDE small cfg sampling, per step",
-    glide.filter((r) => r.name === "GLIDE small cfg sampling"),
-    ref.cfgPerStepS,
-    "official code per golden manifest",
-    ms,
-  );
-  line(
-    "GLIDE base forward b2",
-    glide.filter((r) => r.name === "GLIDE base forward"),
-    TORCH_BASE_FORWARD_B2_S,
-    "official code per issue 7",
-    ms,
-  );
-  line(
-    "GLIDE base cfg sampling, per step",
-    glide.filter((r) => r.name === "GLIDE base cfg sampling"),
-    undefined,
-    "",
-    ms,
-  );
+  for (const name of [
+    "GLIDE small forward",
+    "GLIDE small cfg sampling",
+    "GLIDE base forward",
+    "GLIDE base cfg sampling",
+  ])
+    line(
+      name,
+      glide.filter((r) => r.name === name),
+    );
   return lines.length ? `${lines.join("\n")}\n` : "";
 }
 
