@@ -396,7 +396,9 @@ describe("benchGlide", { skip: skipGolden }, () => {
       "one forward row and one sampling row (one runtime: TensorFlow.js)",
     );
     for (const r of rows) assert.ok(r.value > 0 && r.ms > 0, `${r.name}: positive timing`);
-    assert.match(rows[0]!.detail, /PyTorch b4 \d+ ms/, "the forward row quotes the PyTorch figure");
+    // Timings recorded on another CPU (the golden manifest's) compare nothing: no row may quote them.
+    for (const r of rows)
+      assert.doesNotMatch(r.detail, /PyTorch|golden manifest/, `${r.name}: no recorded figure`);
     assert.equal(tf.memory().numTensors, before, "benchGlide leaks no tensor");
   });
 });
