@@ -26,8 +26,13 @@ export interface OnnxOptions {
    * measured 0.74 s with spinning and 0.53 s without, while spinning saves at most a few µs per op when idle.
    */
   spin?: boolean;
-  /** Longest a single call may block waiting for the worker (default 10 minutes). */
+  /**
+   * The watchdog: longest a call may wait for the worker while the process does no work at all (default 10
+   * minutes; see StallWatch).
+   */
   timeoutMs?: number;
+  /** The worker script (default worker.mjs): tests pass a stand-in that hangs or dies. */
+  workerUrl?: URL;
   /** Execution providers in order of preference; default GUIDANCE_LAB_ONNX_PROVIDERS, else ["cpu"]. */
   providers?: readonly OnnxProvider[];
 }
@@ -73,7 +78,61 @@ export interface Feed {
 export interface Session {
   id: number;
   data: SharedArrayBuffer;
+  /** The key it was created for (named in errors). */
+  key?: string;
 }
+
+/** Process CPU time (all threads, user + system) in ms. */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/**
+ * The bridge's watchdog: it counts only *stalled* time, that is waiting in which the process did no work, and each
+ * wait slice counts for at most its own length. A worker thread that died or hung does no work; a long but live
+ * call (a big batch on a loaded machine, where this process may get a few percent of a core) keeps the ONNX
+ * Runtime threads busy, which shows as process CPU time and restarts the count. A process stopped by SIGSTOP (or a
+ * suspended machine) sees one slice last minutes or hours once it is continued; counting wall time there made a
+ * live call look hung (a sweep died that way after a SIGSTOP/SIGCONT), so such a slice counts as one slice.
+ */
+export class StallWatch {
+  /** Length of one wait: a tenth of the limit, 10 ms to 1 s. */
+  readonly sliceMs: number;
+  private stalled = 0;
+
+  constructor(readonly limitMs: number) {
+    this.sliceMs = Math.min(1000, Math.max(10, limitMs / 10));
+  }
+
+  /**
+   * CPU time that counts as work in one slice: 2% of a core. An idle process uses 0.1-0.5% (timers, GC: measured);
+   * ONNX Runtime computing at nice 19 beside two busy nice-0 processes still gets ~3% on this 2-core machine.
+   */
+  private progressCpuMs(): number {
+    return Math.max(5, 0.02 * this.sliceMs);
+  }
+
+  /** Stalled time so far (ms). */
+  get stalledMs(): number {
+    return this.stalled;
+  }
+
+  /**
+   * One wait slice that lasted `elapsedMs` of wall time and in which the process used `cpuMs` of CPU: true when the
+   * stalled time has reached the limit.
+   */
+  observe(elapsedMs: number, cpuMs: number): boolean {
+    if (cpuMs >= this.progressCpuMs()) this.stalled = 0;
+    else this.stalled += Math.min(elapsedMs, this.sliceMs);
+    return this.stalled >= this.limitMs;
+  }
+}
+
+/** Answer codes in the signal buffer's flag[0] (worker.mjs writes them; 2 is a failed call, its error as text). */
+const WAITING = 0;
+const OK = 1;
+const WORKER_EXITED = 3;
 
 /**
  * A tensor's values as a Float32Array: onnxruntime-node rejects any other array type for float32 feeds, and a
@@ -108,33 +167,71 @@ export class OnnxSessions {
   private readonly spin: boolean;
   private readonly timeoutMs: number;
   private readonly providers: readonly OnnxProvider[];
+  /** Why this host takes no more calls (its worker died, or a call was given up on); undefined while usable. */
+  private broken: string | undefined;
+  /** A call was given up on while the worker may still be running it. */
+  private abandoned = false;
 
   constructor(opts: OnnxOptions = {}) {
     this.providers = opts.providers ?? providersFromEnv();
     this.threads = opts.threads ?? availableParallelism();
     this.spin = opts.spin ?? spinFromEnv(false);
     this.timeoutMs = opts.timeoutMs ?? 600_000;
-    this.worker = new Worker(new URL("./worker.mjs", import.meta.url), {
+    this.worker = new Worker(opts.workerUrl ?? new URL("./worker.mjs", import.meta.url), {
       workerData: { signal: this.signal },
     });
     this.worker.unref();
+    // Seen between calls (this thread blocks during one): the next call then fails at once, naming the cause.
+    // Without an 'error' listener a worker's uncaught error would be rethrown here and end the process.
+    this.worker.on("error", (e) => {
+      this.broken ??= `onnxruntime worker failed: ${e.message}`;
+    });
+    this.worker.on("exit", (code) => {
+      this.broken ??= `onnxruntime worker exited (code ${code})`;
+    });
   }
 
-  /** Posts a message and blocks until the worker answers; returns the bytes it wrote. */
+  /**
+   * Posts a message and blocks until the worker answers; returns the bytes it wrote. `what` names the call in
+   * errors. A worker that exits mid-call answers WORKER_EXITED itself (worker.mjs); one that hangs is caught by the
+   * watchdog (StallWatch). Either way the call throws and this host takes no more calls.
+   */
   private call(
+    what: string,
     msg: Record<string, unknown>,
     data: SharedArrayBuffer,
     transfer: ArrayBuffer[] = [],
   ): Uint8Array {
-    Atomics.store(this.flag, 0, 0);
+    if (this.broken) throw new Error(`onnxruntime: cannot ${what}: ${this.broken}`);
+    Atomics.store(this.flag, 0, WAITING);
     this.worker.postMessage({ ...msg, data }, transfer);
-    // The worker cannot be observed while this thread blocks, so a crashed one is caught by a time limit.
-    if (Atomics.wait(this.flag, 0, 0, this.timeoutMs) === "timed-out")
-      throw new Error(`onnxruntime worker gave no answer within ${this.timeoutMs} ms`);
+    const watch = new StallWatch(this.timeoutMs);
+    const started = performance.now();
+    let cpu = cpuMs();
+    while (Atomics.load(this.flag, 0) === WAITING) {
+      const t = performance.now();
+      if (Atomics.wait(this.flag, 0, WAITING, watch.sliceMs) !== "timed-out") continue;
+      const now = cpuMs();
+      if (watch.observe(performance.now() - t, now - cpu)) {
+        // The worker may still be inside the call: it must not get another, and dispose waits for it.
+        this.abandoned = true;
+        this.broken = `an earlier call (${what}) was given up on`;
+        const wall = ((performance.now() - started) / 1000).toFixed(1);
+        throw new Error(
+          `onnxruntime worker gave no answer to ${what}: ${(watch.stalledMs / 1000).toFixed(1)} s without the process doing any work (${wall} s in all); the worker thread looks hung or dead, so the call is abandoned (the watchdog limit is ${this.timeoutMs / 1000} s of stalled time; a run that stops here keeps what it finished: rerun it, e.g. a sweep with --resume)`,
+        );
+      }
+      cpu = now;
+    }
     const status = Atomics.load(this.flag, 0);
     const n = this.flag[1]!;
     const bytes = new Uint8Array(data, 0, n);
-    if (status !== 1) throw new Error(`onnxruntime: ${new TextDecoder().decode(bytes.slice())}`);
+    const text = () => new TextDecoder().decode(bytes.slice());
+    if (status === WORKER_EXITED) {
+      this.broken = text();
+      throw new Error(`onnxruntime: no answer to ${what}: ${this.broken}`);
+    }
+    if (status !== OK) throw new Error(`onnxruntime: ${text()}`);
     return bytes;
   }
 
@@ -143,7 +240,7 @@ export class OnnxSessions {
     let s = this.sessions.get(key);
     if (!s) {
       const bytes = build();
-      s = { id: this.nextId++, data: new SharedArrayBuffer(Math.max(4 * outFloats, 4096)) };
+      s = { id: this.nextId++, data: new SharedArrayBuffer(Math.max(4 * outFloats, 4096)), key };
       // Transferred, not cloned: the model bytes hold every weight.
       const msg = {
         kind: "create",
@@ -154,7 +251,7 @@ export class OnnxSessions {
         providers: this.providers,
       };
       try {
-        this.call(msg, s.data, [bytes.buffer as ArrayBuffer]);
+        this.call(`create session '${key}'`, msg, s.data, [bytes.buffer as ArrayBuffer]);
       } catch (e) {
         if (!this.providers.includes("cuda")) throw e;
         throw new Error(
@@ -168,7 +265,7 @@ export class OnnxSessions {
 
   /** Runs a session; the output is copied once, out of the shared buffer. */
   run(s: Session, feeds: Record<string, Feed>, outFloats: number): Float32Array {
-    const bytes = this.call({ kind: "run", id: s.id, feeds }, s.data);
+    const bytes = this.call(`run session '${s.key ?? s.id}'`, { kind: "run", id: s.id, feeds }, s.data);
     if (bytes.length !== 4 * outFloats)
       throw new Error(`onnxruntime: ${bytes.length / 4} output values, expected ${outFloats}`);
     const out = new Float32Array(outFloats);
@@ -176,7 +273,13 @@ export class OnnxSessions {
     return out;
   }
 
-  dispose(): void {
+  /**
+   * Ends the worker. After a call was given up on, first waits up to `graceMs` for the worker to finish it:
+   * terminating a worker inside onnxruntime-node's native run aborts the whole process (SIGABRT, exit 134: measured
+   * with a slow Conv), while a worker that is idle, or dead, ends cleanly.
+   */
+  dispose(graceMs = 2000): void {
+    if (this.abandoned) Atomics.wait(this.flag, 0, WAITING, graceMs);
     void this.worker.terminate();
     this.sessions.clear();
   }

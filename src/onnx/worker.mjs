@@ -1,6 +1,7 @@
 // onnxruntime-node session host for runtime.ts's synchronous bridge. Plain JS (no TypeScript loader needed in the
 // worker). Protocol: the main thread posts {kind: "create", id, bytes, threads, spin, data} or {kind: "run", id, feeds, data}; the
-// worker writes the result (float32 output, or an error string) into the shared buffer and sets flag[0] = 1.
+// worker writes the result (float32 output, or an error string) into the shared buffer and sets flag[0] = 1 (ok) or
+// 2 (error); a worker that exits with a call unanswered sets 3, so the caller fails at once instead of waiting.
 import { parentPort, workerData } from "node:worker_threads";
 
 const { signal } = workerData;
@@ -29,10 +30,18 @@ function reply(data, status, payload) {
   Atomics.notify(flag, 0);
 }
 
+// The message being handled: answered here if the thread ends before replying (process.exit in a dependency, an
+// uncaught error), since the caller blocks on the flag and cannot see the worker's 'exit' event.
+let current;
+process.on("exit", (code) => {
+  if (current) reply(current.data, 3, `onnxruntime worker exited (code ${code}) before answering`);
+});
+
 // Imported lazily so that a missing or broken onnxruntime-node is reported to the waiting caller, not a dead worker.
 let ort;
 
 parentPort.on("message", async (msg) => {
+  current = msg;
   try {
     ort ??= await import("onnxruntime-node");
     if (msg.kind === "create") {
@@ -60,4 +69,5 @@ parentPort.on("message", async (msg) => {
   } catch (e) {
     reply(msg.data, 2, e instanceof Error ? e.message : e);
   }
+  current = undefined;
 });

@@ -719,8 +719,9 @@ export async function runSweep(configPath: string, opts: SweepOptions = {}): Pro
   } finally {
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
-    models.dispose();
+    // The lock first: nothing is written past this point, and freeing the models ends worker threads.
     lock?.release();
+    models.dispose();
   }
 }
 
