@@ -189,8 +189,14 @@ describe("sampler registry", () => {
   test("a strategy paired with a sampler it is not defined for is refused, naming the key", () => {
     assert.throws(
       () => checkStrategySampler({ kind: "cfg++" }, "ddpm", undefined, "--sampler"),
-      /--sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\) only, not ddpm/,
+      /--sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\), euler, euler_ancestral, dpmpp_2m only, not ddpm/,
     );
+    // heun and the SDE samplers have no CFG++ form in the paper or its reference code
+    for (const sampler of ["heun", "dpm_2", "dpmpp_2m_sde", "dpmpp_3m_sde", "unipc"])
+      assert.throws(
+        () => checkStrategySampler({ kind: "cfg++" }, sampler, undefined, "--sampler"),
+        new RegExp(`not ${sampler}`),
+      );
     assert.throws(
       () => checkStrategySampler({ kind: "cfg++" }, "ddim", 0.5, "--sampler"),
       /not ddim \(eta 0.5\)/,
@@ -199,13 +205,15 @@ describe("sampler registry", () => {
       () =>
         checkStrategySampler(
           { kind: "classifier", base: { kind: "cfg++" } } as { kind: string },
-          "euler",
+          "heun",
           undefined,
           "x",
         ),
       /cfg\+\+/,
     );
     checkStrategySampler({ kind: "cfg++" }, "ddim", undefined, "--sampler");
+    for (const sampler of ["euler", "euler_ancestral", "dpmpp_2m"])
+      checkStrategySampler({ kind: "cfg++" }, sampler, undefined, "--sampler");
     checkStrategySampler(
       { kind: "cfg", scale: 3 } as { kind: string },
       "dpmpp_2m_sde",
@@ -222,6 +230,8 @@ describe("sampler registry", () => {
       /x\.yaml: strategies\.0: sampler: strategy 'cfg\+\+'.*not ddpm/,
     );
     assert.equal(planCells(cfg(["ddim"]).config, "x.yaml").length, 1);
+    assert.equal(planCells(cfg(["ddim", "euler", "dpmpp_2m"]).config, "x.yaml").length, 3);
+    assert.throws(() => planCells(cfg(["euler", "heun"]).config, "x.yaml"), /not heun/);
     assert.throws(
       () =>
         parseSweepConfig(

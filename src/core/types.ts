@@ -20,6 +20,12 @@ export interface Prediction {
   kind: "eps" | "x0" | "v";
   /** Learned-range variance values v in [-1, 1] (Nichol & Dhariwal 2021), present for learned-sigma models. */
   varValues?: Tensor4D;
+  /**
+   * Channels of the same kind as `out` whose noise the sampler renoises with, where that differs from `out`'s (CFG++,
+   * Chung et al. 2025: guided prediction denoises, unconditional renoises). Only samplers declaring `renoise` take
+   * it (the loop refuses it elsewhere); gradient guidance, denoisedFn and the x0 clamp apply to `out` only.
+   */
+  renoise?: Tensor4D;
 }
 
 /** A model with guidance already folded in; must not dispose its input. */

@@ -16,7 +16,8 @@ export interface DdimOptions extends StepOptions {
 /**
  * One DDIM step (Song et al. 2021 eq. 12): x_{t-1} = sqrt(ᾱ_prev)·x0 + sqrt(1 − ᾱ_prev − σ²)·ε + σ·z with
  * σ = η·sqrt((1−ᾱ_prev)/(1−ᾱ))·sqrt(1 − ᾱ/ᾱ_prev) (eq. 16); gradient guidance on the score (Dhariwal & Nichol 2021
- * Algorithm 2). ε is recomputed from the (clipped, guided) x0, as the reference does.
+ * Algorithm 2). ε is recomputed from the (clipped, guided) x0, as the reference does, or is the renoising
+ * prediction's ε when the denoiser gives one (CFG++).
  */
 export function ddimStep(
   diffusion: GaussianDiffusion,
@@ -29,9 +30,11 @@ export function ddimStep(
   const eta = opts.eta ?? 0;
   const noiseSource = opts.noise ?? seededNoise(0);
   return tf.tidy(() => {
-    let out = pmvFor(diffusion, denoise, x, step, opts);
-    if (opts.condFn) out = diffusion.conditionScore(out, x, step, opts.condFn);
-    const eps = diffusion.predictEpsFromXstart(x, index, out.predXstart);
+    const pmv = pmvFor(diffusion, denoise, x, step, opts);
+    const out = opts.condFn ? diffusion.conditionScore(pmv, x, step, opts.condFn) : pmv;
+    // CFG++ (Chung et al. 2025, arXiv 2406.08070, Alg. 1 at η = 0): the renoising prediction's ε takes the place of
+    // the ε implied by x0 in the direction term; x0 stays the guided one.
+    const eps = pmv.renoiseEps ?? diffusion.predictEpsFromXstart(x, index, out.predXstart);
     // The reference forms these coefficients from float32 ᾱ in float32 arithmetic; fround mimics it.
     const f = Math.fround;
     const ab = f(diffusion.alphasCumprod[index]!);
@@ -60,6 +63,7 @@ export const ddimSampler: SamplerDef = {
   stochastic: true,
   eta: { default: 0 },
   schedules: ["default", "leading", "trailing", "linspace"],
+  renoise: true,
   evalsPerStep: 1,
   respacing: (steps, schedule, T) => vpRespacing(steps, schedule, T, (n) => `ddim${n}`),
   start: (ctx) => vpRun(ctx, ddimStep),

@@ -1,5 +1,8 @@
 // Ancestral Euler (k-diffusion's sample_euler_ancestral): an Euler step down to σ_down, then fresh noise of
 // variance σ_up² so that the marginal at σ_{i+1} is right (σ_up from Song et al. 2021's DDIM η, eq. 16 in σ form).
+// With a renoising prediction, CFG++'s ancestral Euler form (Chung et al. 2025, arXiv 2406.08070, appendix; the
+// authors' EulerAncestralCFGppSolver at η = 1, ComfyUI's sample_euler_ancestral_cfg_pp at any η, VP: α = 1):
+// x_{i+1} = D + σ_down·(x_i − D_r)/σ_i + σ_up·z, and x = D at the last step.
 import type { Tensor4D } from "../engine.ts";
 import { tf } from "../engine.ts";
 import type { SamplerDef } from "./sampler.ts";
@@ -26,14 +29,17 @@ export const eulerAncestralSampler: SamplerDef = {
   eta: { default: 1 },
   schedules: SIGMA_SCHEDULES,
   evalsPerStep: 1,
+  renoise: true,
   respacing: () => "",
   start: (ctx) =>
     sigmaRun(ctx, (s, x, i, state) => {
       const sigma = s.sigmas[i]!;
       const to = s.sigmas[i + 1]!;
-      const denoised = s.denoised(x, sigma);
+      const { denoised, renoise } = s.denoisedPair(x, sigma);
       const { down, up } = ancestralStep(sigma, to, s.eta);
-      let next = tf.add(x, tf.mul(toD(x, sigma, denoised), down - sigma)) as Tensor4D;
+      let next = renoise
+        ? (tf.add(denoised, tf.mul(toD(x, sigma, renoise), down)) as Tensor4D)
+        : (tf.add(x, tf.mul(toD(x, sigma, denoised), down - sigma)) as Tensor4D);
       if (to > 0) next = tf.add(next, tf.mul(s.noise(x.shape), up)) as Tensor4D;
       return { x: next, state };
     }),

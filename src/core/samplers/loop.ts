@@ -7,7 +7,7 @@ import { tf } from "../engine.ts";
 import type { Denoiser, NoiseSource, SamplerHooks, StepInfo } from "../types.ts";
 import { checkKnown, type KnownRegion, knownRegionDenoisedFn, mergeKnown } from "./known.ts";
 import { seededNoise } from "./noise.ts";
-import { samplerDef, samplerEta } from "./registry.ts";
+import { renoisingSamplers, samplerDef, samplerEta } from "./registry.ts";
 import type { SamplerDef, SamplerState, ScheduleName } from "./sampler.ts";
 import type { RecordedStep } from "./vp.ts";
 
@@ -69,9 +69,21 @@ export function sample(
     inner && outer ? (x0: Tensor4D, s: StepInfo) => tf.tidy(() => outer(inner(x0, s), s)) : (outer ?? inner);
   let nfe = 0;
   const calls = opts.calls ?? (() => 1);
+  // A renoising prediction (CFG++) changes the update; a sampler without that form must not drop it silently.
+  const checked: Denoiser = def.renoise
+    ? denoise
+    : (x, s) => {
+        const pred = denoise(x, s);
+        // Thrown inside the step's tidy scope, which frees the prediction.
+        if (pred.renoise)
+          throw new Error(
+            `sampler '${def.name}' does not take a renoising prediction (Prediction.renoise, as cfg++ gives); samplers that do: ${renoisingSamplers().join(", ")}`,
+          );
+        return pred;
+      };
   const run = def.start({
     diffusion,
-    denoise,
+    denoise: checked,
     hooks: {
       ...(opts.condFn ? { condFn: opts.condFn } : {}),
       ...(denoisedFn ? { denoisedFn } : {}),

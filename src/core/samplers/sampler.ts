@@ -72,6 +72,12 @@ export interface SamplerDef {
   /** Whether `eta` is a parameter of this sampler, and its default. */
   readonly eta?: { default: number };
   readonly schedules: readonly ScheduleName[];
+  /**
+   * Whether the sampler takes a renoising prediction (Prediction.renoise): its update then denoises with `out` and
+   * renoises with `renoise`, in the form the CFG++ paper and its reference code give for this sampler. Absent: the
+   * loop refuses a prediction that carries one, so no sampler ignores it silently.
+   */
+  readonly renoise?: true;
   /** Network evaluations per step (Heun and DPM-2 evaluate twice except on the last step). */
   readonly evalsPerStep: number;
   /**

@@ -78,27 +78,41 @@ export class SigmaView {
   /**
    * D(x; σ) with the hooks: ε from the model's ε / v / x0 at x_t = x/sqrt(σ²+1), gradient guidance in score form
    * (ε' = ε − sqrt(1−ᾱ)·∇_{x_t} log p = ε − σ·∇_{x_σ} log p; Dhariwal & Nichol 2021 eq. 14, guided-diffusion's
-   * condition_score), x0 = x − σ·ε', then denoisedFn and the optional clamp to [−1, 1].
+   * condition_score), x0 = x − σ·ε', then denoisedFn and the optional clamp to [−1, 1]. With a renoising prediction
+   * (Prediction.renoise) also its D_r = x − σ·ε_r, unprocessed: CFG++'s unconditional D, as the reference code takes
+   * it from the raw unconditional branch (ComfyUI's post-CFG `uncond_denoised`).
    */
-  denoised(ctx: RunContext, x: Tensor4D, sigma: number, k: number): Tensor4D {
+  denoisedPair(
+    ctx: RunContext,
+    x: Tensor4D,
+    sigma: number,
+    k: number,
+  ): { denoised: Tensor4D; renoise?: Tensor4D } {
     const step = this.stepInfo(sigma, k);
     ctx.onEval(step);
     return tf.tidy(() => {
       const abar = 1 / (1 + sigma * sigma);
       const xt = tf.mul(x, Math.sqrt(abar)) as Tensor4D;
       const pred = ctx.denoise(xt, step);
-      let eps: Tensor4D;
-      if (pred.kind === "eps") eps = pred.out;
-      else if (pred.kind === "v")
-        eps = tf.add(tf.mul(pred.out, Math.sqrt(abar)), tf.mul(xt, Math.sqrt(1 - abar))) as Tensor4D;
-      else eps = tf.div(tf.sub(xt, tf.mul(pred.out, Math.sqrt(abar))), Math.sqrt(1 - abar)) as Tensor4D;
+      const epsOf = (out: Tensor4D): Tensor4D => {
+        if (pred.kind === "eps") return out;
+        if (pred.kind === "v")
+          return tf.add(tf.mul(out, Math.sqrt(abar)), tf.mul(xt, Math.sqrt(1 - abar))) as Tensor4D;
+        return tf.div(tf.sub(xt, tf.mul(out, Math.sqrt(abar))), Math.sqrt(1 - abar)) as Tensor4D;
+      };
+      let eps = epsOf(pred.out);
       if (ctx.hooks.condFn)
         eps = tf.sub(eps, tf.mul(ctx.hooks.condFn(xt, step), Math.sqrt(1 - abar))) as Tensor4D;
       let x0 = tf.sub(x, tf.mul(eps, sigma)) as Tensor4D;
       if (ctx.hooks.denoisedFn) x0 = ctx.hooks.denoisedFn(x0, step);
       if (ctx.hooks.clipDenoised ?? true) x0 = tf.clipByValue(x0, -1, 1);
-      return x0;
+      if (!pred.renoise) return { denoised: x0 };
+      return { denoised: x0, renoise: tf.sub(x, tf.mul(epsOf(pred.renoise), sigma)) as Tensor4D };
     });
+  }
+
+  denoised(ctx: RunContext, x: Tensor4D, sigma: number, k: number): Tensor4D {
+    return this.denoisedPair(ctx, x, sigma, k).denoised;
   }
 }
 
@@ -107,6 +121,11 @@ export interface SigmaStepper {
   readonly sigmas: readonly number[];
   readonly eta: number;
   denoised(x: Tensor4D, sigma: number): Tensor4D;
+  /**
+   * D(x; σ) and, when the prediction carries one, the renoising D_r (samplers declaring `renoise` only; the others
+   * never see one, the loop refuses it).
+   */
+  denoisedPair(x: Tensor4D, sigma: number): { denoised: Tensor4D; renoise?: Tensor4D };
   /** Standard normal noise of this iteration (the project's seeded per-step noise). */
   noise(shape: readonly number[]): Tensor4D;
 }
@@ -136,6 +155,7 @@ export function sigmaRun(ctx: RunContext, step: SigmaStep, opts: { plusOne?: boo
           sigmas,
           eta: ctx.eta,
           denoised: (xs, sigma) => view.denoised(ctx, xs, sigma, k),
+          denoisedPair: (xs, sigma) => view.denoisedPair(ctx, xs, sigma, k),
           noise: (shape) => ctx.noise(k, [...shape]),
         },
         x,

@@ -49,19 +49,28 @@ export function record(
   });
 }
 
+/** p(x_{t−1}|x_t) of the denoiser's prediction at `step`, and its renoising prediction's ε when it has one. */
 export function pmvFor(
   diffusion: GaussianDiffusion,
   denoise: Denoiser,
   x: Tensor4D,
   step: StepInfo,
   opts: SamplerHooks,
-): PMeanVariance {
+): PMeanVariance & { renoiseEps?: Tensor4D } {
   const pred = denoise(x, step);
   const denoisedFn = opts.denoisedFn;
-  return diffusion.pMeanVariance(pred, x, step.index, {
+  const pmv = diffusion.pMeanVariance(pred, x, step.index, {
     clipDenoised: opts.clipDenoised ?? true,
     ...(denoisedFn ? { denoisedFn: (x0: Tensor4D) => denoisedFn(x0, step) } : {}),
   });
+  if (!pred.renoise) return pmv;
+  const r = pred.renoise;
+  const t = step.index;
+  const renoiseEps =
+    pred.kind === "eps"
+      ? r
+      : diffusion.predictEpsFromXstart(x, t, pred.kind === "v" ? diffusion.predictXstartFromV(x, t, r) : r);
+  return { ...pmv, renoiseEps };
 }
 
 /**
