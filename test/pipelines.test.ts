@@ -112,7 +112,7 @@ describe("GLIDE pipelines on the golden small weights", { skip: skipGolden }, ()
     }
     assert.throws(
       () => glideText2Im({ base: glide, text, prompts: ["a"], strategy: { kind: "cfg++" }, respacing: "2" }),
-      /base sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\) only, not ddpm/,
+      /base sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\), euler, euler_ancestral, dpmpp_2m only, not ddpm/,
     );
   });
 

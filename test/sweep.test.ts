@@ -262,7 +262,7 @@ describe("sweep runs", () => {
           quiet: true,
         },
       ),
-      /strategies\.0: sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\) only, not ddpm/,
+      /strategies\.0: sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\), euler, euler_ancestral, dpmpp_2m only, not ddpm/,
     );
     assert.ok(!existsSync(bad), "nothing written before the error");
   });
