@@ -5,6 +5,7 @@ import { after, before, describe, test } from "node:test";
 import { createDiffusion, type GaussianDiffusion } from "../src/core/diffusion.ts";
 import { initEngine, type Tensor1D, type Tensor2D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { Init } from "../src/core/layers.ts";
+import { sample } from "../src/core/samplers/loop.ts";
 import { ddimStep, sampleDdim, sampleDdpm, seededNoise } from "../src/core/samplers.ts";
 import type { Prediction, StepInfo } from "../src/core/types.ts";
 import { ClipModel } from "../src/nets/clip.ts";
@@ -79,6 +80,8 @@ let classifier: EncoderUNet;
 let clip: ClipModel;
 let cleanClip: EvalClip;
 let diffusion: GaussianDiffusion;
+/** The full table, for σ-space samplers (they choose their σs themselves). */
+let sigmaDiffusion: GaussianDiffusion;
 
 function clipText(prompts: readonly string[]): Tensor2D {
   return tf.tidy(() => {
@@ -129,14 +132,11 @@ function tinyModels(counter: Counter = zeroCounter()): GuidanceModels {
 
 const xT = () => seededNoise("x_T")(0, [B, SIZE, SIZE, 3]);
 
-/** cfg++ is defined for DDIM; everything else runs the ancestral sampler. */
-const samplerFor = (kind: string) => (kind === "cfg++" ? "ddim" : "ddpm");
+/** The samplers a strategy declares (cfg++: each of its forms), else the ancestral sampler. */
+const samplersFor = (def: { samplers?: readonly { name: string }[] }) =>
+  def.samplers?.map((s) => s.name) ?? ["ddpm"];
 
-function run(
-  g: GuidedSampling,
-  sampler: "ddpm" | "ddim",
-  seed = 1,
-): { out: Float32Array; declared: ModelCalls } {
+function run(g: GuidedSampling, sampler: string, seed = 1): { out: Float32Array; declared: ModelCalls } {
   const x = xT();
   const declared: ModelCalls = { model: 0, weak: 0, classifier: 0, clip: 0 };
   const opts = {
@@ -150,13 +150,15 @@ function run(
   const y =
     sampler === "ddim"
       ? sampleDdim(diffusion, g.denoise, x, opts)
-      : sampleDdpm(diffusion, g.denoise, x, opts);
+      : sampler === "ddpm"
+        ? sampleDdpm(diffusion, g.denoise, x, opts)
+        : sample(sigmaDiffusion, g.denoise, x, { ...opts, sampler, steps: 3 }).sample;
   const out = y.dataSync() as Float32Array;
   tf.dispose([x, y]);
   return { out, declared };
 }
 
-function sampleWith(raw: unknown, sampler: "ddpm" | "ddim", prompts = PROMPTS, seed = 1) {
+function sampleWith(raw: unknown, sampler: string, prompts = PROMPTS, seed = 1) {
   const counter = zeroCounter();
   const s = buildStrategy(raw, tinyModels(counter));
   const g = s.bind(prompts);
@@ -209,6 +211,7 @@ before(async () => {
     respacing: "4",
     modelVarType: "learned_range",
   });
+  sigmaDiffusion = createDiffusion({ schedule: "cosine", steps: 100, modelVarType: "learned_range" });
 });
 
 after(() => {
@@ -216,57 +219,58 @@ after(() => {
 });
 
 describe("contract: every registry entry", () => {
-  for (const def of STRATEGIES) {
-    const sampler = samplerFor(def.kind);
-    test(`${def.kind}: shape, determinism, no leak, declared calls`, () => {
-      const before = tf.memory().numTensors;
-      const a = sampleWith(def.example, sampler);
-      const after = tf.memory().numTensors;
-      assert.equal(after, before, `${def.kind} leaked ${after - before} tensors`);
-      assert.equal(a.out.length, B * SIZE * SIZE * 3);
-      assert.ok(a.out.every(Number.isFinite), "finite output");
-      const b = sampleWith(def.example, sampler);
-      assert.deepEqual(b.out, a.out, "same seed, same output");
-      for (const k of ["model", "weak", "classifier", "clip"] as const) {
-        assert.equal(
-          a.counted[k],
-          a.declared[k] * B,
-          `${def.kind}: declared ${k} calls match the counted rows`,
-        );
-      }
-    });
+  for (const def of STRATEGIES)
+    for (const sampler of samplersFor(def)) {
+      const under = sampler === "ddpm" ? "" : ` (${sampler})`;
+      test(`${def.kind}${under}: shape, determinism, no leak, declared calls`, () => {
+        const before = tf.memory().numTensors;
+        const a = sampleWith(def.example, sampler);
+        const after = tf.memory().numTensors;
+        assert.equal(after, before, `${def.kind} leaked ${after - before} tensors`);
+        assert.equal(a.out.length, B * SIZE * SIZE * 3);
+        assert.ok(a.out.every(Number.isFinite), "finite output");
+        const b = sampleWith(def.example, sampler);
+        assert.deepEqual(b.out, a.out, "same seed, same output");
+        for (const k of ["model", "weak", "classifier", "clip"] as const) {
+          assert.equal(
+            a.counted[k],
+            a.declared[k] * B,
+            `${def.kind}: declared ${k} calls match the counted rows`,
+          );
+        }
+      });
 
-    test(`${def.kind}: the neutral setting is the unguided sampler, with no extra call`, () => {
-      const parsed = parseStrategyConfig(def.example);
-      const { config, equals } = strategyDef(def.kind).neutral(parsed);
-      const reference =
-        equals === "conditional"
-          ? { kind: "none" }
-          : equals === "unconditional"
-            ? { kind: "unconditional" }
-            : (config as unknown as { base: unknown }).base;
-      const counter = zeroCounter();
-      const g = buildStrategy(config, tinyModels(counter)).bind(PROMPTS);
-      let neutral: Float32Array;
-      let clipDenoised: boolean | undefined;
-      try {
-        neutral = run(g, sampler).out;
-        clipDenoised = g.clipDenoised;
-      } finally {
-        g.dispose();
-      }
-      const refCounter = zeroCounter();
-      const r = buildStrategy(reference, tinyModels(refCounter)).bind(PROMPTS);
-      // The reference runs with the sampler options the neutral strategy asked for (cfg++ turns the clamp off).
-      const rr = clipDenoised === undefined ? r : { ...r, clipDenoised };
-      try {
-        assert.deepEqual(neutral, run(rr, sampler).out, `${def.kind} at its neutral setting = ${equals}`);
-      } finally {
-        r.dispose();
-      }
-      assert.deepEqual(counter, refCounter, "no extra model call");
-    });
-  }
+      test(`${def.kind}${under}: the neutral setting is the unguided sampler, with no extra call`, () => {
+        const parsed = parseStrategyConfig(def.example);
+        const { config, equals } = strategyDef(def.kind).neutral(parsed);
+        const reference =
+          equals === "conditional"
+            ? { kind: "none" }
+            : equals === "unconditional"
+              ? { kind: "unconditional" }
+              : (config as unknown as { base: unknown }).base;
+        const counter = zeroCounter();
+        const g = buildStrategy(config, tinyModels(counter)).bind(PROMPTS);
+        let neutral: Float32Array;
+        let clipDenoised: boolean | undefined;
+        try {
+          neutral = run(g, sampler).out;
+          clipDenoised = g.clipDenoised;
+        } finally {
+          g.dispose();
+        }
+        const refCounter = zeroCounter();
+        const r = buildStrategy(reference, tinyModels(refCounter)).bind(PROMPTS);
+        // The reference runs with the sampler options the neutral strategy asked for (cfg++ turns the clamp off).
+        const rr = clipDenoised === undefined ? r : { ...r, clipDenoised };
+        try {
+          assert.deepEqual(neutral, run(rr, sampler).out, `${def.kind} at its neutral setting = ${equals}`);
+        } finally {
+          r.dispose();
+        }
+        assert.deepEqual(counter, refCounter, "no extra model call");
+      });
+    }
 });
 
 // ---------------------------------------------------------------- formulas on small tensors
