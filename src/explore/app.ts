@@ -17,7 +17,13 @@ import {
   sampleGuided,
   seededXT,
 } from "../pipelines/sampling.ts";
-import { buildStrategy, parseStrategyConfig, STRATEGIES, strategyDef } from "../strategies/registry.ts";
+import {
+  buildStrategy,
+  checkStrategySampler,
+  parseStrategyConfig,
+  STRATEGIES,
+  strategyDef,
+} from "../strategies/registry.ts";
 import { wrapSampling } from "../strategies/shared.ts";
 import type { GuidanceModels } from "../strategies/strategy.ts";
 import { encodeWorld, epsFromV } from "../zoo/zoo-models.ts";
@@ -284,6 +290,8 @@ async function main(): Promise<void> {
       ...(modelInfo.weak ? { weak: asEps("weak") } : {}),
     };
     const strategy = buildStrategy(s.strategy, models, "strategy (the JSON box)");
+    // before any forward: a strategy defined for some samplers only (cfg++) names the pairing it refuses
+    checkStrategySampler(strategy.config, s.sampler, undefined, "sampler");
     const suitePrompts = s.suite ? cfg.suites[s.suite] : undefined;
     if (s.suite && !suitePrompts) throw new Error(`suite: unknown suite '${s.suite}'`);
     const prompts = Array.from({ length: s.n }, (_, i) =>

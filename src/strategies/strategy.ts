@@ -63,7 +63,7 @@ export interface GuidanceModels {
    * that model provides (clip + clipText, classifier, or cleanClip + cleanClipText). Throws naming the model.
    */
   guide?: (name: string) => Partial<GuidanceModels>;
-  /** The sampling process, for strategies that work in x0 space or on the update rule (apg, cfg++). */
+  /** The sampling process, for strategies that work in x0 space (apg, clean-clip). */
   diffusion?: GaussianDiffusion;
 }
 
@@ -86,7 +86,7 @@ export interface GuidedSampling {
   denoise: Denoiser;
   condFn?: CondFn;
   denoisedFn?: DenoisedFn;
-  /** Set when the strategy needs the sampler's own x0 clamp off (cfg++ clamps nothing: its x0 is a transfer). */
+  /** Set when the strategy needs the sampler's own x0 clamp off (cfg++: its references clamp neither D). */
   clipDenoised?: boolean;
   /** Network evaluations per sample that step `step` makes. */
   calls(step: StepInfo): ModelCalls;
