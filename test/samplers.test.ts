@@ -6,8 +6,10 @@ import {
   ddimStep,
   ddpmStep,
   type RecordedStep,
+  sample,
   sampleDdim,
   sampleDdpm,
+  sampleInterruptible,
   seededNoise,
 } from "../src/core/samplers.ts";
 import type { Denoiser, StepInfo } from "../src/core/types.ts";
@@ -71,6 +73,38 @@ describe("samplers", () => {
     assert.notDeepEqual(run(3), run(4));
     const a = seededNoise("x")(2, [1, 2, 2, 1]).dataSync();
     assert.deepEqual(a, seededNoise("x")(2, [1, 2, 2, 1]).dataSync());
+    xT.dispose();
+  });
+
+  test("sampleInterruptible: the same samples as sample; a throw between steps stops there, freeing the loop's tensors", async () => {
+    const xT = seededNoise(3)(0, SHAPE);
+    // ddpm (no state), dpmpp_2m (state carried across steps: freed too).
+    for (const sampler of ["ddpm", "dpmpp_2m"]) {
+      const table = sampler === "ddpm" ? d : createDiffusion({ schedule: "cosine", steps: 1000 });
+      const opts = { sampler, steps: 10, noise: seededNoise(4) };
+      const whole = sample(table, pointDenoiser(table), xT, opts);
+      const between = await sampleInterruptible(table, pointDenoiser(table), xT, opts, async () => {});
+      assert.deepEqual(between.sample.dataSync(), whole.sample.dataSync(), `${sampler}: same pixels`);
+      assert.equal(between.nfe, whole.nfe, `${sampler}: same NFE`);
+      tf.dispose([whole.sample, between.sample]);
+
+      const start = tf.memory().numTensors;
+      let calls = 0;
+      const counted: Denoiser = (x, step) => {
+        calls++;
+        return pointDenoiser(table)(x, step);
+      };
+      let steps = 0;
+      await assert.rejects(
+        sampleInterruptible(table, counted, xT, opts, async () => {
+          if (++steps === 3) throw new Error("stop");
+        }),
+        /stop/,
+      );
+      assert.equal(calls, 3, `${sampler}: stopped after the third step's model call`);
+      assert.equal(tf.memory().numTensors, start, `${sampler}: no tensor left behind`);
+    }
+    ok(!xT.isDisposed, "xT is the caller's");
     xT.dispose();
   });
 

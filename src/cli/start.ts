@@ -20,7 +20,7 @@ export async function start(out = join("reports", "start")): Promise<void> {
   if (missing.length === 0) {
     const { runSweepResumingOrSettingAside } = await import("../sweep/runner.ts");
     const r = await runSweepResumingOrSettingAside(QUICKSTART, join("reports", "quickstart"));
-    process.stdout.write(`\nreport: ${r.htmlPath}\n`);
+    if (!r.interrupted) process.stdout.write(`\nreport: ${r.htmlPath}\n`);
     return;
   }
   process.stdout.write(

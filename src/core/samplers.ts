@@ -15,7 +15,13 @@ export {
   knownRegionDenoisedFn,
   mergeKnown,
 } from "./samplers/known.ts";
-export { checkSchedule, type SampleOptions, type SampleResult, sample } from "./samplers/loop.ts";
+export {
+  checkSchedule,
+  type SampleOptions,
+  type SampleResult,
+  sample,
+  sampleInterruptible,
+} from "./samplers/loop.ts";
 export { seededNoise } from "./samplers/noise.ts";
 export {
   SAMPLER_NAMES,

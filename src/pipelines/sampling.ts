@@ -18,6 +18,7 @@ import {
   type SamplerName,
   type ScheduleName,
   sample,
+  sampleInterruptible,
   samplerDef,
   seededNoise,
 } from "../core/samplers.ts";
@@ -142,11 +143,12 @@ export function sampleGuided(
   xT: Tensor4D,
   opts: LoopOptions = {},
 ): LoopResult {
-  return sample(diffusion, binding.denoise, xT, {
-    ...hooksOf(binding),
-    calls: (step) => nfe(binding.calls(step)),
-    ...opts,
-  });
+  return sample(diffusion, binding.denoise, xT, guidedOptions(binding, opts));
+}
+
+/** The loop's options for a binding: its hooks, and its model calls counted per network evaluation. */
+function guidedOptions(binding: GuidedSampling, opts: LoopOptions): SampleOptions {
+  return { ...hooksOf(binding), calls: (step) => nfe(binding.calls(step)), ...opts };
 }
 
 /** Wall time and network evaluations of one batch. */
@@ -167,6 +169,8 @@ export interface BatchPlan<S> {
   noise(batch: readonly S[], from: number): NoiseSource;
   /** Awaited before each batch; may throw to abandon the run. */
   beforeBatch?(): void | Promise<void>;
+  /** Awaited after each sampling step (one model call); may throw to abandon the run mid-batch. */
+  betweenSteps?(): Promise<void>;
   onBatch?(done: number): void;
 }
 
@@ -191,7 +195,10 @@ export async function sampleBatches<S>(
     const t0 = performance.now();
     let calls: number;
     try {
-      const r = sampleGuided(diffusion, binding, xT, { ...opts, noise: plan.noise(batch, from) });
+      const loopOpts = guidedOptions(binding, { ...opts, noise: plan.noise(batch, from) });
+      const r = plan.betweenSteps
+        ? await sampleInterruptible(diffusion, binding.denoise, xT, loopOpts, plan.betweenSteps)
+        : sample(diffusion, binding.denoise, xT, loopOpts);
       calls = r.nfe;
       images.push(...(await readImages(r.sample)));
       r.sample.dispose();

@@ -49,8 +49,9 @@ export class Progress {
     this.stream.write(this.tty ? `\r\x1b[2K${line}` : `${line}\n`);
   }
 
-  done(fields: Record<string, string | number> = {}): void {
-    this.update(this.total, fields, true);
+  /** The last line: at `at` of the total (default all of it; less when stopped early). */
+  done(fields: Record<string, string | number> = {}, at = this.total): void {
+    this.update(at, fields, true);
     if (this.tty) this.stream.write("\n");
   }
 }

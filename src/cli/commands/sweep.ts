@@ -35,8 +35,9 @@ export const sweepCommand: Command = (y) =>
         backend: argv.backend,
         force: argv.force,
       });
-      process.stdout.write(`${r.htmlPath}\n`);
-      // The shell's convention for a process stopped by a signal: 128 + its number (SIGINT 2, SIGTERM 15).
+      // The shell's convention for a process stopped by a signal: 128 + its number (SIGINT 2, SIGTERM 15). The
+      // report is not rebuilt then, so there is no page to name.
       if (r.interrupted) process.exitCode = r.interrupted === "SIGINT" ? 130 : 143;
+      else process.stdout.write(`${r.htmlPath}\n`);
     },
   );

@@ -57,6 +57,45 @@ export function sample(
   xT: Tensor4D,
   opts: SampleOptions = {},
 ): SampleResult {
+  const run = sampleSteps(diffusion, denoise, xT, opts);
+  let r = run.next();
+  while (!r.done) r = run.next();
+  return r.value;
+}
+
+/**
+ * `sample`, awaiting `between()` after every step: a signal handler runs there, and `between` may throw to abandon
+ * the loop (its tensors are freed, xT is not). A step is one model call of the batch, so a sweep stops within a
+ * step of SIGTERM instead of at the end of its batch (tens of seconds at GLIDE's batch sizes on a CPU).
+ */
+export async function sampleInterruptible(
+  diffusion: GaussianDiffusion,
+  denoise: Denoiser,
+  xT: Tensor4D,
+  opts: SampleOptions,
+  between: () => Promise<void>,
+): Promise<SampleResult> {
+  const run = sampleSteps(diffusion, denoise, xT, opts);
+  try {
+    let r = run.next();
+    while (!r.done) {
+      await between();
+      r = run.next();
+    }
+    return r.value;
+  } finally {
+    // Runs the loop's own cleanup when `between` threw; a no-op once the loop has returned.
+    run.return(undefined as never);
+  }
+}
+
+/** The loop itself, one yield after each step (the drivers above decide what happens between steps). */
+function* sampleSteps(
+  diffusion: GaussianDiffusion,
+  denoise: Denoiser,
+  xT: Tensor4D,
+  opts: SampleOptions,
+): Generator<void, SampleResult, void> {
   const def = samplerDef(opts.sampler ?? "ddpm");
   const schedule = opts.schedule ?? "default";
   checkSchedule(def, schedule);
@@ -128,6 +167,7 @@ export function sample(
         if (!tensorsOf(state).has(x)) x.dispose();
         x = r;
       }
+      yield;
     }
     done = true;
   } finally {
