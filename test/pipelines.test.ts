@@ -88,34 +88,6 @@ describe("GLIDE pipelines on the golden small weights", { skip: skipGolden }, ()
     assert.equal(nfe, 4, "cfg: 2 evaluations per step over 2 steps");
   });
 
-  test("GLIDE's pipeline takes the σ-space samplers: the respacing's step count, NFE per evaluation", () => {
-    for (const [sampler, evals] of [
-      ["dpmpp_2m", 2],
-      ["heun", 3],
-    ] as const) {
-      let nfe = 0;
-      deterministicNoLeak(`cfg text2im ${sampler}`, () => {
-        const r = glideText2Im({
-          base: glide,
-          text,
-          prompts: prompts.slice(0, 1),
-          strategy: { kind: "cfg", scale: 3 },
-          respacing: "2",
-          sampler,
-          schedule: "karras",
-          seed: 7,
-        });
-        nfe = r.nfe.base;
-        return [r.base];
-      });
-      assert.equal(nfe, 2 * evals, `${sampler}: ${evals} evaluations of 2 rows over 2 steps`);
-    }
-    assert.throws(
-      () => glideText2Im({ base: glide, text, prompts: ["a"], strategy: { kind: "cfg++" }, respacing: "2" }),
-      /base sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\), euler, euler_ancestral, dpmpp_2m only, not ddpm/,
-    );
-  });
-
   test("CLIP-guided GLIDE (noised CLIP, clip strategy): 2 steps, batch 1", () => {
     const clip = goldenClip(ctx);
     try {
@@ -223,6 +195,36 @@ describe("GLIDE pipelines on tiny random upsampler / inpainting configs", () => 
     assert.ok(
       u!.every((v) => v >= -1 - 1e-6 && v <= 1 + 1e-6),
       "samples stay in [-1, 1] at the end",
+    );
+  });
+
+  // Plumbing that the weights do not change (the sampler's table, step count and evaluations per step, determinism,
+  // no leak): on the tiny model, where the golden GLIDE small took 26 s of the suite for the same checks.
+  test("GLIDE's pipeline takes the σ-space samplers: the respacing's step count, NFE per evaluation", () => {
+    for (const [sampler, evals] of [
+      ["dpmpp_2m", 2],
+      ["heun", 3],
+    ] as const) {
+      let nfe = 0;
+      deterministicNoLeak(`cfg text2im ${sampler}`, () => {
+        const r = glideText2Im({
+          base,
+          text,
+          prompts: prompts.slice(0, 1),
+          strategy: { kind: "cfg", scale: 3 },
+          respacing: "2",
+          sampler,
+          schedule: "karras",
+          seed: 7,
+        });
+        nfe = r.nfe.base;
+        return [r.base];
+      });
+      assert.equal(nfe, 2 * evals, `${sampler}: ${evals} evaluations of 2 rows over 2 steps`);
+    }
+    assert.throws(
+      () => glideText2Im({ base, text, prompts: ["a"], strategy: { kind: "cfg++" }, respacing: "2" }),
+      /base sampler: strategy 'cfg\+\+' is defined for ddim \(eta 0\), euler, euler_ancestral, dpmpp_2m only, not ddpm/,
     );
   });
 

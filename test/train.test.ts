@@ -31,6 +31,25 @@ ${extra}`,
   return path;
 }
 
+/**
+ * The two 6-step TensorFlow.js runs of one recipe that several tests read (on 2 workers and on 1), each trained
+ * once, by whichever test needs it first: the worker-count check compares them, the ONNX Runtime run follows the
+ * first.
+ */
+const shared = (() => {
+  let r: string | undefined;
+  const once = (workers: number) => {
+    let run: Promise<string> | undefined;
+    return () => {
+      r ??= recipe(6);
+      const out = join(dir, `tfjs-${workers}-workers`);
+      run ??= train(r, { out, workers, backend: "wasm", runtime: "tfjs" }).then(() => out);
+      return run;
+    };
+  };
+  return { twoWorkers: once(2), oneWorker: once(1), recipe: () => (r ??= recipe(6)) };
+})();
+
 const losses = (out: string) =>
   readFileSync(join(out, "loss.csv"), "utf8")
     .trim()
@@ -78,15 +97,14 @@ describe("recipes", () => {
 
 describe("trainer on TensorFlow.js workers", () => {
   it("lowers the loss, and a resumed run reproduces an uninterrupted one", { timeout: 240_000 }, async () => {
-    const straight = join(dir, "straight");
-    await train(recipe(6), { out: straight, workers: 2, backend: "wasm", runtime: "tfjs" });
+    const straight = await shared.twoWorkers();
     const l = losses(straight);
     assert.equal(l.length, 6);
     assert.ok(l.every(Number.isFinite));
 
     // Interrupted after 2 steps (as a kill after a checkpoint would leave it), then resumed.
     const split = join(dir, "split");
-    const r = recipe(6);
+    const r = shared.recipe();
     await train(r, { out: split, workers: 2, backend: "wasm", runtime: "tfjs", maxSteps: 2 });
     await assert.rejects(train(r, { out: split, workers: 2, backend: "wasm", runtime: "tfjs" }), /--resume/);
     await train(r, { out: split, workers: 2, backend: "wasm", runtime: "tfjs", resume: true });
@@ -110,12 +128,8 @@ describe("trainer on TensorFlow.js workers", () => {
   });
 
   it("gives the same losses whatever the number of workers", { timeout: 240_000 }, async () => {
-    const one = join(dir, "one");
-    const two = join(dir, "two");
-    const r = recipe(2);
-    await train(r, { out: one, workers: 1, backend: "wasm", runtime: "tfjs" });
-    await train(r, { out: two, workers: 2, backend: "wasm", runtime: "tfjs" });
-    const [a, b] = [losses(one), losses(two)];
+    const [a, b] = [losses(await shared.oneWorker()), losses(await shared.twoWorkers())];
+    assert.equal(a.length, 6);
     for (const [i, v] of a.entries()) {
       assert.ok(Math.abs(v - b[i]!) < 1e-4 * Math.max(1, Math.abs(v)), `step ${i + 1}: ${v} vs ${b[i]}`);
     }
@@ -135,9 +149,9 @@ describe("trainer on ONNX Runtime", { skip: onnxWhy && `onnxruntime-node cannot 
   it("follows the TensorFlow.js run, and a resumed run reproduces an uninterrupted one", {
     timeout: 240_000,
   }, async () => {
+    // The shared recipe with a snapshot, which changes what is written, not what is trained.
     const r = recipe(6, "snapshots: [3]\n");
-    const tfjs = join(dir, "ref-tfjs");
-    await train(r, { out: tfjs, workers: 1, backend: "wasm", runtime: "tfjs" });
+    const tfjs = await shared.oneWorker();
     const straight = join(dir, "onnx-straight");
     await train(r, { out: straight, workers: 2, backend: "wasm", runtime: "onnx" });
     const [a, b] = [losses(tfjs), losses(straight)];

@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { before, describe, test } from "node:test";
+import { after, before, describe, test } from "node:test";
 import { initEngine, type Tensor1D, type Tensor4D, tf } from "../src/core/engine.ts";
 import { seededNoise } from "../src/core/samplers.ts";
 import { labelForPrompt, NUM_CLASSES } from "../src/data/world.ts";
@@ -24,11 +24,15 @@ const STEPS = 25;
 
 describe("trained zoo: gradient guidance raises its objective over unguided sampling (same seeds)", () => {
   let zoo: Zoo;
+  // The unguided samples every test compares with: the same seeds, so sampled once (the tests only read them).
+  let plain: Tensor4D | undefined;
   before(async () => {
     if (missing.length) return;
     await initEngine("wasm", { quiet: true });
     zoo = loadZoo();
+    plain = final({ kind: "unconditional" });
   });
+  after(() => plain?.dispose());
 
   function final(raw: unknown): Tensor4D {
     const diffusion = zoo.diffusion(String(STEPS));
@@ -59,10 +63,9 @@ describe("trained zoo: gradient guidance raises its objective over unguided samp
     const before = tf.memory().numTensors;
     // From the unconditional model, so the classifier has the whole prompt to supply: on the conditional model the
     // trained denoiser is already right ~90% of the time and leaves the guide little to raise.
-    const plain = final({ kind: "unconditional" });
     const guided = final({ kind: "classifier", scale: 4, base: { kind: "unconditional" } });
-    const [a, b] = [logP(plain), logP(guided)];
-    tf.dispose([plain, guided]);
+    const [a, b] = [logP(plain!), logP(guided)];
+    guided.dispose();
     tc.diagnostic(`log p(y|x0): unconditional ${a.toFixed(3)}, classifier-guided (s = 4) ${b.toFixed(3)}`);
     assert.ok(b > a, `guided ${b} should exceed unguided ${a}`);
     assert.equal(tf.memory().numTensors, before, "no tensor leak");
@@ -76,10 +79,9 @@ describe("trained zoo: gradient guidance raises its objective over unguided samp
         const zi = clip.embedImage(x, tf.zeros([x.shape[0]], "int32") as Tensor1D);
         return tf.sum(tf.mul(zi, zoo.models.clipText!(PROMPTS))).dataSync()[0]! / PROMPTS.length;
       });
-    const plain = final({ kind: "unconditional" });
     const guided = final({ kind: "clip", scale: 10, base: { kind: "unconditional" } });
-    const [a, b] = [sim(plain), sim(guided)];
-    tf.dispose([plain, guided]);
+    const [a, b] = [sim(plain!), sim(guided)];
+    guided.dispose();
     tc.diagnostic(
       `cos(z_image, z_text): unconditional ${a.toFixed(4)}, CLIP-guided (s = 10) ${b.toFixed(4)}`,
     );
@@ -97,9 +99,7 @@ describe("trained zoo: gradient guidance raises its objective over unguided samp
         return tf.sum(tf.mul(zi, zoo.models.cleanClipText!(PROMPTS))).dataSync()[0]! / PROMPTS.length;
       });
     const before = tf.memory().numTensors;
-    const plain = final({ kind: "unconditional" });
-    const a = sim(plain);
-    plain.dispose();
+    const a = sim(plain!);
     for (const backprop of [true, false]) {
       const guided = final({ kind: "clean-clip", scale: 100, backprop, base: { kind: "unconditional" } });
       const b = sim(guided);
