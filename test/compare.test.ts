@@ -119,6 +119,15 @@ describe("compare", () => {
         if (l.best) assert.ok(l.delta! >= 0, "best minus runner-up is ≥ 0");
       }
     }
+    // Each other strategy against cfg at the same steps, over the range those two share.
+    assert.ok(r.againstReference.length > 0, "pairs against cfg");
+    for (const f of r.againstReference) {
+      const names = f.levels[0]!.values.map((v) => v.name);
+      assert.equal(names.length, 2);
+      assert.match(names[0]!, /^cfg( · |$)/, "cfg first");
+      assert.equal(names[0]!.split(" · ")[1], names[1]!.split(" · ")[1], "same steps and sampler");
+    }
+    assert.match(formatCompare(r), /Each strategy against cfg alone/);
   });
 });
 

@@ -50,6 +50,8 @@ const FIDELITY = ["accuracy", "clip_score", "precision"] as const;
 /** Diversity axes and fidelity axes of the matched-diversity frontiers. */
 export const FRONTIER_X = ["recall", "diversity_clip"] as const;
 export const FRONTIER_Y = ["accuracy", "clip_score", "precision"] as const;
+/** The curve every other strategy is compared with at matched diversity: plain classifier-free guidance. */
+const REFERENCE_CURVE = "cfg";
 
 export { isNeutral } from "./neutral.ts";
 
@@ -88,6 +90,12 @@ export interface CompareRow {
 export interface CompareResult {
   rows: CompareRow[];
   frontiers: FrontierComparison[];
+  /**
+   * Each other strategy against classifier-free guidance alone, over the diversity range the two share (runs with
+   * more than two curves, one of them plain `cfg`): "does X beat tuned CFG at matched diversity" ("Guidance
+   * Matters", ICLR 2026), which the all-curves frontier cannot say once some curve leaves the common range.
+   */
+  againstReference: FrontierComparison[];
   stats: RunIntervals;
   /** Curves' names and cells, for the page's frontier chart. */
   curves: { name: string; cells: string[] }[];
@@ -251,6 +259,7 @@ export function compareRun(
 
   const curves = frontierCurves(run, stats);
   const frontiers: FrontierComparison[] = [];
+  const againstReference: FrontierComparison[] = [];
   for (const x of FRONTIER_X) {
     for (const y of FRONTIER_Y) {
       const fc: FrontierCurve[] = [];
@@ -265,14 +274,26 @@ export function compareRun(
           yReps: cs.map((s) => s.reps[y]!),
         });
       }
-      const f = compareFrontiers(fc, x, y, describeMetricKey(y)?.better === "lower" ? "lower" : "higher");
+      const better = describeMetricKey(y)?.better === "lower" ? "lower" : "higher";
+      const f = compareFrontiers(fc, x, y, better);
       if (f) frontiers.push(f);
+      if (fc.length > 2) {
+        for (const c of fc) {
+          // Curve names end in " · <steps/sampler>" when those vary: compare with cfg at the same setting.
+          const at = c.name.indexOf(" · ");
+          const reference = fc.find((r) => r.name === REFERENCE_CURVE + (at < 0 ? "" : c.name.slice(at)));
+          if (!reference || reference === c) continue;
+          const pair = compareFrontiers([reference, c], x, y, better);
+          if (pair) againstReference.push(pair);
+        }
+      }
     }
   }
   const guides = guideGains(run, stats);
   return {
     rows,
     frontiers,
+    againstReference,
     stats,
     curves: curves.map((c) => ({ name: c.name, cells: c.records.map((r) => r.cellId) })),
     ...(guides ? { guides } : {}),
@@ -365,6 +386,10 @@ export function formatCompare(r: CompareResult): string {
     );
   }
   for (const fr of r.frontiers) lines.push(`\n${frontierSentence(fr, samplesPerCell(r.stats))}`);
+  if (r.againstReference.length > 0) {
+    lines.push(`\nEach strategy against ${REFERENCE_CURVE} alone, over the range the two share:`);
+    for (const fr of r.againstReference) lines.push(`  ${frontierSentence(fr, samplesPerCell(r.stats))}`);
+  }
   if (r.guides) lines.push(`\n${formatGuideGains(r.guides).trimEnd()}`);
   return `${lines.join("\n")}\n`;
 }
