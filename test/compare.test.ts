@@ -11,6 +11,7 @@ import {
   compareRun,
   compareRunFolder,
   formatCompare,
+  frontierCurves,
   isNeutral,
   parsePairs,
   parseTargets,
@@ -128,6 +129,40 @@ describe("compare", () => {
       assert.equal(names[0]!.split(" · ")[1], names[1]!.split(" · ")[1], "same steps and sampler");
     }
     assert.match(formatCompare(r), /Each strategy against cfg alone/);
+  });
+});
+
+describe("frontier curves", () => {
+  const rec = (strategy: string, scale: number, strategyParams: Record<string, unknown> = {}) => ({
+    cellId: `${strategy}-${scale}-${JSON.stringify(strategyParams)}`,
+    strategy,
+    scale,
+    strategyParams: { kind: strategy, scale, ...strategyParams },
+    steps: 25,
+    sampler: "ddpm",
+    metrics: {},
+    nfe: 1,
+    secondsPerImage: 1,
+  });
+  const curvesOf = (records: ReturnType<typeof rec>[]) =>
+    frontierCurves(
+      { cells: records.map((record) => ({ record })) } as unknown as Parameters<typeof frontierCurves>[0],
+      { byId: new Map(records.map((r) => [r.cellId, {}])) } as unknown as Parameters<
+        typeof frontierCurves
+      >[1],
+    ).map((c) => ({ name: c.name, cells: c.records.map((r) => r.cellId) }));
+
+  it("run along perturbScale for perturbed guides at a fixed scale, along scale otherwise", () => {
+    const pag = [3, 0, 1].map((w) => rec("pag", 1, { perturbScale: w, layers: ["m"] }));
+    const cfg = [2, 1].map((s) => rec("cfg", s));
+    const curves = curvesOf([...pag, ...cfg]);
+    assert.deepEqual(curves, [
+      { name: "cfg", cells: [cfg[1]!.cellId, cfg[0]!.cellId] },
+      { name: "pag along perturbScale at s = 1", cells: [pag[1]!.cellId, pag[2]!.cellId, pag[0]!.cellId] },
+    ]);
+    // A perturbed guide swept in scale at one perturbScale keeps its curve along scale.
+    const slg = [1, 3].map((s) => rec("slg", s, { perturbScale: 2.8 }));
+    assert.deepEqual(curvesOf(slg), [{ name: "slg", cells: [slg[0]!.cellId, slg[1]!.cellId] }]);
   });
 });
 

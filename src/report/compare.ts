@@ -168,27 +168,59 @@ export function parseTargets(specs: readonly string[]): Record<string, number> {
   return out;
 }
 
-/** Frontier curves: one per strategy variant × steps × sampler, cells in scale order. */
-function frontierCurves(run: RunData, stats: RunIntervals): { name: string; records: CellRecord[] }[] {
+/**
+ * Frontier curves: one per strategy variant × steps × sampler, cells in order of guidance strength. The strength is
+ * `scale`, except for the perturbed-model guides (PAG, SEG, SLG: `perturbScale`), whose curve runs along their
+ * perturbation weight at a fixed scale wherever the run varies it; otherwise they fall back to `scale`.
+ */
+export function frontierCurves(run: RunData, stats: RunIntervals): { name: string; records: CellRecord[] }[] {
+  const records = run.cells.map((c) => c.record).filter((r) => stats.byId.has(r.cellId));
+  const perturbGroups = new Map<string, CellRecord[]>();
+  for (const r of records) {
+    const k = perturbCurveKey(r);
+    if (k !== undefined) perturbGroups.set(k, [...(perturbGroups.get(k) ?? []), r]);
+  }
+  const alongPerturb = [...perturbGroups.values()].filter(
+    (rs) => new Set(rs.map((r) => r.strategyParams.perturbScale)).size >= 2,
+  );
+  const taken = new Set(alongPerturb.flat());
   const groups = new Map<string, CellRecord[]>();
-  for (const c of run.cells) {
-    if (!stats.byId.has(c.record.cellId)) continue;
-    const k = variantKey(c.record);
-    groups.set(k, [...(groups.get(k) ?? []), c.record]);
+  for (const r of records) {
+    if (taken.has(r)) continue;
+    const k = variantKey(r);
+    groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   const multi = (f: (r: CellRecord) => unknown) => new Set(run.cells.map((c) => f(c.record))).size > 1;
   const steps = multi((r) => r.steps);
   const sampler = multi((r) => r.sampler);
-  const variant = variantLabels(run.cells.map((c) => c.record));
-  return [...groups.values()]
-    .filter((rs) => rs.length >= 2)
-    .map((rs) => {
-      const r = rs[0]!;
-      const name = [variant.get(r)!, steps ? `${r.steps} steps` : "", sampler ? r.sampler : ""]
-        .filter(Boolean)
-        .join(" · ");
-      return { name, records: [...rs].sort((p, q) => p.scale - q.scale) };
-    });
+  // Labels name what varies between curves, so the perturbation weight (the axis of a perturbed curve) is left out.
+  const stripped = new Map(records.map((r) => [r, taken.has(r) ? withoutPerturbScale(r) : r]));
+  const labels = variantLabels([...stripped.values()]);
+  const name = (r: CellRecord, suffix = "") =>
+    [labels.get(stripped.get(r)!)! + suffix, steps ? `${r.steps} steps` : "", sampler ? r.sampler : ""]
+      .filter(Boolean)
+      .join(" · ");
+  const strength = (r: CellRecord) => Number(r.strategyParams.perturbScale);
+  return [
+    ...[...groups.values()]
+      .filter((rs) => rs.length >= 2)
+      .map((rs) => ({ name: name(rs[0]!), records: [...rs].sort((p, q) => p.scale - q.scale) })),
+    ...alongPerturb.map((rs) => ({
+      name: name(rs[0]!, ` along perturbScale at s = ${rs[0]!.scale}`),
+      records: [...rs].sort((p, q) => strength(p) - strength(q)),
+    })),
+  ];
+}
+
+/** Cells of one perturbed guide that differ only in `perturbScale` share this key; undefined for other strategies. */
+function perturbCurveKey(r: CellRecord): string | undefined {
+  if (typeof r.strategyParams.perturbScale !== "number") return undefined;
+  return `${r.strategy}|${paramsKey(withoutPerturbScale(r))}|${r.scale}|${r.steps}|${r.sampler}`;
+}
+
+function withoutPerturbScale(r: CellRecord): CellRecord {
+  const { perturbScale: _p, ...rest } = r.strategyParams as Record<string, unknown>;
+  return { ...r, strategyParams: rest };
 }
 
 export function compareRun(
