@@ -22,6 +22,7 @@ import { readCellObservations } from "../src/report/observations.ts";
 import { readRun } from "../src/report/run-folder.ts";
 import { writeSyntheticRun } from "../src/report/synthetic.ts";
 import { compareFrontiers, interpolateAt } from "../src/stats/frontier.ts";
+import { parseStrategyConfig, STRATEGIES } from "../src/strategies/registry.ts";
 
 describe("compare", () => {
   const dir = mkdtempSync(join(tmpdir(), "gl-compare-"));
@@ -163,6 +164,22 @@ describe("frontier curves", () => {
     // A perturbed guide swept in scale at one perturbScale keeps its curve along scale.
     const slg = [1, 3].map((s) => rec("slg", s, { perturbScale: 2.8 }));
     assert.deepEqual(curvesOf(slg), [{ name: "slg", cells: [slg[0]!.cellId, slg[1]!.cellId] }]);
+  });
+
+  it("take each strategy's strength axis from its registry entry (a new perturbed guide needs no report change)", () => {
+    const withAxis = STRATEGIES.filter((d) => d.strengthAxis !== undefined);
+    assert.ok(withAxis.length >= 3, "pag, seg and slg declare their axis");
+    for (const def of withAxis) {
+      const axis = def.strengthAxis!;
+      const { kind: _k, scale, ...params } = parseStrategyConfig(def.example) as Record<string, unknown>;
+      const cells = [2, 0.5].map((v) => rec(def.kind, Number(scale), { ...params, [axis]: v }));
+      assert.deepEqual(curvesOf(cells), [
+        { name: `${def.kind} along ${axis} at s = ${scale}`, cells: [cells[1]!.cellId, cells[0]!.cellId] },
+      ]);
+    }
+    // A kind that names no axis stays along scale even when its params carry a numeric perturbScale.
+    const cfg = [1, 0].map((w) => rec("cfg", 2, { perturbScale: w }));
+    assert.deepEqual(curvesOf(cfg), []);
   });
 });
 

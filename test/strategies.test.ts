@@ -219,6 +219,22 @@ after(() => {
 });
 
 describe("contract: every registry entry", () => {
+  test("a strength axis is a numeric key of the config; every perturbed-model guide declares perturbScale", () => {
+    for (const def of STRATEGIES) {
+      const parsed = parseStrategyConfig(def.example) as Record<string, unknown>;
+      if (def.strengthAxis !== undefined)
+        assert.equal(
+          typeof parsed[def.strengthAxis],
+          "number",
+          `${def.kind}: ${def.strengthAxis} is a number`,
+        );
+      // Frontier curves run along the declared axis (report/compare.ts reads it from here), so a guide with a
+      // perturbation weight that forgot perturbedDefParts would silently be drawn along scale.
+      if (typeof parsed.perturbScale === "number")
+        assert.equal(def.strengthAxis, "perturbScale", `${def.kind} declares its strength axis`);
+    }
+  });
+
   for (const def of STRATEGIES)
     for (const sampler of samplersFor(def)) {
       const under = sampler === "ddpm" ? "" : ` (${sampler})`;

@@ -18,6 +18,7 @@ import {
 } from "../stats/frontier.ts";
 import { newcombePairedInterval, pairedTable } from "../stats/paired-proportion.ts";
 import { intervalMethod, NO_INTERVAL } from "../stats/run-stats.ts";
+import { knownStrategyDef } from "../strategies/registry.ts";
 import { neutraliseCsvCell } from "./csv.ts";
 import {
   formatGuideGains,
@@ -170,56 +171,61 @@ export function parseTargets(specs: readonly string[]): Record<string, number> {
 
 /**
  * Frontier curves: one per strategy variant × steps × sampler, cells in order of guidance strength. The strength is
- * `scale`, except for the perturbed-model guides (PAG, SEG, SLG: `perturbScale`), whose curve runs along their
- * perturbation weight at a fixed scale wherever the run varies it; otherwise they fall back to `scale`.
+ * `scale`, except for strategies whose registry entry names their own strength axis (`StrategyDef.strengthAxis`),
+ * whose curve runs along that key at a fixed scale wherever the run varies it; otherwise they fall back to `scale`.
  */
 export function frontierCurves(run: RunData, stats: RunIntervals): { name: string; records: CellRecord[] }[] {
   const records = run.cells.map((c) => c.record).filter((r) => stats.byId.has(r.cellId));
-  const perturbGroups = new Map<string, CellRecord[]>();
+  const axisGroups = new Map<string, { axis: string; records: CellRecord[] }>();
   for (const r of records) {
-    const k = perturbCurveKey(r);
-    if (k !== undefined) perturbGroups.set(k, [...(perturbGroups.get(k) ?? []), r]);
+    const axis = strengthAxis(r);
+    if (axis === undefined) continue;
+    const k = `${r.strategy}|${paramsKey(withoutKey(r, axis))}|${r.scale}|${r.steps}|${r.sampler}`;
+    const g = axisGroups.get(k) ?? { axis, records: [] };
+    axisGroups.set(k, { axis, records: [...g.records, r] });
   }
-  const alongPerturb = [...perturbGroups.values()].filter(
-    (rs) => new Set(rs.map((r) => r.strategyParams.perturbScale)).size >= 2,
+  const alongAxis = [...axisGroups.values()].filter(
+    (g) => new Set(g.records.map((r) => r.strategyParams[g.axis])).size >= 2,
   );
-  const taken = new Set(alongPerturb.flat());
+  const axisOf = new Map(alongAxis.flatMap((g) => g.records.map((r) => [r, g.axis] as const)));
   const groups = new Map<string, CellRecord[]>();
   for (const r of records) {
-    if (taken.has(r)) continue;
+    if (axisOf.has(r)) continue;
     const k = variantKey(r);
     groups.set(k, [...(groups.get(k) ?? []), r]);
   }
   const multi = (f: (r: CellRecord) => unknown) => new Set(run.cells.map((c) => f(c.record))).size > 1;
   const steps = multi((r) => r.steps);
   const sampler = multi((r) => r.sampler);
-  // Labels name what varies between curves, so the perturbation weight (the axis of a perturbed curve) is left out.
-  const stripped = new Map(records.map((r) => [r, taken.has(r) ? withoutPerturbScale(r) : r]));
+  // Labels name what varies between curves, so a curve's own axis is left out of its label.
+  const stripped = new Map(records.map((r) => [r, axisOf.has(r) ? withoutKey(r, axisOf.get(r)!) : r]));
   const labels = variantLabels([...stripped.values()]);
   const name = (r: CellRecord, suffix = "") =>
     [labels.get(stripped.get(r)!)! + suffix, steps ? `${r.steps} steps` : "", sampler ? r.sampler : ""]
       .filter(Boolean)
       .join(" · ");
-  const strength = (r: CellRecord) => Number(r.strategyParams.perturbScale);
   return [
     ...[...groups.values()]
       .filter((rs) => rs.length >= 2)
       .map((rs) => ({ name: name(rs[0]!), records: [...rs].sort((p, q) => p.scale - q.scale) })),
-    ...alongPerturb.map((rs) => ({
-      name: name(rs[0]!, ` along perturbScale at s = ${rs[0]!.scale}`),
-      records: [...rs].sort((p, q) => strength(p) - strength(q)),
-    })),
+    ...alongAxis.map(({ axis, records: rs }) => {
+      const strength = (r: CellRecord) => Number(r.strategyParams[axis]);
+      return {
+        name: name(rs[0]!, ` along ${axis} at s = ${rs[0]!.scale}`),
+        records: [...rs].sort((p, q) => strength(p) - strength(q)),
+      };
+    }),
   ];
 }
 
-/** Cells of one perturbed guide that differ only in `perturbScale` share this key; undefined for other strategies. */
-function perturbCurveKey(r: CellRecord): string | undefined {
-  if (typeof r.strategyParams.perturbScale !== "number") return undefined;
-  return `${r.strategy}|${paramsKey(withoutPerturbScale(r))}|${r.scale}|${r.steps}|${r.sampler}`;
+/** The cell's strength axis from its strategy's registry entry, when the cell sets it to a number. */
+function strengthAxis(r: CellRecord): string | undefined {
+  const axis = knownStrategyDef(r.strategy)?.strengthAxis;
+  return axis !== undefined && typeof r.strategyParams[axis] === "number" ? axis : undefined;
 }
 
-function withoutPerturbScale(r: CellRecord): CellRecord {
-  const { perturbScale: _p, ...rest } = r.strategyParams as Record<string, unknown>;
+function withoutKey(r: CellRecord, key: string): CellRecord {
+  const { [key]: _dropped, ...rest } = r.strategyParams as Record<string, unknown>;
   return { ...r, strategyParams: rest };
 }
 

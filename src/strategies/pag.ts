@@ -8,7 +8,7 @@
 // (diffusers' PAG default is SD's "mid" block). s = 1 and w = 0 is the conditional model (one call); variance
 // from the conditional prediction.
 import { z } from "zod";
-import { buildPerturbedGuidance, checkWindow, perturbedFields } from "./shared.ts";
+import { buildPerturbedGuidance, checkWindow, perturbedDefParts, perturbedFields } from "./shared.ts";
 import type { StrategyDef } from "./strategy.ts";
 
 export const pagSchema = z
@@ -26,8 +26,7 @@ export const pagStrategy: StrategyDef<PagConfig> = {
   citation: "Ahn et al. 2024 (Self-Rectifying Diffusion Sampling with Perturbed-Attention Guidance)",
   example: { kind: "pag", scale: 1, perturbScale: 3 },
   schema: () => pagSchema,
-  requires: (c) => (c.perturbScale === 0 ? ["model", "encode"] : ["model", "encode", "perturbed"]),
+  ...perturbedDefParts(),
   build: (config, models) =>
     buildPerturbedGuidance(config, models, { op: "identity-attention", layers: config.layers }),
-  neutral: (config) => ({ config: { ...config, scale: 1, perturbScale: 0 }, equals: "conditional" }),
 };

@@ -68,6 +68,9 @@ export function strategyDef(kind: string): StrategyDef {
   return def;
 }
 
+/** The registry entry of `kind`, or undefined for a kind this version does not know (an older run's cells). */
+export const knownStrategyDef = (kind: string): StrategyDef | undefined => byKind.get(kind);
+
 /** Validates any strategy config; used for nested `base` configs so that their issues carry their path. */
 export const strategyConfigSchema: z.ZodType<{ kind: string }> = z.lazy(() =>
   z.discriminatedUnion(

@@ -8,7 +8,7 @@
 // s = 1 and w = 0 is the conditional model (one call); variance from the conditional prediction.
 import { z } from "zod";
 import { SEG_INFINITE_SIGMA } from "../nets/perturb.ts";
-import { buildPerturbedGuidance, checkWindow, perturbedFields } from "./shared.ts";
+import { buildPerturbedGuidance, checkWindow, perturbedDefParts, perturbedFields } from "./shared.ts";
 import type { StrategyDef } from "./strategy.ts";
 
 export const segSchema = z
@@ -28,12 +28,11 @@ export const segStrategy: StrategyDef<SegConfig> = {
   citation: "Hong 2024 (Smoothed Energy Guidance)",
   example: { kind: "seg", scale: 1, perturbScale: 3, sigma: 2 },
   schema: () => segSchema,
-  requires: (c) => (c.perturbScale === 0 ? ["model", "encode"] : ["model", "encode", "perturbed"]),
+  ...perturbedDefParts(),
   build: (config, models) =>
     buildPerturbedGuidance(config, models, {
       op: "smoothed-queries",
       layers: config.layers,
       sigma: config.sigma,
     }),
-  neutral: (config) => ({ config: { ...config, scale: 1, perturbScale: 0 }, equals: "conditional" }),
 };

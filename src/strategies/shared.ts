@@ -20,6 +20,7 @@ import type {
   ModelCalls,
   ModelFn,
   Strategy,
+  StrategyDef,
 } from "./strategy.ts";
 
 // ---------------------------------------------------------------- config pieces
@@ -412,6 +413,21 @@ export const perturbedFields = (o: { scale: number; perturbScale: number; layers
   layers: z.array(z.string().min(1)).min(1).default(o.layers),
   ...windowFields,
 });
+
+/**
+ * The registry entry's parts every perturbed-model guide shares: its strength axis is w (`perturbScale`) at a fixed
+ * s, it needs the perturbed network only when w ≠ 0, and s = 1, w = 0 is the conditional model.
+ */
+export function perturbedDefParts<C extends PerturbedGuidanceConfig>(): Pick<
+  StrategyDef<C>,
+  "strengthAxis" | "requires" | "neutral"
+> {
+  return {
+    strengthAxis: "perturbScale",
+    requires: (c) => (c.perturbScale === 0 ? ["model", "encode"] : ["model", "encode", "perturbed"]),
+    neutral: (config) => ({ config: { ...config, scale: 1, perturbScale: 0 }, equals: "conditional" }),
+  };
+}
 
 /** u + s·(c − u) + w·(c − c_p), dropping the terms whose branch is absent (u: s = 1; c_p: w = 0). */
 export function perturbedCombine(

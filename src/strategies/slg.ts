@@ -6,7 +6,7 @@
 // its input's shape: attention blocks and ResBlocks without resampling or channel change (nets/perturb.ts).
 // Default: the middle block's attention. s = 1 and w = 0 is the conditional model (one call); variance from c.
 import { z } from "zod";
-import { buildPerturbedGuidance, checkWindow, perturbedFields } from "./shared.ts";
+import { buildPerturbedGuidance, checkWindow, perturbedDefParts, perturbedFields } from "./shared.ts";
 import type { StrategyDef } from "./strategy.ts";
 
 export const slgSchema = z
@@ -24,7 +24,6 @@ export const slgStrategy: StrategyDef<SlgConfig> = {
   citation: "SD 3.5 skip-layer guidance; Hyung et al. 2024 (STG)",
   example: { kind: "slg", scale: 3, perturbScale: 2.8 },
   schema: () => slgSchema,
-  requires: (c) => (c.perturbScale === 0 ? ["model", "encode"] : ["model", "encode", "perturbed"]),
+  ...perturbedDefParts(),
   build: (config, models) => buildPerturbedGuidance(config, models, { op: "skip", layers: config.layers }),
-  neutral: (config) => ({ config: { ...config, scale: 1, perturbScale: 0 }, equals: "conditional" }),
 };

@@ -141,6 +141,12 @@ export interface StrategyDef<C extends { kind: string } = { kind: string }> {
   /** The config at the neutral setting (guidance off) and what it must then reproduce exactly. */
   neutral(config: C): { config: C; equals: NeutralReference };
   /**
+   * The numeric config key that is this strategy's own guidance strength at a fixed `scale` (the perturbed-model
+   * guides: `perturbScale`); reports draw its frontier curve along this key wherever a run varies it. Absent: the
+   * strength is `scale` alone.
+   */
+  readonly strengthAxis?: string;
+  /**
    * The samplers (registry names, with η where it matters) the strategy is defined for; absent: any sampler. A run
    * pairing it with another is refused before sampling.
    */
