@@ -219,6 +219,56 @@ after(() => {
 });
 
 describe("contract: every registry entry", () => {
+  test("a wrapper over a renoising base (cfg++) hands the sampler its renoise, or refuses it when parsed", () => {
+    const renoising = STRATEGIES.filter((d) => d.renoises).map((d) => d.example);
+    assert.ok(renoising.length > 0, "cfg++ declares its renoising prediction");
+    for (const def of STRATEGIES) {
+      if (!("base" in parseStrategyConfig(def.example))) continue;
+      for (const base of renoising) {
+        const raw = { ...def.example, base };
+        if (def.refusesRenoisingBase) {
+          assert.throws(
+            () => parseStrategyConfig(raw, "cfg.yaml"),
+            new RegExp(
+              `^Error: cfg.yaml '${def.kind}': base: '${def.kind}' .*'${base.kind.replace(/\+/g, "\\+")}'`,
+            ),
+          );
+          continue;
+        }
+        const g = buildStrategy(raw, tinyModels()).bind(PROMPTS);
+        let steps = 0;
+        let renoised = 0;
+        const spy: GuidedSampling = {
+          ...g,
+          denoise: (x, step) => {
+            const p = g.denoise(x, step);
+            steps++;
+            if (p.renoise) renoised++;
+            return p;
+          },
+        };
+        try {
+          run(spy, "ddim");
+        } finally {
+          g.dispose();
+        }
+        assert.ok(steps > 0);
+        assert.equal(
+          renoised,
+          steps,
+          `${def.kind} passes ${base.kind}'s renoising prediction on at every step`,
+        );
+      }
+    }
+    // At any depth, naming the path; a base that does not renoise is accepted.
+    const deep = { kind: "dynamic-threshold", base: { kind: "dynamic-threshold", base: { kind: "cfg++" } } };
+    assert.throws(
+      () => parseStrategyConfig({ kind: "dynamic-threshold", base: { kind: "clean-clip", base: deep } }),
+      /'dynamic-threshold': base\.base: 'clean-clip' rebuilds .*'dynamic-threshold'.*e\.g\. cfg instead of cfg\+\+/,
+    );
+    assert.doesNotThrow(() => parseStrategyConfig({ kind: "clean-clip", base: { kind: "cfg", scale: 3 } }));
+  });
+
   test("a strength axis is a numeric key of the config; every perturbed-model guide declares perturbScale", () => {
     for (const def of STRATEGIES) {
       const parsed = parseStrategyConfig(def.example) as Record<string, unknown>;

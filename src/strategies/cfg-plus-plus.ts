@@ -61,6 +61,7 @@ export const cfgPlusPlusStrategy: StrategyDef<CfgPlusPlusConfig> = {
     },
   }),
   neutral: (config) => ({ config: { ...config, scale: 0 }, equals: "unconditional" }),
+  renoises: true,
   // The samplers with the paper's renoising form (SamplerDef.renoise); the rest have none and are refused.
   samplers: [{ name: "ddim", eta: 0 }, { name: "euler" }, { name: "euler_ancestral" }, { name: "dpmpp_2m" }],
 };

@@ -173,4 +173,7 @@ export const cleanClipStrategy: StrategyDef<CleanClipConfig> = {
     };
   },
   neutral: (config) => ({ config: { ...config, scale: 0 }, equals: "base" }),
+  // The guided prediction is rebuilt as ε without the base's renoising one, so a renoising base (cfg++) would step
+  // as plain guidance at λ: refused when the config is parsed.
+  refusesRenoisingBase: true,
 };

@@ -96,7 +96,39 @@ export function parseStrategyConfig(raw: unknown, source = "strategy"): Strategy
   }
   const r = strategyDef(kind).schema(strategyConfigSchema).safeParse(raw, READABLE_PARSE);
   if (!r.success) throw new Error(formatIssues(r.error, `${source} '${kind}'`));
+  checkRenoisingBases(r.data as { kind: string }, `${source} '${kind}'`);
   return r.data as StrategyConfig;
+}
+
+const baseOf = (config: { kind: string }): { kind: string } | undefined => {
+  const base = (config as { base?: unknown }).base;
+  return base && typeof base === "object" && typeof (base as { kind?: unknown }).kind === "string"
+    ? (base as { kind: string })
+    : undefined;
+};
+
+/** Whether the sampler gets a renoising prediction from `config`: its kind makes one, or a base passes one on. */
+function renoises(config: { kind: string }): boolean {
+  if (byKind.get(config.kind)?.renoises) return true;
+  const base = baseOf(config);
+  return base !== undefined && renoises(base);
+}
+
+/**
+ * Refuses a wrapper that cannot carry a renoising prediction (StrategyDef.refusesRenoisingBase) over a base that
+ * makes one, at any depth of `base`, naming the key path.
+ */
+function checkRenoisingBases(config: { kind: string }, source: string, path = ""): void {
+  const base = baseOf(config);
+  if (!base) return;
+  if (byKind.get(config.kind)?.refusesRenoisingBase && renoises(base)) {
+    throw new Error(
+      `${source}: ${path}base: '${config.kind}' rebuilds its base's prediction without the renoising one ` +
+        `(Prediction.renoise) that '${base.kind}' hands the sampler, so the step would silently be plain guidance; ` +
+        "use a base that does not renoise (e.g. cfg instead of cfg++)",
+    );
+  }
+  checkRenoisingBases(base, source, `${path}base.`);
 }
 
 const context: BuildContext = { build: (config, models) => buildParsed(config, models) };

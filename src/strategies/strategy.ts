@@ -146,6 +146,14 @@ export interface StrategyDef<C extends { kind: string } = { kind: string }> {
    * strength is `scale` alone.
    */
   readonly strengthAxis?: string;
+  /** Its prediction carries a renoising prediction (`Prediction.renoise`, CFG++) that the sampler must receive. */
+  readonly renoises?: boolean;
+  /**
+   * A wrapping strategy that rebuilds its base's prediction without `renoise`: a base that renoises (itself or one it
+   * wraps) is refused when the config is parsed, naming `base`, rather than dropped silently. Wrappers that pass
+   * the base's prediction through (adding a condFn or denoisedFn) keep its `renoise` and leave this unset.
+   */
+  readonly refusesRenoisingBase?: boolean;
   /**
    * The samplers (registry names, with η where it matters) the strategy is defined for; absent: any sampler. A run
    * pairing it with another is refused before sampling.
