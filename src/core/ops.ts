@@ -329,3 +329,19 @@ export function avgPool2x(x: Tensor4D): Tensor4D {
     return tf.reshape(tf.mean(tf.reshape(xc, [b * h2, 2, w2, 2, c]), [1, 3]), [b, h2, w2, c]);
   });
 }
+
+/**
+ * Runs `fn`, which may call tf.grad, from inside a gradient function (a customGrad's gradFunc). tfjs's engine keeps
+ * one active tape: a gradient taken while another's backward pass runs replaces that tape and, when done, sets it
+ * to null, so the outer pass then fails (`activeTape` is null) and leaks the tensors its nodes saved. The outer tape
+ * is put back afterwards.
+ */
+export function withNestedTape<T>(fn: () => T): T {
+  const state = (tf.engine() as unknown as { state: { activeTape: unknown } }).state;
+  const outer = state.activeTape;
+  try {
+    return fn();
+  } finally {
+    state.activeTape = outer;
+  }
+}

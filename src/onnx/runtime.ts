@@ -362,6 +362,8 @@ export interface DenoiserForward {
   /** The same network with chosen blocks perturbed (ONNX: one exported graph per perturbation, kept until dispose). */
   perturbed(p: Perturbation): ModelFn;
   runtime: Runtime;
+  /** The unperturbed network's raw output (every channel) on the same runtime, for differentiableDenoiser. */
+  raw(x: Tensor4D, t: Tensor1D, cond: Conditioning): Tensor4D;
   dispose(): void;
 }
 
@@ -384,12 +386,20 @@ export function denoiserOn(unet: UNet, runtime: Runtime = "tfjs"): DenoiserForwa
     for (const fn of made.values()) fn.runner?.dispose();
     made.clear();
   };
-  if (runtime === "tfjs") return { model: unetModel(unet), perturbed, runtime, dispose: disposePerturbed };
+  if (runtime === "tfjs")
+    return {
+      model: unetModel(unet),
+      perturbed,
+      runtime,
+      raw: (x, t, cond) => unet.forward(x, t, cond),
+      dispose: disposePerturbed,
+    };
   const fn = onnxModelFn(unet);
   return {
     model: fn,
     perturbed,
     runtime,
+    raw: (x, t, cond) => fn.runner.forward(x, t, cond),
     dispose: () => {
       fn.runner.dispose();
       disposePerturbed();

@@ -54,8 +54,9 @@ export interface GuidanceModels {
   /** Prompts → unit-norm clean-CLIP text embeddings [B, D]. */
   cleanClipText?: (prompts: readonly string[]) => Tensor2D;
   /**
-   * `model` as a TensorFlow.js function that gradients flow through, when `model` runs elsewhere (ONNX Runtime);
-   * absent: `model` is one. Strategies that differentiate through the denoiser (clean-clip with backprop) use it.
+   * `model` as a function that gradients with respect to x flow through, for strategies that differentiate through
+   * the denoiser (clean-clip with backprop). The zoo's computes its backward in chunks of rows on `model`'s own
+   * runtime (src/onnx/denoiser-vjp.ts); absent: `model` itself is differentiated on TensorFlow.js's tape.
    */
   gradModel?: ModelFn;
   /**

@@ -10,12 +10,13 @@ import { type Tensor1D, type Tensor2D, tf } from "../core/engine.ts";
 import type { Module } from "../core/layers.ts";
 import { labelForPrompt, tokenize } from "../data/world.ts";
 import type { NoisedClipModel } from "../nets/clip.ts";
-import { type ModelFn, unetModel } from "../nets/denoiser.ts";
+import type { ModelFn } from "../nets/denoiser.ts";
 import type { EncoderUNet } from "../nets/encoder-unet.ts";
 import type { EvalClip } from "../nets/eval-clip.ts";
 import type { Perturbation } from "../nets/perturb.ts";
 import type { UNet } from "../nets/unet.ts";
 import type { Runtime } from "../onnx/choice.ts";
+import { differentiableDenoiser } from "../onnx/denoiser-vjp.ts";
 import { onnxCondGrad } from "../onnx/guide-grad.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
 import type { GuidanceModels } from "../strategies/strategy.ts";
@@ -130,19 +131,22 @@ export function loadZoo(
   const forwards = (unet: UNet, info: ModelInfo) => {
     const f = denoiserOn(unet, runtime);
     owned.push(f);
-    if (denoiserModelSchema.parse(info.config.model).prediction === "eps") return f;
+    // The same network as a function gradients flow through, for strategies that differentiate through it
+    // (clean-clip's backprop): its backward runs in chunks of rows on the same runtime (denoiser-vjp.ts), where
+    // the whole batch on TensorFlow.js's tape exhausts the wasm heap.
+    const g = differentiableDenoiser(unet, f.raw, runtime);
+    owned.push(g);
+    if (denoiserModelSchema.parse(info.config.model).prediction === "eps")
+      return { model: f.model, perturbed: f.perturbed, differentiable: g.model };
     const { steps, schedule } = info.config.diffusion;
     const ab = createDiffusion({ schedule, steps }).alphasCumprod;
-    return { model: epsFromV(f.model, ab), perturbed: (p: Perturbation) => epsFromV(f.perturbed(p), ab) };
+    return {
+      model: epsFromV(f.model, ab),
+      perturbed: (p: Perturbation) => epsFromV(f.perturbed(p), ab),
+      differentiable: epsFromV(g.model, ab),
+    };
   };
   const forward = (unet: UNet, info: ModelInfo): ModelFn => forwards(unet, info).model;
-  // The same denoiser on TensorFlow.js, for strategies that differentiate through it (clean-clip's backprop).
-  const tapeForward = (unet: UNet, info: ModelInfo): ModelFn => {
-    const f = unetModel(unet);
-    if (denoiserModelSchema.parse(info.config.model).prediction === "eps") return f;
-    const { steps, schedule } = info.config.diffusion;
-    return epsFromV(f, createDiffusion({ schedule, steps }).alphasCumprod);
-  };
   const { info, model } = loadZooModel(n.denoiser, dir);
   owned.push(model);
   const unet = model as UNet;
@@ -231,7 +235,7 @@ export function loadZoo(
     if (present(name, dir)) Object.assign(models, guideOf(name).bag);
   }
   models.guide = (name) => guideOf(name).bag;
-  if (runtime !== "tfjs") models.gradModel = tapeForward(unet, info);
+  models.gradModel = main.differentiable;
   const base = info.config.diffusion;
   return {
     models,
