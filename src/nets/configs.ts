@@ -5,6 +5,7 @@
 // them to real instantiations of small configs and to the official totals.
 import { type ClipConfig, GLIDE_CLIP_CONFIG } from "./clip.ts";
 import { type EncoderUNetConfig, GD_CLASSIFIER_64 } from "./encoder-unet.ts";
+import { type Flags, flag, numbers } from "./flags.ts";
 import type { TextTransformerConfig } from "./text-transformer.ts";
 import { defaultChannelMult, type UNetConfig, unetInputChannels } from "./unet.ts";
 
@@ -14,22 +15,6 @@ export { GD_CLASSIFIER_64, GLIDE_CLIP_CONFIG };
 
 /** GPT-2's vocabulary, which sizes GLIDE's token embedding. */
 export const GLIDE_VOCAB = 50257;
-
-type Flags = Record<string, unknown>;
-
-function flag<T>(raw: Flags, key: string, type: "number" | "string" | "boolean", what: string): T {
-  const v = raw[key];
-  if (typeof v !== type)
-    throw new Error(`${what} config: '${key}' must be a ${type}, got ${JSON.stringify(v)}`);
-  return v as T;
-}
-
-const numbers = (s: string) =>
-  s
-    .split(",")
-    .map((p) => p.trim())
-    .filter((p) => p !== "")
-    .map(Number);
 
 /** GLIDE's model_and_diffusion_defaults() (glide_text2im/model_creation.py): the 64×64 base model. */
 export const GLIDE_BASE_FLAGS: Readonly<Flags> = Object.freeze({
@@ -75,9 +60,7 @@ export const GLIDE_UPSAMPLER_FLAGS: Readonly<Flags> = Object.freeze({
  */
 export function glideConfigFromOfficial(raw: Flags): UNetConfig {
   const what = "GLIDE";
-  const imageSize = flag<number>(raw, "image_size", "number", what);
-  const mult = String(raw.channel_mult ?? "");
-  if (raw.resblock_updown === false) throw new Error("GLIDE config: only resblock_updown=True is supported");
+  const unet = unetFromFlags(raw, what, { outChannels: 6, useNewAttentionOrder: false });
   const text: TextTransformerConfig = {
     vocabSize: GLIDE_VOCAB,
     ctx: flag<number>(raw, "text_ctx", "number", what),
@@ -88,10 +71,31 @@ export function glideConfigFromOfficial(raw: Flags): UNetConfig {
     padding: flag<boolean>(raw, "xf_padding", "boolean", what),
   };
   return {
+    ...unet,
+    ...(text.width > 0 ? { text } : {}),
+    ...(raw.super_res === true ? { superRes: true } : {}),
+    ...(raw.inpaint === true ? { inpaint: true } : {}),
+  };
+}
+
+/**
+ * The UNet flags GLIDE and guided-diffusion share (both create_model signatures; channel_mult "" means the image
+ * size's default), with what each fixes differently passed in.
+ */
+function unetFromFlags(
+  raw: Flags,
+  what: string,
+  o: { outChannels: number; useNewAttentionOrder: boolean },
+): UNetConfig {
+  const imageSize = flag<number>(raw, "image_size", "number", what);
+  const mult = String(raw.channel_mult ?? "");
+  if (raw.resblock_updown === false)
+    throw new Error(`${what} config: only resblock_updown=True is supported`);
+  return {
     imageSize,
     inChannels: 3,
     modelChannels: flag<number>(raw, "num_channels", "number", what),
-    outChannels: 6,
+    outChannels: o.outChannels,
     numResBlocks: flag<number>(raw, "num_res_blocks", "number", what),
     attentionResolutions: numbers(flag<string>(raw, "attention_resolutions", "string", what)),
     channelMult: mult ? numbers(mult) : defaultChannelMult(imageSize),
@@ -100,10 +104,7 @@ export function glideConfigFromOfficial(raw: Flags): UNetConfig {
     numHeadsUpsample: flag<number>(raw, "num_heads_upsample", "number", what),
     useScaleShiftNorm: flag<boolean>(raw, "use_scale_shift_norm", "boolean", what),
     resblockUpdown: true,
-    useNewAttentionOrder: false,
-    ...(text.width > 0 ? { text } : {}),
-    ...(raw.super_res === true ? { superRes: true } : {}),
-    ...(raw.inpaint === true ? { inpaint: true } : {}),
+    useNewAttentionOrder: o.useNewAttentionOrder,
   };
 }
 
@@ -112,26 +113,11 @@ export function glideConfigFromOfficial(raw: Flags): UNetConfig {
  * manifest's meta.small_gd_model): 1000 ImageNet classes when class_cond, 6 output channels when learn_sigma.
  */
 export function gdUnetConfigFromOfficial(raw: Flags): UNetConfig {
-  const what = "guided-diffusion UNet";
-  const imageSize = flag<number>(raw, "image_size", "number", what);
-  const mult = String(raw.channel_mult ?? "");
-  if (raw.resblock_updown === false) {
-    throw new Error("guided-diffusion UNet config: only resblock_updown=True is supported");
-  }
   return {
-    imageSize,
-    inChannels: 3,
-    modelChannels: flag<number>(raw, "num_channels", "number", what),
-    outChannels: raw.learn_sigma === true ? 6 : 3,
-    numResBlocks: flag<number>(raw, "num_res_blocks", "number", what),
-    attentionResolutions: numbers(flag<string>(raw, "attention_resolutions", "string", what)),
-    channelMult: mult ? numbers(mult) : defaultChannelMult(imageSize),
-    numHeads: flag<number>(raw, "num_heads", "number", what),
-    numHeadChannels: flag<number>(raw, "num_head_channels", "number", what),
-    numHeadsUpsample: flag<number>(raw, "num_heads_upsample", "number", what),
-    useScaleShiftNorm: flag<boolean>(raw, "use_scale_shift_norm", "boolean", what),
-    resblockUpdown: true,
-    useNewAttentionOrder: raw.use_new_attention_order === true,
+    ...unetFromFlags(raw, "guided-diffusion UNet", {
+      outChannels: raw.learn_sigma === true ? 6 : 3,
+      useNewAttentionOrder: raw.use_new_attention_order === true,
+    }),
     ...(raw.class_cond === true ? { numClasses: 1000 } : {}),
   };
 }

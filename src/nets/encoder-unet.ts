@@ -21,31 +21,20 @@ import {
   timestepEmbedding,
 } from "../core/layers.ts";
 import { Container } from "./container.ts";
+import { type Flags, flag, numbers } from "./flags.ts";
 import {
   AttentionBlock,
   type Block,
+  buildEncoderHalf,
   ConvBlock,
   type Ctx,
   defaultChannelMult,
-  ResBlock,
-  Sequential,
+  type Sequential,
+  type UNetTrunkConfig,
 } from "./unet.ts";
 
-export interface EncoderUNetConfig {
-  imageSize: number;
-  inChannels: number;
-  modelChannels: number;
-  outChannels: number;
-  numResBlocks: number;
-  /** Resolutions (in pixels) at which attention is applied, e.g. [32, 16, 8] for a 64×64 model. */
-  attentionResolutions: number[];
-  channelMult: number[];
-  numHeads: number;
-  /** Channels per head (guided-diffusion's classifier uses 64); required by attention pooling. */
-  numHeadChannels: number;
-  useScaleShiftNorm: boolean;
-  resblockUpdown: boolean;
-  useNewAttentionOrder: boolean;
+/** guided-diffusion's EncoderUNetModel: the UNet trunk, pooled (numHeadChannels must be set: 64 in the release). */
+export interface EncoderUNetConfig extends UNetTrunkConfig {
   pool: "attention";
 }
 
@@ -53,36 +42,29 @@ export interface EncoderUNetConfig {
  * guided-diffusion's create_classifier from its classifier_* flags (the golden manifest's meta.small_gd_classifier):
  * 1000 ImageNet classes, 64 channels per head, legacy attention order, channel_mult from the image size.
  */
-export function classifierConfigFromOfficial(raw: Record<string, unknown>): EncoderUNetConfig {
-  const get = <T>(key: string, type: string): T => {
-    const v = raw[key];
-    if (typeof v !== type)
-      throw new Error(`classifier config: '${key}' must be a ${type}, got ${JSON.stringify(v)}`);
-    return v as T;
-  };
-  const imageSize = get<number>("image_size", "number");
-  if (get<boolean>("classifier_use_fp16", "boolean")) {
+export function classifierConfigFromOfficial(raw: Flags): EncoderUNetConfig {
+  const what = "classifier";
+  const imageSize = flag<number>(raw, "image_size", "number", what);
+  if (flag<boolean>(raw, "classifier_use_fp16", "boolean", what)) {
     throw new Error("classifier config: classifier_use_fp16 is not supported (float32 only)");
   }
-  const pool = get<string>("classifier_pool", "string");
+  const pool = flag<string>(raw, "classifier_pool", "string", what);
   if (pool !== "attention")
     throw new Error(`classifier config: pool '${pool}' is not supported (only 'attention')`);
-  if (!get<boolean>("classifier_resblock_updown", "boolean")) {
+  if (!flag<boolean>(raw, "classifier_resblock_updown", "boolean", what)) {
     throw new Error("classifier config: only classifier_resblock_updown=True is supported");
   }
   return {
     imageSize,
     inChannels: 3,
-    modelChannels: get<number>("classifier_width", "number"),
+    modelChannels: flag<number>(raw, "classifier_width", "number", what),
     outChannels: 1000,
-    numResBlocks: get<number>("classifier_depth", "number"),
-    attentionResolutions: get<string>("classifier_attention_resolutions", "string")
-      .split(",")
-      .map((s) => Number(s.trim())),
+    numResBlocks: flag<number>(raw, "classifier_depth", "number", what),
+    attentionResolutions: numbers(flag<string>(raw, "classifier_attention_resolutions", "string", what)),
     channelMult: defaultChannelMult(imageSize),
     numHeads: 1,
     numHeadChannels: 64,
-    useScaleShiftNorm: get<boolean>("classifier_use_scale_shift_norm", "boolean"),
+    useScaleShiftNorm: flag<boolean>(raw, "classifier_use_scale_shift_norm", "boolean", what),
     resblockUpdown: true,
     useNewAttentionOrder: false,
     pool: "attention",
@@ -168,7 +150,6 @@ export class EncoderUNet extends Module {
     this.config = config;
     const mc = config.modelChannels;
     const embDim = 4 * mc;
-    const attnDs = new Set(config.attentionResolutions.map((r) => config.imageSize / r));
     const te = this.child("time_embed", new Container());
     this.timeEmbed0 = te.add("0", new Linear(init, mc, embDim));
     this.timeEmbed2 = te.add("2", new Linear(init, embDim, embDim));
@@ -183,31 +164,16 @@ export class EncoderUNet extends Module {
       );
     const ib = this.child("input_blocks", new Container());
     const addInput = (blk: Block) => this.inputBlocks.push(ib.add(String(this.inputBlocks.length), blk));
-    let ch = Math.trunc(config.channelMult[0]! * mc);
+    const first = Math.trunc(config.channelMult[0]! * mc);
     // The official TimestepEmbedSequential(conv) is a container whose child "0" is the conv: exactly a ConvBlock.
-    addInput(new ConvBlock(init, config.inChannels, ch));
-    let ds = 1;
-    config.channelMult.forEach((mult, level) => {
-      for (let i = 0; i < config.numResBlocks; i++) {
-        const s = new Sequential();
-        const out = Math.trunc(mult * mc);
-        s.push(new ResBlock(init, ch, embDim, out, config.useScaleShiftNorm, undefined));
-        ch = out;
-        if (attnDs.has(ds)) s.push(attn(ch));
-        addInput(s);
-      }
-      if (level !== config.channelMult.length - 1) {
-        if (!config.resblockUpdown) throw new Error("EncoderUNet: only resblock_updown=True is supported");
-        const s = new Sequential();
-        s.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, "down"));
-        addInput(s);
-        ds *= 2;
-      }
+    addInput(new ConvBlock(init, config.inChannels, first));
+    const { middle, ch, ds } = buildEncoderHalf(init, config, {
+      ch: first,
+      attn,
+      addInput,
+      what: "EncoderUNet",
     });
-    this.middle = this.child("middle_block", new Sequential());
-    this.middle.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, undefined));
-    this.middle.push(attn(ch));
-    this.middle.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, undefined));
+    this.middle = this.child("middle_block", middle);
     // Official out = Sequential(GroupNorm, SiLU, AttentionPool2d): indices 0 and 2 hold parameters.
     const out = this.child("out", new Container());
     this.outNorm = out.add("0", new GroupNorm(32, ch));

@@ -44,34 +44,25 @@ export interface OpenAIClipConfig {
   textHeads: number;
 }
 
+/** ViT-B/32: the base ViTs differ only in their patch size. */
+const VIT_B = {
+  embedDim: 512,
+  imageResolution: 224,
+  visionPatchSize: 32,
+  visionWidth: 768,
+  visionLayers: 12,
+  visionHeads: 12,
+  contextLength: 77,
+  vocabSize: 49408,
+  textWidth: 512,
+  textLayers: 12,
+  textHeads: 8,
+} as const satisfies OpenAIClipConfig;
+
 /** The released ViTs (clip.available_models()); heads are width / 64 as in the official constructor. */
 export const OPENAI_CLIP_CONFIGS = {
-  "ViT-B/32": {
-    embedDim: 512,
-    imageResolution: 224,
-    visionPatchSize: 32,
-    visionWidth: 768,
-    visionLayers: 12,
-    visionHeads: 12,
-    contextLength: 77,
-    vocabSize: 49408,
-    textWidth: 512,
-    textLayers: 12,
-    textHeads: 8,
-  },
-  "ViT-B/16": {
-    embedDim: 512,
-    imageResolution: 224,
-    visionPatchSize: 16,
-    visionWidth: 768,
-    visionLayers: 12,
-    visionHeads: 12,
-    contextLength: 77,
-    vocabSize: 49408,
-    textWidth: 512,
-    textLayers: 12,
-    textHeads: 8,
-  },
+  "ViT-B/32": VIT_B,
+  "ViT-B/16": { ...VIT_B, visionPatchSize: 16 },
   "ViT-L/14": {
     embedDim: 768,
     imageResolution: 224,

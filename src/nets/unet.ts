@@ -20,7 +20,8 @@ import { Container } from "./container.ts";
 import { identityAttention, type Perturbation, smoothQueries } from "./perturb.ts";
 import { TextTransformer, type TextTransformerConfig } from "./text-transformer.ts";
 
-export interface UNetConfig {
+/** What guided-diffusion's UNetModel and EncoderUNetModel (the classifier) are both built from. */
+export interface UNetTrunkConfig {
   imageSize: number;
   inChannels: number;
   modelChannels: number;
@@ -30,13 +31,16 @@ export interface UNetConfig {
   attentionResolutions: number[];
   channelMult: number[];
   numHeads: number;
-  /** When set (not -1), heads = channels / numHeadChannels. */
+  /** When set (not -1), heads = channels / numHeadChannels (the classifier's attention pooling needs it set). */
   numHeadChannels: number;
-  numHeadsUpsample: number;
   useScaleShiftNorm: boolean;
   resblockUpdown: boolean;
   /** guided-diffusion's QKVAttention (split q|k|v first) vs the legacy per-head layout GLIDE uses. */
   useNewAttentionOrder: boolean;
+}
+
+export interface UNetConfig extends UNetTrunkConfig {
+  numHeadsUpsample: number;
   numClasses?: number;
   /** GLIDE's text encoder; its width becomes the attention blocks' encoder channels. */
   text?: TextTransformerConfig;
@@ -243,6 +247,52 @@ export class Sequential extends Block {
 export const shapePreserving = (b: Block): boolean =>
   b instanceof AttentionBlock || (b instanceof ResBlock && !b.updown && !b.skip);
 
+/**
+ * guided-diffusion's encoder half, built alike by UNetModel and EncoderUNetModel: per level of channelMult,
+ * numResBlocks ResBlocks to int(mult·mc) channels, each followed by attention at the attention resolutions, and a
+ * down-sampling ResBlock between levels; then the middle block (ResBlock, attention, ResBlock). Each input block
+ * after the first (the caller's convolution, `ch` channels wide) goes to `addInput` in order. Returns the middle
+ * block for the caller to attach as `middle_block`, the width after each input block including the first (the
+ * skips' widths), the final width and the final downsampling factor.
+ */
+export function buildEncoderHalf(
+  init: Init,
+  config: UNetTrunkConfig,
+  o: { ch: number; attn: (ch: number) => AttentionBlock; addInput: (s: Sequential) => void; what: string },
+): { middle: Sequential; chans: number[]; ch: number; ds: number } {
+  const mc = config.modelChannels;
+  const embDim = 4 * mc;
+  const ss = config.useScaleShiftNorm;
+  const attnDs = new Set(config.attentionResolutions.map((r) => config.imageSize / r));
+  const chans = [o.ch];
+  let ch = o.ch;
+  let ds = 1;
+  config.channelMult.forEach((mult, level) => {
+    for (let i = 0; i < config.numResBlocks; i++) {
+      const s = new Sequential();
+      const out = Math.trunc(mult * mc);
+      s.push(new ResBlock(init, ch, embDim, out, ss, undefined));
+      ch = out;
+      if (attnDs.has(ds)) s.push(o.attn(ch));
+      o.addInput(s);
+      chans.push(ch);
+    }
+    if (level !== config.channelMult.length - 1) {
+      if (!config.resblockUpdown) throw new Error(`${o.what}: only resblock_updown=True is supported`);
+      const s = new Sequential();
+      s.push(new ResBlock(init, ch, embDim, ch, ss, "down"));
+      o.addInput(s);
+      chans.push(ch);
+      ds *= 2;
+    }
+  });
+  const middle = new Sequential();
+  middle.push(new ResBlock(init, ch, embDim, ch, ss, undefined));
+  middle.push(o.attn(ch));
+  middle.push(new ResBlock(init, ch, embDim, ch, ss, undefined));
+  return { middle, chans, ch, ds };
+}
+
 export class UNet extends Module {
   readonly config: UNetConfig;
   readonly timeEmbed0: Linear;
@@ -275,31 +325,16 @@ export class UNet extends Module {
     const first = new Sequential();
     first.push(new ConvBlock(init, unetInputChannels(config), mc));
     addInput(first);
-    const chans = [mc];
-    let ch = mc;
-    let ds = 1;
-    config.channelMult.forEach((mult, level) => {
-      for (let i = 0; i < config.numResBlocks; i++) {
-        const s = new Sequential();
-        s.push(new ResBlock(init, ch, embDim, mult * mc, config.useScaleShiftNorm, undefined));
-        ch = mult * mc;
-        if (attnDs.has(ds)) s.push(attn(ch, config.numHeads));
-        addInput(s);
-        chans.push(ch);
-      }
-      if (level !== config.channelMult.length - 1) {
-        const s = new Sequential();
-        if (!config.resblockUpdown) throw new Error("only resblock_updown=True is supported");
-        s.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, "down"));
-        addInput(s);
-        chans.push(ch);
-        ds *= 2;
-      }
+    const half = buildEncoderHalf(init, config, {
+      ch: mc,
+      attn: (c) => attn(c, config.numHeads),
+      addInput,
+      what: "UNet",
     });
-    this.middle = this.child("middle_block", new Sequential());
-    this.middle.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, undefined));
-    this.middle.push(attn(ch, config.numHeads));
-    this.middle.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, undefined));
+    this.middle = this.child("middle_block", half.middle);
+    const chans = half.chans;
+    let ch = half.ch;
+    let ds = half.ds;
     const ob = this.child("output_blocks", new Container());
     const upHeads = config.numHeadsUpsample === -1 ? config.numHeads : config.numHeadsUpsample;
     [...config.channelMult.entries()].reverse().forEach(([level, mult]) => {
