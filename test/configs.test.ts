@@ -119,6 +119,44 @@ describe("official GLIDE configurations", () => {
   });
 });
 
+describe("guided-diffusion's 512×512 models: channel_mult starts at 0.5", () => {
+  // The flags of guided-diffusion's README (model: MODEL_FLAGS of the 512x512 row, with model_and_diffusion_defaults
+  // for the rest; classifier: classifier_defaults at image_size 512). The official totals come from
+  // `tools/golden/unet_half_mult.py --counts`, which builds both with guided-diffusion's own create_* functions.
+  test("the diffusion model: the official count (input conv and output head int(0.5·256) = 128 wide)", () => {
+    const c = gdUnetConfigFromOfficial({
+      image_size: 512,
+      num_channels: 256,
+      num_res_blocks: 2,
+      channel_mult: "",
+      num_heads: 4,
+      num_head_channels: 64,
+      num_heads_upsample: -1,
+      attention_resolutions: "32,16,8",
+      use_scale_shift_norm: true,
+      resblock_updown: true,
+      learn_sigma: true,
+      class_cond: true,
+    });
+    assert.deepEqual(c.channelMult, [0.5, 1, 1, 2, 2, 4, 4]);
+    assert.equal(unetParamCount(c), 558_997_638);
+  });
+
+  test("the classifier: the official count", () => {
+    const c = classifierConfigFromOfficial({
+      image_size: 512,
+      classifier_use_fp16: false,
+      classifier_width: 128,
+      classifier_depth: 2,
+      classifier_attention_resolutions: "32,16,8",
+      classifier_use_scale_shift_norm: true,
+      classifier_resblock_updown: true,
+      classifier_pool: "attention",
+    });
+    assert.equal(encoderUNetParamCount(c), 54_448_360);
+  });
+});
+
 describe("shape counts agree with instantiated modules", () => {
   test("tiny GLIDE UNets: plain, super-res, inpaint, both", () => {
     for (const extra of [{}, { super_res: true }, { inpaint: true }, { super_res: true, inpaint: true }]) {

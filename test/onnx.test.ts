@@ -206,6 +206,26 @@ describe("onnx UNet export", () => {
       f.runner.dispose();
     }
   });
+  test("channel_mult [0.5, 1]: the input conv and output head are int(0.5·mc) wide in the graph too", async (t) => {
+    if (skip) return t.skip(skip);
+    const init = new Init(5);
+    const unet = new UNet(
+      init,
+      exportUNetConfig({ modelChannels: 64, channelMult: [0.5, 1], outChannels: 3 }),
+    );
+    for (const [, v] of unet.namedParameters()) v.assign(tf.mul(init.normal([...v.shape], 1), 0.2));
+    const x = rnd(init, [1, 16, 16, 3]) as Tensor4D;
+    const ts = tf.tensor1d([250]);
+    const ref = unet.forward(x, ts);
+    const f = onnxModelFn(unet, { threads: 1 });
+    try {
+      const err = relErr(f(x, ts, {}).out.dataSync(), ref.dataSync());
+      t.diagnostic(`max relative error ${err.toExponential(2)}`);
+      assert.ok(err <= TOL, `channel_mult [0.5, 1] UNet: relative error ${err} > ${TOL}`);
+    } finally {
+      f.runner.dispose();
+    }
+  });
 });
 
 describe("onnx execution providers", () => {

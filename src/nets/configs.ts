@@ -7,7 +7,7 @@ import { type ClipConfig, GLIDE_CLIP_CONFIG } from "./clip.ts";
 import { type EncoderUNetConfig, GD_CLASSIFIER_64 } from "./encoder-unet.ts";
 import { type Flags, flag, numbers } from "./flags.ts";
 import type { TextTransformerConfig } from "./text-transformer.ts";
-import { defaultChannelMult, type UNetConfig, unetInputChannels } from "./unet.ts";
+import { defaultChannelMult, levelChannels, type UNetConfig, unetInputChannels } from "./unet.ts";
 
 export type { ClipConfig } from "./clip.ts";
 export type { EncoderUNetConfig } from "./encoder-unet.ts";
@@ -186,14 +186,14 @@ export function unetParamCount(config: UNetConfig): number {
   const attnDs = new Set(config.attentionResolutions.map((r) => config.imageSize / r));
   let n = linear(mc, emb) + linear(emb, emb);
   if (config.numClasses !== undefined) n += config.numClasses * emb;
-  n += conv(unetInputChannels(config), mc, 3);
-  const chans = [mc];
-  let ch = mc;
+  let ch = levelChannels(config.channelMult[0]!, mc);
+  n += conv(unetInputChannels(config), ch, 3);
+  const chans = [ch];
   let ds = 1;
   config.channelMult.forEach((mult, level) => {
     for (let i = 0; i < config.numResBlocks; i++) {
-      n += resBlockParams(ch, emb, mult * mc, ss);
-      ch = mult * mc;
+      n += resBlockParams(ch, emb, levelChannels(mult, mc), ss);
+      ch = levelChannels(mult, mc);
       if (attnDs.has(ds)) n += attentionParams(ch, enc);
       chans.push(ch);
     }
@@ -206,8 +206,8 @@ export function unetParamCount(config: UNetConfig): number {
   n += 2 * resBlockParams(ch, emb, ch, ss) + attentionParams(ch, enc);
   [...config.channelMult.entries()].reverse().forEach(([level, mult]) => {
     for (let i = 0; i <= config.numResBlocks; i++) {
-      n += resBlockParams(ch + chans.pop()!, emb, mc * mult, ss);
-      ch = mc * mult;
+      n += resBlockParams(ch + chans.pop()!, emb, levelChannels(mult, mc), ss);
+      ch = levelChannels(mult, mc);
       if (attnDs.has(ds)) n += attentionParams(ch, enc);
       if (level && i === config.numResBlocks) {
         n += resBlockParams(ch, emb, ch, ss);
@@ -226,12 +226,12 @@ export function encoderUNetParamCount(config: EncoderUNetConfig): number {
   const emb = 4 * mc;
   const ss = config.useScaleShiftNorm;
   const attnDs = new Set(config.attentionResolutions.map((r) => config.imageSize / r));
-  let ch = Math.trunc(config.channelMult[0]! * mc);
+  let ch = levelChannels(config.channelMult[0]!, mc);
   let n = linear(mc, emb) + linear(emb, emb) + conv(config.inChannels, ch, 3);
   let ds = 1;
   config.channelMult.forEach((mult, level) => {
     for (let i = 0; i < config.numResBlocks; i++) {
-      const out = Math.trunc(mult * mc);
+      const out = levelChannels(mult, mc);
       n += resBlockParams(ch, emb, out, ss);
       ch = out;
       if (attnDs.has(ds)) n += attentionParams(ch, undefined);

@@ -29,6 +29,7 @@ import {
   ConvBlock,
   type Ctx,
   defaultChannelMult,
+  levelChannels,
   type Sequential,
   type UNetTrunkConfig,
 } from "./unet.ts";
@@ -164,7 +165,7 @@ export class EncoderUNet extends Module {
       );
     const ib = this.child("input_blocks", new Container());
     const addInput = (blk: Block) => this.inputBlocks.push(ib.add(String(this.inputBlocks.length), blk));
-    const first = Math.trunc(config.channelMult[0]! * mc);
+    const first = levelChannels(config.channelMult[0]!, mc);
     // The official TimestepEmbedSequential(conv) is a container whose child "0" is the conv: exactly a ConvBlock.
     addInput(new ConvBlock(init, config.inChannels, first));
     const { middle, ch, ds } = buildEncoderHalf(init, config, {

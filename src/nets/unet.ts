@@ -56,6 +56,13 @@ export interface UNetConfig extends UNetTrunkConfig {
   inpaint?: boolean;
 }
 
+/**
+ * A level's width, int(mult · model_channels) as guided-diffusion's and GLIDE's unet.py write it (the 512×512
+ * models' first multiplier is 0.5). The input conv and the output head are the first level's width, not mc.
+ */
+export const levelChannels = (mult: number, modelChannels: number): number =>
+  Math.trunc(mult * modelChannels);
+
 /** Channels the first conv sees: x, then [image·mask, mask] when inpainting, then the upsampled low-res image. */
 export function unetInputChannels(config: UNetConfig): number {
   const c = config.inChannels;
@@ -270,7 +277,7 @@ export function buildEncoderHalf(
   config.channelMult.forEach((mult, level) => {
     for (let i = 0; i < config.numResBlocks; i++) {
       const s = new Sequential();
-      const out = Math.trunc(mult * mc);
+      const out = levelChannels(mult, mc);
       s.push(new ResBlock(init, ch, embDim, out, ss, undefined));
       ch = out;
       if (attnDs.has(ds)) s.push(o.attn(ch));
@@ -322,11 +329,13 @@ export class UNet extends Module {
       new AttentionBlock(init, ch, heads, config.numHeadChannels, config.useNewAttentionOrder, encCh);
     const ib = this.child("input_blocks", new Container());
     const addInput = (s: Sequential) => this.inputBlocks.push(ib.add(String(this.inputBlocks.length), s));
+    // guided-diffusion: ch = input_ch = int(channel_mult[0] * model_channels); the output head's conv reads input_ch.
+    const inputCh = levelChannels(config.channelMult[0]!, mc);
     const first = new Sequential();
-    first.push(new ConvBlock(init, unetInputChannels(config), mc));
+    first.push(new ConvBlock(init, unetInputChannels(config), inputCh));
     addInput(first);
     const half = buildEncoderHalf(init, config, {
-      ch: mc,
+      ch: inputCh,
       attn: (c) => attn(c, config.numHeads),
       addInput,
       what: "UNet",
@@ -341,8 +350,10 @@ export class UNet extends Module {
       for (let i = 0; i <= config.numResBlocks; i++) {
         const ich = chans.pop()!;
         const s = new Sequential();
-        s.push(new ResBlock(init, ch + ich, embDim, mc * mult, config.useScaleShiftNorm, undefined));
-        ch = mc * mult;
+        s.push(
+          new ResBlock(init, ch + ich, embDim, levelChannels(mult, mc), config.useScaleShiftNorm, undefined),
+        );
+        ch = levelChannels(mult, mc);
         if (attnDs.has(ds)) s.push(attn(ch, upHeads));
         if (level && i === config.numResBlocks) {
           s.push(new ResBlock(init, ch, embDim, ch, config.useScaleShiftNorm, "up"));
@@ -351,6 +362,7 @@ export class UNet extends Module {
         this.outputBlocks.push(ob.add(String(this.outputBlocks.length), s));
       }
     });
+    // ch is the first level's width again: the official head, normalization(ch) then conv_nd(input_ch, ...).
     const out = this.child("out", new Container());
     this.outNorm = out.add("0", new GroupNorm(32, ch));
     this.outConv = out.add("2", new Conv2d(init, ch, config.outChannels, 3, { padding: 1 }));
