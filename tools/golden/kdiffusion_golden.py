@@ -178,7 +178,21 @@ def main():
         default=0.0,
         help="multiply every ε by 1 + δ·N(0, 1) (a sensitivity run: δ = the port's single-forward accuracy)",
     )
-    ap.add_argument("--perturb-seed", type=int, default=SEED + 1, help="the perturbation's generator seed")
+    ap.add_argument(
+        "--perturb-seed",
+        type=int,
+        nargs="+",
+        default=[SEED + 1],
+        help="the perturbation's generator seed; several seeds run one after another in one process (batch 1 each, "
+        "as a single-seed run: a batch of 16 rows moved these trajectories by up to 1.4e-4 itself), into --out/seed-S/",
+    )
+    ap.add_argument(
+        "--add-eps-error",
+        metavar="DIR",
+        help="add DIR/<case>_deps.npy[i] (the port's ε minus the recorded ε at the fixture's call i, written by "
+        "tools/golden/kdiffusion_port_eps.ts) to the reference's ε at its call i: the port's own forward errors, "
+        "in place of i.i.d. noise",
+    )
     ap.add_argument(
         "--spread-kind",
         choices=["threads", "perturb"],
@@ -189,8 +203,11 @@ def main():
     ap.add_argument("--cases", nargs="*", help="only these case keys (a spread run on a subset)")
     ap.add_argument("--compare", help="another output of this script: print the largest relative difference per case")
     args = ap.parse_args()
+    seeds = args.perturb_seed
+    if len(seeds) > 1 and not args.perturb:
+        raise SystemExit("--perturb-seed: several seeds need --perturb δ")
     if args.spread_only:
-        return write_spread(args, args.out, args.compare)
+        return write_spreads(args, args.out, args.compare)
 
     import torch as th
 
@@ -254,14 +271,26 @@ def main():
             eps = self.fn(x, t)
             if args.perturb:
                 eps = eps * (1 + args.perturb * th.randn(eps.shape, generator=perturb_gen))
+            if args.add_eps_error:
+                err = port_error(current["key"])
+                i = len(rec["eps"])
+                if i >= len(err):
+                    raise SystemExit(f"{current['key']}: call {i}, but --add-eps-error has {len(err)} calls")
+                eps = eps + th.from_numpy(err[i : i + 1])
             # Per call, what the network saw and said: its input x_t = c_in·x_σ, the (fractional) timestep, ε.
             rec["x_t"].append(x.numpy().copy())
             rec["t"].append(float(t.reshape(-1)[0]))
             rec["eps"].append(eps.numpy().copy())
             return eps
 
-    perturb_gen = th.Generator().manual_seed(args.perturb_seed)
     rec = {}
+    current = {}
+    port_errors = {}
+
+    def port_error(key):
+        if key not in port_errors:
+            port_errors[key] = np.load(os.path.join(args.add_eps_error, f"{key}_deps.npy")).astype(np.float32)
+        return port_errors[key]
 
     def new_record():
         rec.clear()
@@ -280,128 +309,148 @@ def main():
         save(out, arrays, f"kdiffusion/steps/{key}_x", np.concatenate(rec["steps_x"]).astype(np.float32))
         return {"calls": n, "steps_x_space": space}
 
-    gen = th.Generator().manual_seed(SEED)
-    x_T = th.randn((1, 3, S, S), generator=gen)
-    noise = th.randn((STEPS, 1, 3, S, S), generator=gen)
-    out = args.out
-    arrays = {}
-    save(out, arrays, "kdiffusion/x_T", x_T.numpy())
-    save(out, arrays, "kdiffusion/noise_per_step", noise.numpy())
-    save(out, arrays, "kdiffusion/tokens", tokens.numpy().astype(np.int64))
-    save(out, arrays, "kdiffusion/mask", mask.numpy().astype(np.uint8))
-    cases = []
-    timings = {}
-    for guided in (False, True):
-        tag = "cfg" if guided else "cond"
-        # float64 σ table and σs (exact scalar arithmetic: σ → t, σ_down, σ_mid, the step coefficients); the
-        # tensors x and D float32 (see --state).
-        den = external.DiscreteEpsDDPMDenoiser(EpsModel(guided), th.tensor(alphas_cumprod), quantize=False)
+    for seed in seeds:
+        # one seed's run, exactly as a process given only that seed: the generator restarts with the case list
+        perturb_gen = th.Generator().manual_seed(seed)
+        out = args.out if len(seeds) == 1 else os.path.join(args.out, f"seed-{seed}")
+        gen = th.Generator().manual_seed(SEED)
+        x_T = th.randn((1, 3, S, S), generator=gen)
+        noise = th.randn((STEPS, 1, 3, S, S), generator=gen)
+        arrays = {}
+        save(out, arrays, "kdiffusion/x_T", x_T.numpy())
+        save(out, arrays, "kdiffusion/noise_per_step", noise.numpy())
+        save(out, arrays, "kdiffusion/tokens", tokens.numpy().astype(np.int64))
+        save(out, arrays, "kdiffusion/mask", mask.numpy().astype(np.uint8))
+        cases = []
+        timings = {}
+        for guided in (False, True):
+            tag = "cfg" if guided else "cond"
+            # float64 σ table and σs (exact scalar arithmetic: σ → t, σ_down, σ_mid, the step coefficients); the
+            # tensors x and D float32 (see --state).
+            den = external.DiscreteEpsDDPMDenoiser(EpsModel(guided), th.tensor(alphas_cumprod), quantize=False)
 
-        def clamped(x, sigma, **kw):
-            # D(x; σ) clamped to [-1, 1], as guided-diffusion's clip_denoised: with random weights the unclamped
-            # D of a 20,000-σ start is ~1e4 and a relative tolerance on it would say nothing.
-            d = den(x, sigma, **kw).clamp(-1, 1)
-            rec["sigma"].append(float(sigma.reshape(-1)[0]))
-            rec["D"].append(d.float().numpy().copy())
-            return d
-        for name in KD_SAMPLERS:
-            for schedule in ["default"] + EXTRA_SCHEDULES.get(name, []):
-                if args.cases and f"{name}_{schedule}_{tag}" not in args.cases:
-                    continue
-                if schedule == "default":
-                    sigmas = den.get_sigmas(STEPS)
-                else:
-                    # Built under float64 default dtype (their torch.linspace would be float32): a float32 σ list
-                    # is ~1e-3 absolute off at σ ≈ 10⁴, which the next D = x − σ·ε carries into the samples.
-                    build = sampling.get_sigmas_karras if schedule == "karras" else sampling.get_sigmas_exponential
-                    th.set_default_dtype(th.float64)
-                    try:
-                        sigmas = build(STEPS, den.sigma_min.item(), den.sigma_max.item())
-                    finally:
-                        th.set_default_dtype(th.float32)
-                calls = {"i": 0}
+            def clamped(x, sigma, **kw):
+                # D(x; σ) clamped to [-1, 1], as guided-diffusion's clip_denoised: with random weights the unclamped
+                # D of a 20,000-σ start is ~1e4 and a relative tolerance on it would say nothing.
+                d = den(x, sigma, **kw).clamp(-1, 1)
+                rec["sigma"].append(float(sigma.reshape(-1)[0]))
+                rec["D"].append(d.float().numpy().copy())
+                return d
+            for name in KD_SAMPLERS:
+                for schedule in ["default"] + EXTRA_SCHEDULES.get(name, []):
+                    if args.cases and f"{name}_{schedule}_{tag}" not in args.cases:
+                        continue
+                    if schedule == "default":
+                        sigmas = den.get_sigmas(STEPS)
+                    else:
+                        # Built under float64 default dtype (their torch.linspace would be float32): a float32 σ list
+                        # is ~1e-3 absolute off at σ ≈ 10⁴, which the next D = x − σ·ε carries into the samples.
+                        build = sampling.get_sigmas_karras if schedule == "karras" else sampling.get_sigmas_exponential
+                        th.set_default_dtype(th.float64)
+                        try:
+                            sigmas = build(STEPS, den.sigma_min.item(), den.sigma_max.item())
+                        finally:
+                            th.set_default_dtype(th.float32)
+                    calls = {"i": 0}
 
-                def noise_sampler(sigma, sigma_next):
-                    i = calls["i"]
-                    calls["i"] += 1
-                    return noise[i]
+                    def noise_sampler(sigma, sigma_next):
+                        i = calls["i"]
+                        calls["i"] += 1
+                        return noise[i]
 
-                fn = getattr(sampling, f"sample_{name}")
-                kwargs = {"noise_sampler": noise_sampler} if "noise_sampler" in inspect.signature(fn).parameters else {}
-                new_record()
-                t0 = time.perf_counter()
-                with th.no_grad():
-                    x = fn(
-                        clamped,
-                        x_T * sigmas[0],
-                        sigmas,
-                        disable=True,
-                        callback=lambda info: rec["steps_x"].append(info["x"].float().numpy().copy()),
-                        **kwargs,
-                    )
-                key = f"{name}_{schedule}_{tag}"
-                timings[key] = time.perf_counter() - t0
-                save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
-                info = save_record(key, "sigma")
-                cases.append({"key": key, "sampler": name, "schedule": schedule, "guidance": tag, **info})
-        # thresholding with sample_max_value 1 is the clamp of x0 to [-1, 1] (its quantile scale is clamped to 1).
-        if args.cases and f"unipc_default_{tag}" not in args.cases:
-            continue
-        sched = unipc.UniPCMultistepScheduler(
-            num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon", thresholding=True, sample_max_value=1.0
-        )
-        sched.set_timesteps(STEPS)
-        fn = EpsModel(guided)
-        convert = sched.convert_model_output
+                    fn = getattr(sampling, f"sample_{name}")
+                    kwargs = {"noise_sampler": noise_sampler} if "noise_sampler" in inspect.signature(fn).parameters else {}
+                    current["key"] = f"{name}_{schedule}_{tag}"
+                    new_record()
+                    t0 = time.perf_counter()
+                    with th.no_grad():
+                        x = fn(
+                            clamped,
+                            x_T * sigmas[0],
+                            sigmas,
+                            disable=True,
+                            callback=lambda info: rec["steps_x"].append(info["x"].float().numpy().copy()),
+                            **kwargs,
+                        )
+                    key = f"{name}_{schedule}_{tag}"
+                    timings[key] = time.perf_counter() - t0
+                    save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
+                    info = save_record(key, "sigma")
+                    cases.append({"key": key, "sampler": name, "schedule": schedule, "guidance": tag, **info})
+            # thresholding with sample_max_value 1 is the clamp of x0 to [-1, 1] (its quantile scale is clamped to 1).
+            if args.cases and f"unipc_default_{tag}" not in args.cases:
+                continue
+            sched = unipc.UniPCMultistepScheduler(
+                num_train_timesteps=T, trained_betas=betas, prediction_type="epsilon", thresholding=True, sample_max_value=1.0
+            )
+            sched.set_timesteps(STEPS)
+            fn = EpsModel(guided)
+            convert = sched.convert_model_output
 
-        def recorded_convert(model_output, *a, **kw):
-            # UniPC's data prediction x0 after thresholding (= the clamp): the D of a σ-space port at this call.
-            x0 = convert(model_output, *a, **kw)
-            # diffusers' own σ of this step (from its float32 ᾱ table; the port's table is float64)
-            rec["sigma"].append(float(sched.sigmas[sched.step_index]))
-            rec["D"].append(x0.float().numpy().copy())
-            return x0
+            def recorded_convert(model_output, *a, **kw):
+                # UniPC's data prediction x0 after thresholding (= the clamp): the D of a σ-space port at this call.
+                x0 = convert(model_output, *a, **kw)
+                # diffusers' own σ of this step (from its float32 ᾱ table; the port's table is float64)
+                rec["sigma"].append(float(sched.sigmas[sched.step_index]))
+                rec["D"].append(x0.float().numpy().copy())
+                return x0
 
-        sched.convert_model_output = recorded_convert
-        new_record()
-        x = x_T.clone()
-        t0 = time.perf_counter()
-        with th.no_grad():
-            for t in sched.timesteps:
-                rec["steps_x"].append(x.float().numpy().copy())
-                x = sched.step(fn(x, t.reshape(1)), t, x).prev_sample
-        key = f"unipc_default_{tag}"
-        timings[key] = time.perf_counter() - t0
-        save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
-        # diffusers steps VP x_t: its per-step x is the scheduler's sample (x_σ = x_t·sqrt(1 + σ²)).
-        info = save_record(key, "vp")
-        cases.append({"key": key, "sampler": "unipc", "schedule": "default", "guidance": tag, **info})
+            sched.convert_model_output = recorded_convert
+            current["key"] = f"unipc_default_{tag}"
+            new_record()
+            x = x_T.clone()
+            t0 = time.perf_counter()
+            with th.no_grad():
+                for t in sched.timesteps:
+                    rec["steps_x"].append(x.float().numpy().copy())
+                    x = sched.step(fn(x, t.reshape(1)), t, x).prev_sample
+            key = f"unipc_default_{tag}"
+            timings[key] = time.perf_counter() - t0
+            save(out, arrays, f"kdiffusion/{key}", x.float().numpy())
+            # diffusers steps VP x_t: its per-step x is the scheduler's sample (x_σ = x_t·sqrt(1 + σ²)).
+            info = save_record(key, "vp")
+            cases.append({"key": key, "sampler": "unipc", "schedule": "default", "guidance": tag, **info})
 
-    meta = {
-        "small_glide": cfg,
-        "kdiffusion": {
-            "steps": STEPS,
-            "size": SIZE,
-            "cfg_scale": CFG_SCALE,
-            "seed": SEED,
-            "cases": cases,
-            "prompt": "glide_cfg/in_tokens row 0 (conditional) and its unconditional row, from the shared golden set",
-            "denoiser": "k_diffusion.external.DiscreteEpsDDPMDenoiser(quantize=False) over float64 alphas_cumprod; samplers' sigmas float32",
-            "unipc": "diffusers UniPCMultistepScheduler defaults (bh2, order 2, linspace), trained_betas = GLIDE's",
-            "clip_denoised": True,
-            "state": args.state,
-            "threads": args.threads,
-            "torch": th.__version__,
-            "platform": platform.platform(),
-            "timings_s": timings,
-        },
-    }
-    json.dump({"meta": meta, "arrays": arrays}, open(os.path.join(out, "manifest.json"), "w"), indent=1)
+        meta = {
+            "small_glide": cfg,
+            "kdiffusion": {
+                "steps": STEPS,
+                "size": SIZE,
+                "cfg_scale": CFG_SCALE,
+                "seed": SEED,
+                "cases": cases,
+                "prompt": "glide_cfg/in_tokens row 0 (conditional) and its unconditional row, from the shared golden set",
+                "denoiser": "k_diffusion.external.DiscreteEpsDDPMDenoiser(quantize=False) over float64 alphas_cumprod; samplers' sigmas float32",
+                "unipc": "diffusers UniPCMultistepScheduler defaults (bh2, order 2, linspace), trained_betas = GLIDE's",
+                "clip_denoised": True,
+                "state": args.state,
+                "threads": args.threads,
+                "torch": th.__version__,
+                "platform": platform.platform(),
+                "timings_s": timings,
+                **({"perturb": args.perturb, "perturb_seed": seed} if args.perturb else {}),
+                **({"add_eps_error": args.add_eps_error} if args.add_eps_error else {}),
+            },
+        }
+        json.dump({"meta": meta, "arrays": arrays}, open(os.path.join(out, "manifest.json"), "w"), indent=1)
+        if len(seeds) > 1:
+            print(f"seed {seed} done", flush=True)
     if args.compare:
-        write_spread(args, out, args.compare)
+        write_spreads(args, args.out, args.compare)
 
 
-def write_spread(args, out, compare):
+def write_spreads(args, out, compare):
+    """write_spread of a single-seed run, or of each seed-S/ folder of a several-seed one."""
+    seeds = args.perturb_seed
+    if len(seeds) == 1:
+        return write_spread(args, out, compare, seeds[0])
+    for s in seeds:
+        if os.path.isdir(os.path.join(out, f"seed-{s}")):
+            print(f"seed {s}")
+            write_spread(args, os.path.join(out, f"seed-{s}"), compare, s)
+
+
+def write_spread(args, out, compare, seed):
     """The reference's own spread: the cases of run `out` (possibly interrupted, or a --cases subset) against run
     `compare`, relative to the latter's max |value|, written into `compare`'s manifest where the verifier takes its
     tolerances: meta.kdiffusion.spread (another torch thread setting) or meta.kdiffusion.perturb_spread[case], one
@@ -428,8 +477,8 @@ def write_spread(args, out, compare):
         # one entry per (case, seed): a later run with the same seed and δ replaces its own entry
         per = kd.setdefault("perturb_spread", {})
         for key, v in spread.items():
-            runs = [r for r in per.get(key, []) if (r["seed"], r["delta"]) != (args.perturb_seed, args.perturb)]
-            per[key] = runs + [{"delta": args.perturb, "seed": args.perturb_seed, "spread": v}]
+            runs = [r for r in per.get(key, []) if (r["seed"], r["delta"]) != (seed, args.perturb)]
+            per[key] = runs + [{"delta": args.perturb, "seed": seed, "spread": v}]
     json.dump(other, open(path, "w"), indent=1)
 
 if __name__ == "__main__":

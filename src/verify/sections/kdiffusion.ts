@@ -237,23 +237,22 @@ function teacherForced(
 }
 
 /**
- * Single forward: our network at the reference's recorded (x_t, t) of every call against its recorded ε, batched
- * (integral and fractional timesteps apart, as in sampling). `rms` = RMS(Δε)/RMS(ε), the δ of the perturbation.
+ * Our network's ε at the reference's recorded (x_t, t) of every call (NCHW, call-major, as calls/<key>_eps.npy),
+ * batched (integral and fractional timesteps apart, as in sampling), with the recorded ε beside it.
  */
-function forwardAccuracy(
-  s: string,
+function epsAtReference(
   fx: SectionContext,
   model: ModelFn,
   tokens: Tensor2D,
   mask: Tensor2D,
   c: Case,
   scale: number,
-  label: string,
-): { row: Row; rms: number } {
+): { got: Float32Array; ref: Float32Array; shape: number[]; calls: number } {
   const ts = npyToNumbers(fx.load(`calls/${c.key}_t.npy`));
   const xtArr = fx.load(`calls/${c.key}_x_t.npy`);
   const xts = floats(xtArr, `calls/${c.key}_x_t.npy`, 4);
-  const ref = floats(fx.load(`calls/${c.key}_eps.npy`), `calls/${c.key}_eps.npy`, 4);
+  const refArr = fx.load(`calls/${c.key}_eps.npy`);
+  const ref = floats(refArr, `calls/${c.key}_eps.npy`, 4);
   const per = [1, ...xtArr.shape.slice(1)];
   const size = per.reduce((a, b) => a * b, 1);
   const got = new Float32Array(ref.length);
@@ -274,6 +273,24 @@ function forwardAccuracy(
       got.set(out.subarray(j * size, (j + 1) * size), i * size);
     });
   }
+  return { got, ref, shape: refArr.shape, calls: ts.length };
+}
+
+/**
+ * Single forward: our network at the reference's recorded inputs of every call against its recorded ε.
+ * `rms` = RMS(Δε)/RMS(ε), the δ of the perturbation.
+ */
+function forwardAccuracy(
+  s: string,
+  fx: SectionContext,
+  model: ModelFn,
+  tokens: Tensor2D,
+  mask: Tensor2D,
+  c: Case,
+  scale: number,
+  label: string,
+): { row: Row; rms: number } {
+  const { got, ref, calls } = epsAtReference(fx, model, tokens, mask, c, scale);
   let d2 = 0;
   let r2 = 0;
   for (let i = 0; i < ref.length; i++) {
@@ -287,7 +304,7 @@ function forwardAccuracy(
     ref,
     got,
     TOL_SINGLE,
-    `ε at the reference's ${ts.length} inputs; RMS(Δε)/RMS(ε) ${rms.toExponential(2)}`,
+    `ε at the reference's ${calls} inputs; RMS(Δε)/RMS(ε) ${rms.toExponential(2)}`,
   );
   return { row, rms };
 }
@@ -295,8 +312,8 @@ function forwardAccuracy(
 interface EndToEndTol {
   tol: number;
   from?: string;
-  /** The perturbation runs of the case: their δ, count and median spread. */
-  perturb?: { delta: number; n: number; median: number };
+  /** The perturbation runs of the case: their δ, count, median spread and the spreads, ascending. */
+  perturb?: { delta: number; n: number; median: number; sorted: number[] };
 }
 
 /** The end-to-end tolerance of a case and where it comes from (module comment). */
@@ -314,7 +331,7 @@ function endToEndTol(spreads: Spreads, key: string): EndToEndTol {
   if (runs.length) {
     const v = runs.map((r) => r.spread).sort((a, b) => a - b);
     const delta = runs[0]!.delta;
-    out.perturb = { delta, n: v.length, median: v[Math.floor(v.length / 2)]! };
+    out.perturb = { delta, n: v.length, median: v[Math.floor(v.length / 2)]!, sorted: v };
     if (v[v.length - 1]! > out.tol) {
       out.tol = v[v.length - 1]!;
       out.from = `max of the reference's spread under ε·(1 + ${delta}·N(0,1)), ${v.length} seeds`;
@@ -359,6 +376,39 @@ export function teacherForcedRows(fx: SectionContext): Row[] {
       scoped(() => teacherForced(fx.section, fx, diffusion, c, steps, noise, xTOf(), label(c))),
     ),
   );
+}
+
+/**
+ * The port's per-call forward error on each case's reference trajectory (`keys`, default every case): our ε at the
+ * reference's recorded inputs minus its recorded ε, call-major NCHW. tools/golden/kdiffusion_port_eps.ts writes it
+ * for the generator's --add-eps-error, which runs the reference with exactly these errors added to its ε.
+ */
+export function portEpsError(
+  ctx: SectionContext,
+  keys?: readonly string[],
+): Map<string, { delta: Float32Array; shape: number[] }> {
+  const fx = arraysContext(ctx);
+  const { list, scale } = setup(fx);
+  const unknown = (keys ?? []).filter((k) => !list.some((c) => c.key === k));
+  if (unknown.length)
+    throw new GoldenError(`unknown case ${unknown.join(", ")} (known: ${list.map((c) => c.key).join(", ")})`);
+  const out = new Map<string, { delta: Float32Array; shape: number[] }>();
+  const rows = withGoldenModels(ctx, [goldenGlide], ([unet]) => {
+    for (const c of list.filter((c) => !keys?.length || keys.includes(c.key))) {
+      const { value } = withDenoiser(ctx, unet, (model) =>
+        scoped(() => {
+          const tokens = intTensor(fx, "tokens.npy") as Tensor2D;
+          const mask = maskTensor(fx, "mask.npy");
+          return epsAtReference(fx, model, tokens, mask, c, scale);
+        }),
+      );
+      out.set(c.key, { delta: value.got.map((v, i) => v - value.ref[i]!), shape: value.shape });
+    }
+    return [];
+  });
+  const failed = rows.find((r) => !r.pass);
+  if (failed) throw new GoldenError(`${failed.case}: ${failed.note ?? "failed"}`);
+  return out;
 }
 
 /** The fixture as a section context (its arrays under kdiffusion/). */
@@ -417,8 +467,12 @@ function run(ctx: SectionContext): Row[] {
             `${seconds.toFixed(1)} s, ${runtime}`,
           );
           if (e2e.from) row.tolFrom = e2e.from;
-          if (e2e.perturb)
-            row.note += `; ${(row.rel / e2e.perturb.median).toFixed(1)}× the median perturbed spread (${e2e.perturb.median.toExponential(1)})`;
+          if (e2e.perturb) {
+            const { median, sorted: v } = e2e.perturb;
+            // where our distance falls among the seeds' spreads (the tolerance takes only their max)
+            const below = v.filter((x) => x < row.rel).length;
+            row.note += `; ${(row.rel / median).toFixed(1)}× the median perturbed spread (${median.toExponential(1)}), above ${below} of ${v.length} seeds' spreads`;
+          }
           return [value.fwd.row, row];
         }),
       ),
