@@ -2,14 +2,23 @@
 // one folder of links, so that `guidance-lab report` and `guidance-lab compare` see them together. Cells of such runs
 // start from the same x_T per sample (x_T derives from seed, prompt and sample index), so their differences are
 // paired. OUT gets the first run's config.json and env.json, a link to its real-image features, and a link to every
-// finished cell of every run (cell ids name sampler and steps, so runs cannot collide; a duplicate id is refused).
+// finished cell of every run (cell ids name sampler and steps; a cell in two runs is linked once if its files are
+// identical in both, else refused).
 //
 //   npx tsx experiments/sampler-nfe/join-runs.ts OUT RUN...
 //     then: npx guidance-lab report OUT; npx guidance-lab compare OUT --pairs A:B ...
 //   npx tsx experiments/sampler-nfe/join-runs.ts --by-rank OUT OLD NEW
 //     also compares every cell of NEW with the cell of OLD of the same strategy, parameters and scale at the same
 //     rank of step count (OLD's i-th smallest ↔ NEW's i-th): the quickstart before and after its sampler switch.
-import { cpSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join, resolve } from "node:path";
 import { initEngine } from "../../src/core/engine.ts";
 import { compareRunFolder, formatCompare } from "../../src/report/compare.ts";
@@ -28,14 +37,42 @@ mkdirSync(join(out, "cells"), { recursive: true });
 cpSync(join(first, "config.json"), join(out, "config.json"));
 if (existsSync(join(first, "env.json"))) cpSync(join(first, "env.json"), join(out, "env.json"));
 symlinkSync(join(first, "real"), join(out, "real"));
-const seen = new Set<string>();
+// A cell id names strategy, scale, steps and sampler, so two runs share one only when both sampled the same cell
+// (the quickstart at steps [10, 25] and at [25, 50] share the 25-step cells). Such a cell is linked once, and only
+// when its files (all but record.json's timings) are byte for byte the same in both runs; anything else is refused.
+const seen = new Map<string, string>();
+// Everything but record.json (which holds timings): observations, features, class probabilities and the grid.
+// Returns the first file that differs, or undefined when the cell is the same in both runs.
+const cellDifference = (a: string, b: string, id: string): string | undefined => {
+  const files = (dir: string) =>
+    readdirSync(join(dir, "cells", id))
+      .filter((f) => f !== "record.json")
+      .sort();
+  const fa = files(a);
+  const fb = files(b);
+  if (JSON.stringify(fa) !== JSON.stringify(fb)) return `files ${fa.join(", ")} vs ${fb.join(", ")}`;
+  return fa.find((f) => !readFileSync(join(a, "cells", id, f)).equals(readFileSync(join(b, "cells", id, f))));
+};
+let shared = 0;
 for (const run of runs)
   for (const c of run.cells) {
-    if (seen.has(c.record.cellId)) throw new Error(`cell ${c.record.cellId} is in two of the runs`);
-    seen.add(c.record.cellId);
-    symlinkSync(join(run.dir, "cells", c.record.cellId), join(out, "cells", c.record.cellId));
+    const id = c.record.cellId;
+    const firstDir = seen.get(id);
+    if (firstDir !== undefined) {
+      const differs = cellDifference(firstDir, run.dir, id);
+      if (differs)
+        throw new Error(
+          `cell ${id} is in ${firstDir} and ${run.dir} with different contents (${differs}); only identical cells can be joined`,
+        );
+      shared++;
+      continue;
+    }
+    seen.set(id, run.dir);
+    symlinkSync(join(run.dir, "cells", id), join(out, "cells", id));
   }
-process.stdout.write(`${out}: ${seen.size} cells from ${runs.length} runs\n`);
+process.stdout.write(
+  `${out}: ${seen.size} cells from ${runs.length} runs${shared ? ` (${shared} sampled identically in two runs, linked once)` : ""}\n`,
+);
 
 if (byRank) {
   const group = (r: CellRecord) => `${r.strategy}|${JSON.stringify(r.strategyParams)}|${r.scale}`;
