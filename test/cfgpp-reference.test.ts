@@ -12,6 +12,7 @@ import { SigmaView } from "../src/core/samplers/sigma.ts";
 import type { Denoiser } from "../src/core/types.ts";
 import { buildStrategy, checkStrategySampler } from "../src/strategies/registry.ts";
 import { type GuidanceModels, hooksOf, nfe } from "../src/strategies/strategy.ts";
+import { relErr } from "./helpers/onnx.ts";
 
 interface Call {
   x: number[];
@@ -45,17 +46,6 @@ const TOL = 1e-5;
 /** A float16 input of the reference against our float32 one: two float16 roundings (the cast, the division). */
 const TOL_F16 = 2 ** -10;
 
-/** max |a − b| / max |b|. */
-function rel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let num = 0;
-  let den = 0;
-  for (let i = 0; i < b.length; i++) {
-    num = Math.max(num, Math.abs(a[i]! - b[i]!));
-    den = Math.max(den, Math.abs(b[i]!));
-  }
-  return num / den;
-}
-
 /** How far the x a model call received is from the reference's, and whether the reference's was float16. */
 interface InputRel {
   rel: number;
@@ -85,8 +75,8 @@ function replayModels(c: Case, inputRel: InputRel[]): GuidanceModels {
       const size = rows.length / 2;
       const f16 = call.x_dtype === "float16";
       inputRel.push(
-        { rel: rel(rows.subarray(0, size), call.x), f16 },
-        { rel: rel(rows.subarray(size), call.x), f16 },
+        { rel: relErr(rows.subarray(0, size), call.x), f16 },
+        { rel: relErr(rows.subarray(size), call.x), f16 },
       );
       return { out: tf.concat([t4(call.eps_c), t4(call.eps_u)]) as Tensor4D, kind: "eps" };
     },
@@ -116,7 +106,7 @@ function runCase(c: Case, tamper?: (d: Denoiser) => Denoiser) {
     });
     const got = r.sample.dataSync();
     r.sample.dispose();
-    return { diffusion, inputRel, final: rel(got, c.trajectory.at(-1)!), nfe: r.nfe };
+    return { diffusion, inputRel, final: relErr(got, c.trajectory.at(-1)!), nfe: r.nfe };
   } finally {
     xT.dispose();
     g.dispose();
@@ -134,10 +124,10 @@ describe(`cfg++ against ${FX.meta.reference}`, () => {
       const { diffusion, inputRel, final, nfe } = runCase(c);
       assert.equal(tf.memory().numTensors, before, "no tensor leaks");
       // the same tables and σs as the reference ran on
-      if (c.alphas_cumprod) assert.ok(rel(diffusion.alphasCumprod, c.alphas_cumprod) < 1e-12);
+      if (c.alphas_cumprod) assert.ok(relErr(diffusion.alphasCumprod, c.alphas_cumprod) < 1e-12);
       if (c.sigmas) {
         const ours = new SigmaView(diffusion).schedule(FX.meta.steps, "karras");
-        assert.ok(rel(ours, c.sigmas) < 1e-12, `σs ${ours} vs ${c.sigmas}`);
+        assert.ok(relErr(ours, c.sigmas) < 1e-12, `σs ${ours} vs ${c.sigmas}`);
       }
       assert.equal(inputRel.length, 2 * c.calls.length, "one batched [cond; uncond] call per reference call");
       assert.equal(nfe, 2 * c.calls.length, "two network evaluations per step, as declared");

@@ -10,6 +10,7 @@ import { type ModelFn, unetModel } from "../src/nets/denoiser.ts";
 import { type Conditioning, UNet } from "../src/nets/unet.ts";
 import { differentiableDenoiser } from "../src/onnx/denoiser-vjp.ts";
 import { denoiserOn } from "../src/onnx/runtime.ts";
+import { relErr } from "./helpers/onnx.ts";
 import { tinyUNetConfig } from "./helpers/tiny-unet.ts";
 
 const B = 5;
@@ -53,16 +54,6 @@ function gradOf(model: ModelFn): { grad: Float32Array; eps: Float32Array } {
   });
 }
 
-function maxRel(a: Float32Array, b: Float32Array): number {
-  let d = 0;
-  let s = 0;
-  for (let i = 0; i < a.length; i++) {
-    d = Math.max(d, Math.abs(a[i]! - b[i]!));
-    s = Math.max(s, Math.abs(b[i]!));
-  }
-  return d / s;
-}
-
 describe("differentiableDenoiser", () => {
   for (const runtime of ["tfjs", "onnx"] as const) {
     test(`${runtime}: chunked backward (chunks of 2, the last padded) equals the tape's, no leak`, () => {
@@ -75,12 +66,12 @@ describe("differentiableDenoiser", () => {
         const got = gradOf(d.model);
         assert.equal(tf.memory().numTensors, before, "tensors leaked");
         const tol = runtime === "tfjs" ? 1e-6 : 1e-5;
-        const g = maxRel(got.grad, reference.grad);
+        const g = relErr(got.grad, reference.grad);
         assert.ok(g <= tol, `gradient differs by ${g.toExponential(2)} of its largest value (> ${tol})`);
-        const e = maxRel(got.eps, reference.eps);
+        const e = relErr(got.eps, reference.eps);
         assert.ok(e <= tol, `forward differs by ${e.toExponential(2)} (> ${tol})`);
         // The outer tape was restored: a plain gradient afterwards still works and matches.
-        assert.ok(maxRel(gradOf(unetModel(unet)).grad, reference.grad) === 0);
+        assert.ok(relErr(gradOf(unetModel(unet)).grad, reference.grad) === 0);
       } finally {
         d.dispose();
         f.dispose();

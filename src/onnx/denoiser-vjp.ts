@@ -87,11 +87,12 @@ export function differentiableDenoiser(
   const channels = unet.config.inChannels;
   const model: ModelFn = (x, t, cond) =>
     tf.tidy(() => {
-      const names = Object.keys(condInputs(cond));
+      const condTensors = condInputs(cond);
+      const names = Object.keys(condTensors);
       const raw = tf.customGrad((...args) => {
         const xv = args[0] as Tensor4D;
         // t and the conditioning are the caller's, freed before the backward pass runs: the tape keeps clones.
-        (args[1] as (s: Tensor[]) => void)([xv, t, ...Object.values(condInputs(cond))]);
+        (args[1] as (s: Tensor[]) => void)([xv, t, ...Object.values(condTensors)]);
         return {
           value: forward(xv, t, cond),
           gradFunc: (dy: Tensor, saved: Tensor[]) => {
