@@ -5,7 +5,12 @@ import assert from "node:assert/strict";
 import { before, test } from "node:test";
 import { backendFromEnv, initEngine, tf } from "../src/core/engine.ts";
 import { SAMPLER_NAMES } from "../src/core/samplers/registry.ts";
-import { fixtureContext, TOL_TEACHER_FORCED, teacherForcedRows } from "../src/verify/sections/kdiffusion.ts";
+import {
+  endToEndTol,
+  fixtureContext,
+  TOL_TEACHER_FORCED,
+  teacherForcedRows,
+} from "../src/verify/sections/kdiffusion.ts";
 
 before(async () => {
   await initEngine(backendFromEnv(), { quiet: true });
@@ -33,6 +38,19 @@ test("teacher-forced: every sampler's arithmetic equals the reference's on its r
       );
 });
 
+test("teacher-forced: the model is called as k-diffusion calls it (float32 σ, its float32 log and c_in)", () => {
+  // On the Karras and exponential σs (float64 on both sides, so the schedules agree before the call) our call's
+  // timestep and network input equal the reference's bit for bit. With the call at the float64 σ they were 1.8e-8
+  // (of T) and 1.4e-7 off (SigmaView.denoisedPair).
+  const rows = teacherForcedRows(fixtureContext()).filter((r) => /karras|exponential/.test(r.case));
+  assert.equal(rows.length, 8);
+  for (const r of rows) {
+    const part = (name: string) => Number(r.note?.match(new RegExp(`(?:^|, )${name} ([^,]+)`))?.[1]);
+    assert.ok(part("t") <= 1e-12, `${r.case}: t ${part("t")} (${r.note})`);
+    assert.equal(part("x_t"), 0, `${r.case}: x_t (${r.note})`);
+  }
+});
+
 test("teacher-forced: a reference sample off by 1e-4 in one pixel fails the check", () => {
   // The check can fail: the same replay against a reference whose stored sample is perturbed.
   const fx = fixtureContext();
@@ -50,4 +68,27 @@ test("teacher-forced: a reference sample off by 1e-4 in one pixel fails the chec
   assert.equal(rows[0]!.pass, false);
   assert.match(rows[0]!.note ?? "", /^8 calls/, "a comparison, not an error row");
   assert.ok(rows[0]!.rel > 1e-5, `rel ${rows[0]!.rel}`);
+});
+
+test("end-to-end tolerance: max of 1e-4, the thread spread and the perturbed runs; CPU configurations only reported", () => {
+  const spreads = {
+    spread: { a: 2e-4 },
+    perturb_spread: {
+      a: [1, 2, 3].map((seed) => ({ delta: 2e-6, seed, spread: [1e-4, 2e-4, 3e-4][seed - 1]! })),
+    },
+    config_spread: { a: [{ config: "threads=2", spread: 2 }] },
+  };
+  const a = endToEndTol(spreads, "a");
+  assert.equal(a.tol, 3e-4);
+  assert.match(a.from ?? "", /3 seeds/);
+  assert.equal(a.configs?.sorted.at(-1), 2, "the configuration runs are kept for the row's note");
+  assert.equal(endToEndTol({ config_spread: { b: [{ config: "x", spread: 1 }] } }, "b").tol, 1e-4);
+  assert.throws(
+    () =>
+      endToEndTol(
+        { perturb_spread: { c: [1e-6, 2e-6].map((delta) => ({ delta, seed: 1, spread: 1 })) } },
+        "c",
+      ),
+    /mixes δs/,
+  );
 });

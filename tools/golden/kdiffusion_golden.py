@@ -39,6 +39,9 @@ STEPS = 8
 SIZE = 16
 CFG_SCALE = 3.0
 SEED = 1616
+# Environment variables that select the CPU kernels torch 1.13 dispatches to (ATen's vectorised ops, oneDNN's
+# convolutions, OpenBLAS's GEMM): set, this machine computes as a CPU without AVX2 (or without AVX) would.
+CPU_ENV = ["ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "OPENBLAS_CORETYPE"]
 KD_SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_3m_sde"]
 EXTRA_SCHEDULES = {"euler": ["karras", "exponential"], "dpmpp_2m": ["karras", "exponential"]}
 
@@ -195,9 +198,14 @@ def main():
     )
     ap.add_argument(
         "--spread-kind",
-        choices=["threads", "perturb"],
+        choices=["threads", "perturb", "config"],
         default="threads",
-        help="where --compare files the spread: meta.kdiffusion.spread (threads) or perturb_spread (per seed)",
+        help="where --compare files the spread: meta.kdiffusion.spread (threads), perturb_spread (per seed) or "
+        "config_spread (per CPU configuration, --config-label)",
+    )
+    ap.add_argument(
+        "--config-label",
+        help="with --spread-kind config: the run's CPU configuration as kdiffusion_config_spread.sh names it",
     )
     ap.add_argument("--spread-only", action="store_true", help="--out is an earlier run: only compare it (--compare)")
     ap.add_argument("--cases", nargs="*", help="only these case keys (a spread run on a subset)")
@@ -425,6 +433,8 @@ def main():
                 "clip_denoised": True,
                 "state": args.state,
                 "threads": args.threads,
+                # the dispatch overrides that make this CPU compute like another one (kdiffusion_config_spread.sh)
+                "cpu_env": {k: os.environ[k] for k in CPU_ENV if k in os.environ},
                 "torch": th.__version__,
                 "platform": platform.platform(),
                 "timings_s": timings,
@@ -461,9 +471,11 @@ def write_spread(args, out, compare, seed):
     if args.spread_kind == "threads":
         spread = kd.setdefault("spread", {})
         kd["spread_from"] = f"torch threads {args.threads} vs {kd['threads']}"
+    elif args.spread_kind == "perturb" and not args.perturb:
+        raise SystemExit("--spread-kind perturb needs the run's --perturb δ")
+    elif args.spread_kind == "config" and not args.config_label:
+        raise SystemExit("--spread-kind config needs the run's --config-label")
     else:
-        if not args.perturb:
-            raise SystemExit("--spread-kind perturb needs the run's --perturb δ")
         spread = {}
     for c in kd["cases"]:
         mine = os.path.join(out, "kdiffusion", c["key"] + ".npy")
@@ -479,6 +491,12 @@ def write_spread(args, out, compare, seed):
         for key, v in spread.items():
             runs = [r for r in per.get(key, []) if (r["seed"], r["delta"]) != (seed, args.perturb)]
             per[key] = runs + [{"delta": args.perturb, "seed": seed, "spread": v}]
+    if args.spread_kind == "config":
+        # one entry per (case, configuration): a later run of the same configuration replaces its own entry
+        per = kd.setdefault("config_spread", {})
+        for key, v in spread.items():
+            runs = [r for r in per.get(key, []) if r["config"] != args.config_label]
+            per[key] = runs + [{"config": args.config_label, "spread": v}]
     json.dump(other, open(path, "w"), indent=1)
 
 if __name__ == "__main__":

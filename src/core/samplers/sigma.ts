@@ -31,8 +31,8 @@ export class SigmaView {
    * k-diffusion's sigma_to_t (unquantised): the table index, fractional, whose log σ interpolates log σ linearly
    * between the bracketing entries (clamped to the table's ends).
    */
-  sigmaToIndex(sigma: number): number {
-    const ls = Math.log(sigma);
+  sigmaToIndex(sigma: number, logSigma = Math.log(sigma)): number {
+    const ls = logSigma;
     const n = this.logSigmas.length;
     let low = 0;
     for (let i = 0; i < n; i++) if (ls - this.logSigmas[i]! >= 0) low = i;
@@ -51,9 +51,12 @@ export class SigmaView {
     return Math.exp((1 - w) * this.logSigmas[lo]! + w * this.logSigmas[hi]!);
   }
 
-  /** Where a model call at σ happens: the original timestep (fractional), the nearest table index, iteration k. */
-  stepInfo(sigma: number, k: number): StepInfo {
-    const i = this.sigmaToIndex(sigma);
+  /**
+   * Where a model call at σ happens: the original timestep (fractional), the nearest table index, iteration k.
+   * `float32`: σ is a float32 and its log is taken in float32, as k-diffusion's sigma_to_t does on a float32 σ.
+   */
+  stepInfo(sigma: number, k: number, float32 = false): StepInfo {
+    const i = this.sigmaToIndex(sigma, float32 ? Math.fround(Math.log(sigma)) : Math.log(sigma));
     const map = this.diffusion.timestepMap;
     const lo = Math.floor(i);
     const t = lo === i ? map[lo]! : map[lo]! + (i - lo) * (map[lo + 1]! - map[lo]!);
@@ -81,18 +84,29 @@ export class SigmaView {
    * condition_score), x0 = x − σ·ε', then denoisedFn and the optional clamp to [−1, 1]. With a renoising prediction
    * (Prediction.renoise) also its D_r = x − σ·ε_r, unprocessed: CFG++'s unconditional D, as the reference code takes
    * it from the raw unconditional branch (ComfyUI's post-CFG `uncond_denoised`).
+   *
+   * The call is at σ rounded to float32, as k-diffusion's samplers make it (`model(x, sigmas[i] * s_in)`, s_in in x's
+   * dtype): the network's timestep comes from the float32 σ and its float32 log (sigma_to_t), and c_in = 1/sqrt(σ² + 1)
+   * from float32 operations (get_scalings; each Math.fround below is one float32 operation, exact in double first).
+   * The timestep moves by ~1e-5, which the loops amplify: on the golden GLIDE-small the float64 σ put dpmpp_3m_sde's
+   * 8-step sample 3e-4 from every reference run (src/core/samplers/README.md). `exact` keeps σ as given: diffusers'
+   * UniPC calls its model at the table's integral timestep.
    */
   denoisedPair(
     ctx: RunContext,
     x: Tensor4D,
-    sigma: number,
+    sigmaIn: number,
     k: number,
+    exact = false,
   ): { denoised: Tensor4D; renoise?: Tensor4D } {
-    const step = this.stepInfo(sigma, k);
+    const sigma = exact ? sigmaIn : Math.fround(sigmaIn);
+    const step = this.stepInfo(sigma, k, !exact);
     ctx.onEval(step);
     return tf.tidy(() => {
       const abar = 1 / (1 + sigma * sigma);
-      const xt = tf.mul(x, Math.sqrt(abar)) as Tensor4D;
+      const f = Math.fround;
+      const cIn = exact ? Math.sqrt(abar) : f(1 / f(Math.sqrt(f(f(sigma * sigma) + 1))));
+      const xt = tf.mul(x, cIn) as Tensor4D;
       const pred = ctx.denoise(xt, step);
       const epsOf = (out: Tensor4D): Tensor4D => {
         if (pred.kind === "eps") return out;
@@ -111,8 +125,8 @@ export class SigmaView {
     });
   }
 
-  denoised(ctx: RunContext, x: Tensor4D, sigma: number, k: number): Tensor4D {
-    return this.denoisedPair(ctx, x, sigma, k).denoised;
+  denoised(ctx: RunContext, x: Tensor4D, sigma: number, k: number, exact = false): Tensor4D {
+    return this.denoisedPair(ctx, x, sigma, k, exact).denoised;
   }
 }
 
@@ -138,12 +152,22 @@ export type SigmaStep = (
 ) => { x: Tensor4D; state: SamplerState };
 
 /** A σ-space run: x starts at x_T·σ_0, known pixels are image + σ·z, and each iteration is `step`. */
-export function sigmaRun(ctx: RunContext, step: SigmaStep, opts: { plusOne?: boolean } = {}): SamplerRun {
+export function sigmaRun(
+  ctx: RunContext,
+  step: SigmaStep,
+  opts: {
+    plusOne?: boolean;
+    /** Call the model at the schedule's σ itself, not at σ rounded to float32 (SigmaView.denoisedPair). */
+    exactSigma?: boolean;
+  } = {},
+): SamplerRun {
   const view = new SigmaView(ctx.diffusion);
   const sigmas = view.schedule(ctx.steps, ctx.schedule, opts.plusOne ?? false);
+  const exact = opts.exactSigma ?? false;
+  const callSigma = (sigma: number) => (exact ? sigma : Math.fround(sigma));
   return {
     length: sigmas.length - 1,
-    info: (k) => view.stepInfo(sigmas[k]!, k),
+    info: (k) => view.stepInfo(callSigma(sigmas[k]!), k, !exact),
     init: (xT) => tf.mul(xT, sigmas[0]!) as Tensor4D,
     noised: (image, k, noise) => {
       const s = sigmas[k + 1]!;
@@ -154,8 +178,8 @@ export function sigmaRun(ctx: RunContext, step: SigmaStep, opts: { plusOne?: boo
         {
           sigmas,
           eta: ctx.eta,
-          denoised: (xs, sigma) => view.denoised(ctx, xs, sigma, k),
-          denoisedPair: (xs, sigma) => view.denoisedPair(ctx, xs, sigma, k),
+          denoised: (xs, sigma) => view.denoised(ctx, xs, sigma, k, exact),
+          denoisedPair: (xs, sigma) => view.denoisedPair(ctx, xs, sigma, k, exact),
           noise: (shape) => ctx.noise(k, [...shape]),
         },
         x,

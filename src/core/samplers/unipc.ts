@@ -92,7 +92,8 @@ export const unipcSampler: SamplerDef = {
           state: { m0: m, m1: m0, last: xc, order, lower: Math.min(lowerOrderNums + 1, 2) },
         };
       },
-      { plusOne: true },
+      // diffusers calls the model at its table's integral timesteps
+      { plusOne: true, exactSigma: true },
     );
   },
 };
