@@ -15,6 +15,7 @@ import {
   isNeutral,
   parsePairs,
   parseTargets,
+  referencePairs,
 } from "../src/report/compare.ts";
 import { GUIDE_GAIN_COLUMNS, guideGainRows, guideGains } from "../src/report/guide-gain.ts";
 import { runIntervals } from "../src/report/intervals.ts";
@@ -130,6 +131,44 @@ describe("compare", () => {
       assert.equal(names[0]!.split(" · ")[1], names[1]!.split(" · ")[1], "same steps and sampler");
     }
     assert.match(formatCompare(r), /Each strategy against cfg alone/);
+  });
+});
+
+describe("the reference curve", () => {
+  const curve = (name: string, strategy: string, plain: boolean, setting = "25|ddpm") => ({
+    name,
+    strategy,
+    plain,
+    setting,
+  });
+
+  it("is cfg with default parameters at the same steps and sampler, chosen by fields, not labels", () => {
+    const curves = [
+      curve("plain A", "cfg", true),
+      curve("plain B", "cfg", true, "50|ddpm"),
+      curve("windowed", "cfg", false),
+      curve("pag", "pag", false),
+      curve("clip", "clip", true, "50|ddpm"),
+      curve("apg elsewhere", "apg", true, "10|euler"),
+    ];
+    assert.deepEqual(referencePairs(curves), [
+      ["plain A", "windowed"],
+      ["plain A", "pag"],
+      ["plain B", "clip"],
+    ]);
+  });
+
+  it("is every cfg variant at that setting when none has default parameters", () => {
+    // Two cfg variants and no plain cfg (the case a label lookup for "cfg" skipped silently).
+    const curves = [
+      curve("cfg (a)", "cfg", false),
+      curve("cfg (b)", "cfg", false),
+      curve("apg", "apg", true),
+    ];
+    assert.deepEqual(referencePairs(curves), [
+      ["cfg (a)", "apg"],
+      ["cfg (b)", "apg"],
+    ]);
   });
 });
 

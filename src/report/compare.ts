@@ -18,7 +18,7 @@ import {
 } from "../stats/frontier.ts";
 import { newcombePairedInterval, pairedTable } from "../stats/paired-proportion.ts";
 import { intervalMethod, NO_INTERVAL } from "../stats/run-stats.ts";
-import { knownStrategyDef } from "../strategies/registry.ts";
+import { knownStrategyDef, parseStrategyConfig } from "../strategies/registry.ts";
 import { neutraliseCsvCell } from "./csv.ts";
 import {
   formatGuideGains,
@@ -51,7 +51,7 @@ const FIDELITY = ["accuracy", "clip_score", "precision"] as const;
 /** Diversity axes and fidelity axes of the matched-diversity frontiers. */
 export const FRONTIER_X = ["recall", "diversity_clip"] as const;
 export const FRONTIER_Y = ["accuracy", "clip_score", "precision"] as const;
-/** The curve every other strategy is compared with at matched diversity: plain classifier-free guidance. */
+/** The strategy every other curve is compared with at matched diversity: classifier-free guidance. */
 const REFERENCE_CURVE = "cfg";
 
 export { isNeutral } from "./neutral.ts";
@@ -174,7 +174,17 @@ export function parseTargets(specs: readonly string[]): Record<string, number> {
  * `scale`, except for strategies whose registry entry names their own strength axis (`StrategyDef.strengthAxis`),
  * whose curve runs along that key at a fixed scale wherever the run varies it; otherwise they fall back to `scale`.
  */
-export function frontierCurves(run: RunData, stats: RunIntervals): { name: string; records: CellRecord[] }[] {
+export interface Curve {
+  name: string;
+  records: CellRecord[];
+  strategy: string;
+  /** Whether the curve's cells have their strategy's default parameters (scale aside) and run along scale. */
+  plain: boolean;
+  /** Steps and sampler, which every cell of a curve shares. */
+  setting: string;
+}
+
+export function frontierCurves(run: RunData, stats: RunIntervals): Curve[] {
   const records = run.cells.map((c) => c.record).filter((r) => stats.byId.has(r.cellId));
   const axisGroups = new Map<string, { axis: string; records: CellRecord[] }>();
   for (const r of records) {
@@ -204,18 +214,53 @@ export function frontierCurves(run: RunData, stats: RunIntervals): { name: strin
     [labels.get(stripped.get(r)!)! + suffix, steps ? `${r.steps} steps` : "", sampler ? r.sampler : ""]
       .filter(Boolean)
       .join(" · ");
+  const fields = (r: CellRecord) => ({ strategy: r.strategy, setting: `${r.steps}|${r.sampler}` });
   return [
     ...[...groups.values()]
       .filter((rs) => rs.length >= 2)
-      .map((rs) => ({ name: name(rs[0]!), records: [...rs].sort((p, q) => p.scale - q.scale) })),
+      .map((rs) => ({
+        name: name(rs[0]!),
+        records: [...rs].sort((p, q) => p.scale - q.scale),
+        ...fields(rs[0]!),
+        plain: hasDefaultParams(rs[0]!),
+      })),
     ...alongAxis.map(({ axis, records: rs }) => {
       const strength = (r: CellRecord) => Number(r.strategyParams[axis]);
       return {
         name: name(rs[0]!, ` along ${axis} at s = ${rs[0]!.scale}`),
         records: [...rs].sort((p, q) => strength(p) - strength(q)),
+        ...fields(rs[0]!),
+        plain: false,
       };
     }),
   ];
+}
+
+/** Whether a cell's strategy parameters (scale aside) are its registry entry's defaults. */
+function hasDefaultParams(r: CellRecord): boolean {
+  try {
+    const defaults = parseStrategyConfig({ kind: r.strategy, scale: r.scale });
+    return paramsKey(r) === paramsKey({ ...r, strategyParams: defaults as Record<string, unknown> });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Which curve each curve is compared with alone, by the curves' fields (never their labels): cfg with default
+ * parameters at the same steps and sampler; where the run has none there, every cfg curve at that setting (for the
+ * other strategies' curves; two cfg variants are not compared with each other twice). [reference, curve] names.
+ */
+export function referencePairs(curves: readonly Omit<Curve, "records">[]): [string, string][] {
+  const out: [string, string][] = [];
+  for (const c of curves) {
+    if (c.strategy === REFERENCE_CURVE && c.plain) continue;
+    const cfgs = curves.filter((r) => r !== c && r.strategy === REFERENCE_CURVE && r.setting === c.setting);
+    const plain = cfgs.filter((r) => r.plain);
+    const refs = plain.length ? plain : c.strategy === REFERENCE_CURVE ? [] : cfgs;
+    for (const r of refs) out.push([r.name, c.name]);
+  }
+  return out;
 }
 
 /** The cell's strength axis from its strategy's registry entry, when the cell sets it to a number. */
@@ -316,12 +361,9 @@ export function compareRun(
       const f = compareFrontiers(fc, x, y, better);
       if (f) frontiers.push(f);
       if (fc.length > 2) {
-        for (const c of fc) {
-          // Curve names end in " · <steps/sampler>" when those vary: compare with cfg at the same setting.
-          const at = c.name.indexOf(" · ");
-          const reference = fc.find((r) => r.name === REFERENCE_CURVE + (at < 0 ? "" : c.name.slice(at)));
-          if (!reference || reference === c) continue;
-          const pair = compareFrontiers([reference, c], x, y, better);
+        const byName = new Map(fc.map((c) => [c.name, c]));
+        for (const [ref, name] of referencePairs(curves.filter((c) => byName.has(c.name)))) {
+          const pair = compareFrontiers([byName.get(ref)!, byName.get(name)!], x, y, better);
           if (pair) againstReference.push(pair);
         }
       }
