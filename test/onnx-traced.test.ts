@@ -1,7 +1,7 @@
 // TensorFlow.js functions traced into ONNX graphs (src/onnx/traced.ts). Guidance gradients (guide-grad.ts): the
 // noised classifier's and the noised CLIP's gradients on ONNX Runtime equal TensorFlow.js's, at several batches and
 // on later calls with other labels, timesteps and text embeddings (so those are graph inputs, not constants of the
-// first call); a strategy-style objective of its own (CLIP on a rescaled x with a table gathered at t) traces too;
+// first call); clean-clip's gradient on x̂0, as the zoo's guide replays it; a strategy-style objective of its own (CLIP on a rescaled x with a table gathered at t) traces too;
 // an objective that reads an input's values through JavaScript is refused; no tensor is left behind. The metrics'
 // forwards (metric-models.ts): evaluation-CLIP image and text embeddings, the noised CLIP at t = 0 and the
 // classifier's logits equal TensorFlow.js's.
@@ -23,6 +23,7 @@ import type { EvalClip } from "../src/nets/eval-clip.ts";
 import { OnnxGuideGrad } from "../src/onnx/guide-grad.ts";
 import { metricModelsOn } from "../src/onnx/metric-models.ts";
 import { onnxUnavailable } from "../src/onnx/runtime.ts";
+import { cleanClipGrad, cleanClipLoss } from "../src/strategies/clean-clip.ts";
 import { loadZooModel } from "../src/zoo/registry.ts";
 import { loadZoo, type Zoo } from "../src/zoo/zoo.ts";
 import { relErr } from "./helpers/onnx.ts";
@@ -124,6 +125,44 @@ describe("guidance gradients on ONNX Runtime", () => {
         tf.dispose([x, ts, z, want, got]);
       }
       assert.equal(engine.traced.length, 1, "one graph for one set of shapes");
+    } finally {
+      engine.dispose();
+    }
+  });
+
+  test("clean-clip's ∇x̂0 (backprop: false) replays as a graph equal to TensorFlow.js's; the zoo's guide uses it", (t) => {
+    if (skip) return t.skip(skip);
+    const plain = tfjs.models.guide!("eval-clip");
+    const onOrt = onnx.models.guide!("eval-clip");
+    assert.equal(plain.cleanClip!.lossGrad, undefined, "TensorFlow.js's guide takes the gradient itself");
+    assert.ok(onOrt.cleanClip!.lossGrad, "ONNX Runtime's guide replays it");
+    // Traced without the fallback (the spherical distance's arcsin included).
+    const clip = plain.cleanClip!;
+    const engine = new OnnxGuideGrad("clean-clip", (x, { zText }) =>
+      cleanClipLoss(clip, x, zText as Tensor2D),
+    );
+    const init = new Init(5);
+    try {
+      for (const prompts of [["a red circle", "a green square", "a blue triangle"], ["a red square"]]) {
+        const x = tf.tidy(() =>
+          tf.clipByValue(init.normal([prompts.length, 16, 16, 3], 0.6), -1, 1),
+        ) as Tensor4D;
+        const z = plain.cleanClipText!(prompts);
+        const before = tf.memory().numTensors;
+        const want = cleanClipGrad(clip, x, z);
+        for (const [what, got] of [
+          ["traced", engine.grad(x, { zText: z })],
+          ["zoo guide", onOrt.cleanClip!.lossGrad!(x, z)],
+        ] as const) {
+          const err = relErr(data(got), data(want));
+          assert.ok(err <= 1e-5, `${what}, batch ${prompts.length}: relative error ${err}`);
+          got.dispose();
+        }
+        want.dispose();
+        assert.equal(tf.memory().numTensors, before, "no tensor left behind");
+        tf.dispose([x, z]);
+      }
+      assert.equal(engine.traced.length, 2, "one graph per batch size");
     } finally {
       engine.dispose();
     }

@@ -218,6 +218,7 @@ const EMITTERS: Record<string, Emitter> = {
   Tanh: one("Tanh"),
   Erf: one("Erf"),
   Cos: one("Cos"),
+  Asin: one("Asin"),
   Sin: one("Sin"),
   Floor: one("Floor"),
   Relu: one("Relu"),

@@ -14,7 +14,8 @@
 // gradient tape: one forward and one backward of the denoiser per step, where NFE counts the forward only).
 // backprop: false holds the denoiser out of the gradient and takes ∇_{x_t} L ≈ ∇_{x̂0} L (∂x̂0/∂x_t ≈ I, exact as
 // t → 0 where x̂0 → x_t): no backward through the denoiser, so it also runs when the denoiser is on ONNX Runtime.
-// The gradient itself (`cleanClipGrad`) is a plain TensorFlow.js function of x0, so it can be traced.
+// The gradient itself (`cleanClipGrad`) is a plain TensorFlow.js function of x0, so it can be traced: the zoo's
+// guides on ONNX Runtime replay it as a graph (`CleanClip.lossGrad`).
 //
 // Left out of the references: cutouts and augmentations (they fed a 224-pixel CLIP crops of larger images; this
 // CLIP sees the whole image at its own resolution) and the TV/range losses. The guide is models.cleanClip (a
@@ -101,7 +102,8 @@ export function cleanClipGuided(
   if (!o.backprop) {
     return tidyPred(() => {
       const p = denoise(x, step);
-      const grad = cleanClipGrad(o.clip, predictedX0(d, p, x, step.index), o.zText);
+      const x0 = predictedX0(d, p, x, step.index);
+      const grad = o.clip.lossGrad?.(x0, o.zText) ?? cleanClipGrad(o.clip, x0, o.zText);
       const eps = tf.add(epsOf(d, p, x, step.index), tf.mul(coef, grad)) as Tensor4D;
       return p.varValues ? { out: eps, kind: "eps", varValues: p.varValues } : { out: eps, kind: "eps" };
     });

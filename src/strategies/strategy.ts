@@ -25,6 +25,11 @@ export interface NoisedClip {
 /** A CLIP trained on clean images: unit-norm embeddings [B, D] of NHWC x0 in [-1, 1], differentiable in x0. */
 export interface CleanClip {
   embedImage(x0: Tensor4D): Tensor2D;
+  /**
+   * ∇_{x0} of clean-clip's loss computed elsewhere (a traced graph on ONNX Runtime), for the form that does not
+   * differentiate through the denoiser; absent, it is taken with TensorFlow.js (`cleanClipGrad`).
+   */
+  lossGrad?(x0: Tensor4D, zText: Tensor2D): Tensor4D;
 }
 
 /** Everything a strategy may need; each strategy declares which keys it requires. */

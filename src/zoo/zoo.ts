@@ -17,9 +17,10 @@ import type { Perturbation } from "../nets/perturb.ts";
 import type { UNet } from "../nets/unet.ts";
 import type { Runtime } from "../onnx/choice.ts";
 import { differentiableDenoiser } from "../onnx/denoiser-vjp.ts";
-import { onnxCondGrad } from "../onnx/guide-grad.ts";
+import { OnnxGuideGrad, onnxCondGrad } from "../onnx/guide-grad.ts";
 import { denoiserOn } from "../onnx/runtime.ts";
-import type { GuidanceModels } from "../strategies/strategy.ts";
+import { cleanClipLoss } from "../strategies/clean-clip.ts";
+import type { CleanClip, GuidanceModels } from "../strategies/strategy.ts";
 import { denoiserModelSchema, textLengths } from "../train/tasks.ts";
 import { loadZooModel, type ModelInfo, modelsDir } from "./registry.ts";
 import { SplitGuide } from "./split-guide.ts";
@@ -210,8 +211,17 @@ export function loadZoo(
     if (gi.task === "eval-clip") {
       const clip = m as EvalClip;
       const textCtx = typeof gi.config.model.textCtx === "number" ? gi.config.model.textCtx : 16;
+      let guide: CleanClip = clip;
+      if (runtime === "onnx") {
+        // clean-clip without backprop differentiates the CLIP alone: its gradient replays as a graph
+        const g = new OnnxGuideGrad(name, (x, { zText }) => cleanClipLoss(clip, x, zText as Tensor2D), {
+          fallback: true,
+        });
+        owned.push(g);
+        guide = { embedImage: (x0) => clip.embedImage(x0), lossGrad: (x0, zText) => g.grad(x0, { zText }) };
+      }
       return {
-        cleanClip: clip,
+        cleanClip: guide,
         cleanClipText: (prompts) =>
           tf.tidy(() => {
             const c = encodeWorld(prompts, textCtx);
