@@ -206,6 +206,42 @@ describe("stats: estimators at unit weights are the metrics", () => {
   });
 });
 
+describe("stats: the replicate loop on two threads", () => {
+  it("gives the same replicates, bit for bit, as one thread (cells, the floor and the reference's FD)", () => {
+    const rng = new Rng(9);
+    const ids = Array.from({ length: 30 }, (_, i) => `p${i % 5}`);
+    const cell = (shift: number): CellObservations => ({
+      promptId: ids,
+      features: flatten(gaussianRows(rng, 30, 6, shift)),
+      correct: ids.map(() => rng.next() < 0.5),
+      clipScore: ids.map(() => 25 + rng.normal()),
+    });
+    const input = {
+      cells: [0, 0.2, 0.4].map((shift, i) => ({ id: `c${i}`, obs: cell(shift) })),
+      reference: {
+        promptId: ids,
+        features: flatten(gaussianRows(rng, 30, 6)),
+        floor: { promptId: ids, features: flatten(gaussianRows(rng, 30, 6)) },
+      },
+      b: 60,
+    };
+    const one = runStats({ ...input, threads: "off" });
+    // The worker answered: its replicates were not taken over by this thread (which says so on stderr).
+    const write = process.stderr.write;
+    const said: string[] = [];
+    process.stderr.write = ((chunk: string) => said.push(String(chunk)) > 0) as typeof write;
+    let two: ReturnType<typeof runStats>;
+    try {
+      two = runStats({ ...input, threads: "force" });
+    } finally {
+      process.stderr.write = write;
+    }
+    assert.deepEqual(said, []);
+    assert.deepEqual(two, one);
+    assert.ok(Object.keys(one.cells[0]!.reps).includes("fd"), "FD's replicates are among them");
+  });
+});
+
 describe("stats: paired proportions", () => {
   it("Newcombe's paired interval matches the published example and is not degenerate without discordant pairs", () => {
     // Cavo et al. 2012 in Fagerland, Lydersen & Laake (2017), ch. 8 (the R package contingencytables prints

@@ -2,6 +2,8 @@
 // replicates serves all cells, so each replicate's prompt draws (and the reference set's Gaussian, resampled with
 // the same draws) are shared, and a difference between two cells' replicate values is a paired replicate of the
 // difference. Accuracies also get Wilson intervals (the cell's interval); their replicates serve comparisons.
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
 import { ATTRIBUTES } from "../data/oracle.ts";
 import type { CellObservations, ReferenceObservations } from "../metrics/observations.ts";
 import { rows } from "../metrics/observations.ts";
@@ -92,6 +94,11 @@ export interface RunStatsInput {
   seed?: number;
   /** Neighbours for precision/recall (the registry's default 3). */
   k?: number;
+  /**
+   * Half the replicates on a second thread: "auto" where the loop would take more than a few seconds and a second
+   * core exists, "off", or "force" (tests). The results are the same.
+   */
+  threads?: "auto" | "off" | "force";
 }
 
 type Estimator = (w: Weights, ctx: ReplicateContext) => number;
@@ -227,8 +234,8 @@ function prepareCell(
   };
 }
 
-/** Intervals and paired replicates for every cell of a run (see the file comment). */
-export function runStats(input: RunStatsInput): RunStats {
+/** What the replicate loop needs, from the input alone: a worker given the same input rebuilds it identically. */
+export function prepareRunStats(input: RunStatsInput) {
   const b = input.b ?? DEFAULT_BOOTSTRAP.b;
   const seed = input.seed ?? DEFAULT_BOOTSTRAP.seed;
   const k = input.k ?? 3;
@@ -277,14 +284,119 @@ export function runStats(input: RunStatsInput): RunStats {
     };
   };
   const plan: BootstrapPlan = bootstrapPlan(g, b, seed);
-  const reps = all.map((c) => new Map([...c.estimators.keys()].map((key) => [key, new Float64Array(b)])));
-  for (let r = 0; r < b; r++) {
-    const w = replicate(plan, r);
-    const ctx = contextAt(w);
-    all.forEach((c, ci) => {
+  return { b, seed, g, index, cells, floorCell, all, contextAt, plan };
+}
+
+export type PreparedRun = ReturnType<typeof prepareRunStats>;
+
+/**
+ * Every prepared cell's replicate arrays, as views of one buffer in a fixed order (cell, then estimator key), so
+ * that a worker thread can write its share of the replicates into the same memory.
+ */
+export function replicateViews(p: PreparedRun, buffer: ArrayBufferLike): Map<string, Float64Array>[] {
+  let slot = 0;
+  return p.all.map(
+    (c) =>
+      new Map([...c.estimators.keys()].map((key) => [key, new Float64Array(buffer, 8 * p.b * slot++, p.b)])),
+  );
+}
+
+/** Slots replicateViews lays out. */
+const replicateSlots = (p: PreparedRun) => p.all.reduce((n, c) => n + c.estimators.size, 0);
+
+/** Replicates r0 … r1 − 1 of every cell into `reps`. */
+export function fillReplicates(
+  p: PreparedRun,
+  r0: number,
+  r1: number,
+  reps: Map<string, Float64Array>[],
+): void {
+  for (let r = r0; r < r1; r++) {
+    const w = replicate(p.plan, r);
+    const ctx = p.contextAt(w);
+    p.all.forEach((c, ci) => {
       for (const [key, f] of c.estimators) reps[ci]!.get(key)![r] = f(w, ctx);
     });
   }
+}
+
+/** Replicates timed on this thread before deciding whether a second one pays. */
+const PROBE = 16;
+/** The estimated remaining work above which a second thread pays for its start (~1 s) and its own preparation. */
+const WORKER_MIN_MS = 3000;
+
+export interface ReplicateRequest {
+  input: RunStatsInput;
+  r0: number;
+  r1: number;
+  replicates: SharedArrayBuffer;
+  /** [status (0 running, 1 done, 2 failed), message length]; then the failure's UTF-8 bytes. */
+  signal: SharedArrayBuffer;
+}
+
+/**
+ * Fills every replicate. Where the loop would take more than a few seconds (FD's eigenvalues at every replicate
+ * dominate large runs) and a second core exists, a worker thread rebuilds the prepared run from the same input and
+ * computes the second half of the replicates into the shared buffer while this thread computes the first; this
+ * thread blocks on Atomics.wait, so runStats stays synchronous. The replicates are the same numbers either way: each
+ * depends only on the plan's draws. A worker that fails or does not answer in time is taken over here.
+ */
+function replicateAll(
+  p: PreparedRun,
+  input: RunStatsInput,
+  shared: SharedArrayBuffer,
+  reps: Map<string, Float64Array>[],
+) {
+  const mode = input.threads ?? "auto";
+  const probe = Math.min(p.b, PROBE);
+  const t0 = performance.now();
+  fillReplicates(p, 0, probe, reps);
+  const perReplicate = (performance.now() - t0) / probe;
+  const rest = p.b - probe;
+  const parallel =
+    rest > 1 &&
+    (mode === "force" ||
+      (mode === "auto" && availableParallelism() >= 2 && perReplicate * rest > WORKER_MIN_MS));
+  if (!parallel) return fillReplicates(p, probe, p.b, reps);
+  const split = probe + Math.floor(rest / 2);
+  const signal = new SharedArrayBuffer(8 + 4096);
+  const flag = new Int32Array(signal, 0, 2);
+  const request: ReplicateRequest = { input, r0: split, r1: p.b, replicates: shared, signal };
+  let worker: Worker | undefined;
+  let failure: string | undefined;
+  try {
+    // ts-worker.mjs installs tsx's loader in the worker, then imports the TypeScript module.
+    worker = new Worker(new URL("../core/ts-worker.mjs", import.meta.url), {
+      workerData: { ...request, __tsModule: new URL("./run-stats-worker.ts", import.meta.url).href },
+    });
+    worker.unref();
+  } catch (e) {
+    failure = (e as Error).message;
+  }
+  fillReplicates(p, probe, split, reps);
+  if (worker) {
+    // Generous: the worker's share at this thread's pace, four times over, plus its start.
+    const timeout = 30_000 + 4 * perReplicate * (p.b - split);
+    if (Atomics.wait(flag, 0, 0, timeout) === "timed-out")
+      failure = `no answer within ${Math.round(timeout)} ms`;
+    else if (Atomics.load(flag, 0) !== 1)
+      failure = new TextDecoder().decode(new Uint8Array(signal, 8, flag[1]!).slice());
+    void worker.terminate();
+  }
+  if (failure) {
+    process.stderr.write(`[stats] bootstrap worker: ${failure}; computing its replicates here\n`);
+    fillReplicates(p, split, p.b, reps);
+  }
+}
+
+/** Intervals and paired replicates for every cell of a run (see the file comment). */
+export function runStats(input: RunStatsInput): RunStats {
+  const p = prepareRunStats(input);
+  const { b, seed, g, index, cells, floorCell, contextAt } = p;
+  const shared = new SharedArrayBuffer(8 * b * replicateSlots(p));
+  replicateAll(p, input, shared, replicateViews(p, shared));
+  // Out of the shared buffer, so that what is returned is ordinary memory.
+  const reps = replicateViews(p, new Uint8Array(shared).slice().buffer);
   const ones = identityWeights(g);
   const ctx1 = contextAt(ones);
   const statsOf = (c: Prepared, ci: number) => {
