@@ -21,6 +21,8 @@ import {
   percentileInterval,
   replicate,
   samplesNeeded,
+  withinGroupPlan,
+  withinReplicate,
 } from "../src/stats/bootstrap.ts";
 import { pivotedCholesky, symmetricEigenvalues } from "../src/stats/eigen.ts";
 import {
@@ -293,6 +295,16 @@ describe("stats: paired bootstrap", () => {
       clipScore: ids.map(() => 20 + rng.normal()),
       features: flatten(gaussianRows(rng, 30, 4, 0.2)),
       correct: ids.map(() => rng.next() < 0.5),
+      classProbs: {
+        dim: 3,
+        data: Float32Array.from(
+          ids.flatMap(() => {
+            const v = [0, 1, 2].map(() => Math.exp(rng.normal()));
+            const t = v[0]! + v[1]! + v[2]!;
+            return v.map((x) => x / t);
+          }),
+        ),
+      },
     };
     const s = runStats({
       cells: [
@@ -302,7 +314,26 @@ describe("stats: paired bootstrap", () => {
       reference: { promptId: ids, features: flatten(gaussianRows(rng, 30, 4)) },
       b: 200,
     });
-    for (const key of ["clip_score", "fd", "kid", "accuracy", "precision"]) {
+    const is = s.cells[0]!.stats.is!;
+    assert.equal(is.method, "basic", "IS: the within-prompt bootstrap's basic interval");
+    assert.ok(Number.isFinite(is.lo) && is.lo < is.hi && is.lo >= 1, `IS: [${is.lo}, ${is.hi}]`);
+    // A cell with other samples per prompt has no within-prompt pairing with the plan: no IS interval.
+    const short: CellObservations = {
+      promptId: ids.slice(1),
+      classProbs: { dim: 3, data: obs.classProbs!.data.slice(3) },
+    };
+    const odd = runStats({
+      cells: [
+        { id: "a", obs },
+        { id: "short", obs: short },
+      ],
+      b: 50,
+    }).cells[1]!.stats.is!;
+    assert.ok(
+      Number.isFinite(odd.value) && Number.isNaN(odd.lo),
+      "IS of a cell off the plan: value, no interval",
+    );
+    for (const key of ["clip_score", "fd", "kid", "accuracy", "precision", "is"]) {
       const a = s.cells[0]!.reps[key]!;
       const b = s.cells[1]!.reps[key]!;
       const delta = a.map((v, i) => v - b[i]!);
@@ -380,6 +411,41 @@ describe("stats: calibration on synthetic data with a known truth (200 repeats)"
       if (iv.lo <= 5 && 5 <= iv.hi) hits++;
     }
     inBand(coverage(hits), "mean", t);
+  });
+
+  it("the Inception score: within-prompt bootstrap, basic interval (prompts fixed, 4 and 40 samples each)", (t) => {
+    // 21 prompts, each a distribution of class-probability vectors (softmax of its own logits plus noise). The truth
+    // is the IS of those distributions in equal proportion, from 2,000 samples a prompt; the interval is
+    // conditional on the prompts, which is what it claims.
+    const rng = new Rng(5);
+    const G = 21;
+    const C = 24;
+    const mu = Array.from({ length: G }, () => Array.from({ length: C }, () => 2 * rng.normal()));
+    const draw = (k: number) => {
+      const v = mu[k]!.map((m) => Math.exp(m + 1.5 * rng.normal()));
+      const s = v.reduce((a, b) => a + b, 0);
+      return v.map((x) => x / s);
+    };
+    const groupsOf = (per: number) => Int32Array.from({ length: G * per }, (_, i) => Math.floor(i / per));
+    const bigGroups = groupsOf(2000);
+    const truth = new IsSums(f32(Array.from(bigGroups, (k) => draw(k))), C, bigGroups, G).at(
+      new Array(G).fill(1),
+    );
+    for (const per of [4, 40]) {
+      const groups = groupsOf(per);
+      const plan = withinGroupPlan(new Array(G).fill(per), B, 1);
+      const slotOf = Int32Array.from(groups, (_, i) => i);
+      let hits = 0;
+      for (let r = 0; r < REPEATS; r++) {
+        const s = new IsSums(f32(Array.from(groups, (k) => draw(k))), C, groups, G);
+        const reps = Float64Array.from({ length: B }, (_, i) =>
+          s.atSamples(withinReplicate(plan, i), slotOf),
+        );
+        const iv = basicInterval(reps, s.at(new Array(G).fill(1)));
+        if (iv.lo <= truth && truth <= iv.hi) hits++;
+      }
+      inBand(coverage(hits), `IS, ${per} samples a prompt`, t);
+    }
   });
 
   it("Bernoulli accuracies (Wilson)", (t) => {

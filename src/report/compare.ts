@@ -17,7 +17,7 @@ import {
   type LevelResult,
 } from "../stats/frontier.ts";
 import { newcombePairedInterval, pairedTable } from "../stats/paired-proportion.ts";
-import { intervalMethod, NO_INTERVAL } from "../stats/run-stats.ts";
+import { intervalMethod } from "../stats/run-stats.ts";
 import { knownStrategyDef, parseStrategyConfig } from "../strategies/registry.ts";
 import { neutraliseCsvCell } from "./csv.ts";
 import {
@@ -294,12 +294,11 @@ export function compareRun(
       const va = a.stats[metric]!.value;
       const vb = b.stats[metric]!.value;
       const method = intervalMethod(metric);
-      let iv = NO_INTERVAL.has(metric)
-        ? { lo: Number.NaN, hi: Number.NaN }
-        : bootstrapInterval(d, va - vb, method);
-      // For FD the bootstrap's bias estimate is removed from Δ before testing, as the basic interval does.
+      // IS's replicates are the within-prompt bootstrap's, paired by sample like the others by prompt.
+      let iv = bootstrapInterval(d, va - vb, method);
+      // For FD and IS the bootstrap's bias estimate is removed from Δ before testing, as the basic interval does.
       const centred = method === "basic" ? 2 * (va - vb) - finiteMean(d) : va - vb;
-      let p = NO_INTERVAL.has(metric) ? Number.NaN : waldP(centred, d);
+      let p = waldP(centred, d);
       let test: CompareRow["test"] = "bootstrap";
       if (metric === "accuracy" && a.correct && b.correct && a.correct.length === b.correct.length) {
         // The bootstrap's differences are all 0 when no pair is discordant ([0, 0]); the score interval is not.

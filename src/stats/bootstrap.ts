@@ -25,6 +25,53 @@ export function bootstrapPlan(groups: number, b: number = DEFAULT_BOOTSTRAP.b, s
   return { b, groups, counts };
 }
 
+/**
+ * The within-prompt bootstrap of statistics a prompt resampling distorts (the Inception score, whose marginal is the
+ * prompt mix's class mix): the prompts stay fixed, and a replicate draws n_k − 1 of each prompt's n_k samples with
+ * replacement (the "n − 1" bootstrap of stratified samples, McCarthy & Snowden 1985, whose variance for a linear
+ * statistic is the stratified estimator's own; drawing n_k understates it by (n_k − 1)/n_k: 4 samples a prompt
+ * covered 86% of 200 synthetic repeats, 92% with n_k − 1). A prompt with one sample keeps it. Slots are samples
+ * by group and order within it; counts[r * slots + s]. The same draws serve every cell with the same group sizes,
+ * so differences are paired by sample (cells of a run share x_T per sample).
+ */
+export interface WithinPlan {
+  b: number;
+  /** Samples per group, and the first slot of each group. */
+  sizes: readonly number[];
+  offsets: Int32Array;
+  slots: number;
+  counts: Int32Array;
+}
+
+export function withinGroupPlan(
+  sizes: readonly number[],
+  b: number = DEFAULT_BOOTSTRAP.b,
+  seed = 0,
+): WithinPlan {
+  if (!Number.isInteger(b) || b < 1) throw new Error(`bootstrap: need ≥ 1 replicate, got ${b}`);
+  const offsets = new Int32Array(sizes.length);
+  let slots = 0;
+  sizes.forEach((n, k) => {
+    offsets[k] = slots;
+    slots += n;
+  });
+  const rng = new Rng(hashSeed(seed, "within-group bootstrap", sizes.join(",")));
+  const counts = new Int32Array(b * slots);
+  for (let r = 0; r < b; r++) {
+    sizes.forEach((n, k) => {
+      const base = r * slots + offsets[k]!;
+      if (n === 1) counts[base] = 1;
+      else for (let i = 0; i < n - 1; i++) counts[base + rng.int(n)]!++;
+    });
+  }
+  return { b, sizes, offsets, slots, counts };
+}
+
+/** Sample-slot counts of replicate r of a within-group plan (a view; do not modify). */
+export function withinReplicate(plan: WithinPlan, r: number): Int32Array {
+  return plan.counts.subarray(r * plan.slots, (r + 1) * plan.slots);
+}
+
 /** Group weights of replicate r (a view; do not modify). */
 export function replicate(plan: BootstrapPlan, r: number): Int32Array {
   return plan.counts.subarray(r * plan.groups, (r + 1) * plan.groups);

@@ -251,8 +251,10 @@ export class IsSums {
   readonly psum: Float64Array;
   readonly plogp: Float64Array;
   readonly cnt: Float64Array;
+  /** Σ_y p log p of each sample. */
+  private readonly samplePlogp: Float64Array;
   constructor(
-    probs: Float32Array,
+    private readonly probs: Float32Array,
     readonly c: number,
     groups: ArrayLike<number>,
     readonly g: number,
@@ -261,15 +263,38 @@ export class IsSums {
     this.plogp = new Float64Array(g);
     this.cnt = new Float64Array(g);
     const n = probs.length / c;
+    this.samplePlogp = new Float64Array(n);
     for (let i = 0; i < n; i++) {
       const k = groups[i]!;
       this.cnt[k]!++;
       for (let j = 0; j < c; j++) {
         const p = probs[i * c + j]!;
         this.psum[k * c + j]! += p;
-        if (p > 0) this.plogp[k]! += p * Math.log(p);
+        if (p > 0) {
+          const t = p * Math.log(p);
+          this.plogp[k]! += t;
+          this.samplePlogp[i]! += t;
+        }
       }
     }
+  }
+
+  /** IS with sample i weighted by counts[slotOf[i]]: a replicate of the within-group bootstrap (bootstrap.ts). */
+  atSamples(counts: ArrayLike<number>, slotOf: Int32Array): number {
+    const { c, probs } = this;
+    let n = 0;
+    let h = 0;
+    const marg = new Float64Array(c);
+    for (let i = 0; i < slotOf.length; i++) {
+      const wi = counts[slotOf[i]!]!;
+      if (wi === 0) continue;
+      n += wi;
+      h += wi * this.samplePlogp[i]!;
+      for (let j = 0; j < c; j++) marg[j]! += wi * probs[i * c + j]!;
+    }
+    let cross = 0;
+    for (let j = 0; j < c; j++) if (marg[j]! > 0) cross += marg[j]! * Math.log(marg[j]! / n);
+    return Math.exp((h - cross) / n);
   }
 
   /** IS = exp(E_x KL(p(y|x) ‖ p(y))) = exp((Σ_x Σ_y p log p − Σ_y P_y log(P_y / W)) / W), P_y = Σ_x p(y|x). */

@@ -1,7 +1,9 @@
 // Every metric of every cell with its 95% interval, from the cells' observations alone. One loop over bootstrap
 // replicates serves all cells, so each replicate's prompt draws (and the reference set's Gaussian, resampled with
 // the same draws) are shared, and a difference between two cells' replicate values is a paired replicate of the
-// difference. Accuracies also get Wilson intervals (the cell's interval); their replicates serve comparisons.
+// difference. Accuracies also get Wilson intervals (the cell's interval); their replicates serve comparisons. The
+// Inception score's replicates come from a within-prompt bootstrap instead (WITHIN_PROMPT), with the same draws
+// for every cell too.
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import { ATTRIBUTES } from "../data/oracle.ts";
@@ -15,6 +17,9 @@ import {
   DEFAULT_BOOTSTRAP,
   identityWeights,
   replicate,
+  type WithinPlan,
+  withinGroupPlan,
+  withinReplicate,
 } from "./bootstrap.ts";
 import {
   crossTerm,
@@ -39,26 +44,27 @@ export interface MetricStat {
   /** Samples behind the value (real samples for recall). */
   n: number;
   /**
-   * Wilson for accuracies; the bootstrap's basic interval for small-N-biased FD; "none" (NaN bounds) for IS (see
-   * NO_INTERVAL); else the percentile interval.
+   * Wilson for accuracies; the bootstrap's basic interval for the small-N-biased FD and IS (IS from the
+   * within-prompt bootstrap, WITHIN_PROMPT); else the percentile interval.
    */
-  method: "wilson" | "percentile" | "basic" | "none";
+  method: "wilson" | "percentile" | "basic";
 }
 
 /**
- * Metrics the prompt bootstrap cannot give an interval: the Inception score's marginal p(y) is the prompt mix's
- * class mix, so a replicate that draws some prompts twice and others not at all has fewer classes and a lower IS
- * whatever the samples. The shift exceeds the spread: on the 840-per-cell glide-fig6 rerun (21 prompts) the basic
- * interval of every cell excluded its own estimate (IS 18.1, "interval" [21.9, 26.9]). IS is reported without an
- * interval (empty `is_lo`/`is_hi`; compare leaves its rows unresolved) until a within-prompt resampling exists.
+ * Metrics whose replicates come from the within-prompt bootstrap (bootstrap.ts withinGroupPlan): the Inception
+ * score's marginal p(y) is the prompt mix's class mix, so a prompt resampling that draws some prompts twice and others
+ * not at all has fewer classes and a lower IS whatever the samples. The shift exceeded the spread: on the 840-per-cell
+ * glide-fig6 rerun (21 prompts) the basic interval of every cell excluded its own estimate (IS 18.1, "interval"
+ * [21.9, 26.9]). Resampling samples within each prompt keeps the mix; its interval is conditional on the run's
+ * prompts, where the other metrics' intervals also cover the prompts' variation.
  */
-export const NO_INTERVAL: ReadonlySet<string> = new Set(["is"]);
+export const WITHIN_PROMPT: ReadonlySet<string> = new Set(["is"]);
 
 /** Metrics biased at small N, whose intervals (and differences' intervals) use the basic bootstrap interval. */
-export const BIASED_METRICS: ReadonlySet<string> = new Set(["fd"]);
+export const BIASED_METRICS: ReadonlySet<string> = new Set(["fd", "is"]);
 
 /** Where the population value cannot go (a distance is ≥ 0): basic intervals are cut there. */
-const FLOOR: Readonly<Record<string, number>> = { fd: 0 };
+const FLOOR: Readonly<Record<string, number>> = { fd: 0, is: 1 };
 
 /** Stats key of a guide's own score (observations' `guideScores`): not a metric column, an input to guide gains. */
 export const guideScoreKey = (guide: string) => `guide_score:${guide}`;
@@ -106,7 +112,12 @@ type Estimator = (w: Weights, ctx: ReplicateContext) => number;
 interface ReplicateContext {
   ref?: ReturnType<typeof factor>;
   refSelf?: number;
+  /** The within-prompt bootstrap's sample-slot counts of this replicate (absent at the observed data). */
+  within?: Int32Array;
 }
+
+/** The within-prompt plan's layout: samples per group and each group's first slot. */
+type WithinLayout = Pick<WithinPlan, "sizes" | "offsets">;
 
 interface Prepared {
   id: string;
@@ -129,6 +140,25 @@ function groupIndex(ids: readonly string[], index: Map<string, number>): Int32Ar
   });
 }
 
+/** Samples per group of a cell's group indices. */
+function groupSizes(groups: Int32Array, g: number): number[] {
+  const sizes = new Array<number>(g).fill(0);
+  for (const k of groups) sizes[k]!++;
+  return sizes;
+}
+
+/**
+ * Each sample's slot in the within-prompt plan (its group's first slot plus its order within the group), or
+ * undefined when the cell's samples per group are not the plan's: its within-prompt replicates are then NaN, and
+ * it gets no such interval rather than an unpaired one.
+ */
+function withinSlots(groups: Int32Array, within: WithinLayout): Int32Array | undefined {
+  const sizes = groupSizes(groups, within.sizes.length);
+  if (sizes.some((n, k) => n !== within.sizes[k])) return undefined;
+  const seen = new Int32Array(sizes.length);
+  return Int32Array.from(groups, (k) => within.offsets[k]! + seen[k]!++);
+}
+
 function prepareCell(
   id: string,
   obs: CellObservations,
@@ -138,6 +168,7 @@ function prepareCell(
     | { data: Float32Array; groups: Int32Array; d: number; self: SelfKernel; rows: Float32Array[] }
     | undefined,
   k: number,
+  within: WithinLayout,
 ): Prepared {
   const groups = groupIndex(obs.promptId, index);
   const n = obs.promptId.length;
@@ -176,7 +207,10 @@ function prepareCell(
   for (const [name, vals] of Object.entries(obs.guideScores ?? {})) mean(guideScoreKey(name), vals);
   if (obs.classProbs) {
     const s = new IsSums(obs.classProbs.data, obs.classProbs.dim, groups, g);
-    est.set("is", (w) => s.at(w));
+    const slotOf = withinSlots(groups, within);
+    est.set("is", (w, ctx) =>
+      !ctx.within ? s.at(w) : slotOf ? s.atSamples(ctx.within, slotOf) : Number.NaN,
+    );
     counts.set("is", n);
   }
   if (obs.correct) {
@@ -259,7 +293,10 @@ export function prepareRunStats(input: RunStatsInput) {
           moments: new MomentSums(ref.features.data, d, refGroups, g),
         }
       : undefined;
-  const cells = input.cells.map((c) => prepareCell(c.id, c.obs, index, g, reference, k));
+  // The within-prompt plan takes its samples per group from the first cell (every cell of a run has the same).
+  const first = input.cells[0]?.obs.promptId ?? [];
+  const within = withinGroupPlan(groupSizes(groupIndex(first, index), g), b, seed);
+  const cells = input.cells.map((c) => prepareCell(c.id, c.obs, index, g, reference, k, within));
 
   // The floor: the second real set scored against the first exactly as a cell is.
   let floorCell: Prepared | undefined;
@@ -271,6 +308,7 @@ export function prepareRunStats(input: RunStatsInput) {
       g,
       reference,
       k,
+      within,
     );
     for (const key of ["precision", "recall"]) floorCell.estimators.delete(key);
   }
@@ -284,7 +322,7 @@ export function prepareRunStats(input: RunStatsInput) {
     };
   };
   const plan: BootstrapPlan = bootstrapPlan(g, b, seed);
-  return { b, seed, g, index, cells, floorCell, all, contextAt, plan };
+  return { b, seed, g, index, cells, floorCell, all, contextAt, plan, within };
 }
 
 export type PreparedRun = ReturnType<typeof prepareRunStats>;
@@ -313,7 +351,7 @@ export function fillReplicates(
 ): void {
   for (let r = r0; r < r1; r++) {
     const w = replicate(p.plan, r);
-    const ctx = p.contextAt(w);
+    const ctx = { ...p.contextAt(w), within: withinReplicate(p.within, r) };
     p.all.forEach((c, ci) => {
       for (const [key, f] of c.estimators) reps[ci]!.get(key)![r] = f(w, ctx);
     });
@@ -407,8 +445,6 @@ export function runStats(input: RunStatsInput): RunStats {
       if (w) {
         const [lo, hi] = wilsonInterval(w[0], w[1]);
         stats[key] = { value, lo, hi, n: w[1], method: "wilson" };
-      } else if (NO_INTERVAL.has(key)) {
-        stats[key] = { value, lo: Number.NaN, hi: Number.NaN, n: c.counts.get(key) ?? c.n, method: "none" };
       } else {
         const method = intervalMethod(key);
         const iv = bootstrapInterval(reps[ci]!.get(key)!, value, method);
