@@ -37,7 +37,7 @@ export const CSV_COLUMNS: readonly ColumnDoc[] = [
   {
     column: "<metric>_lo, <metric>_hi",
     description:
-      "95% interval of the metric beside it: Wilson for accuracies, else the paired prompt bootstrap (src/stats); empty for cells without observations",
+      "95% interval of the metric beside it: Wilson for accuracies, the paired within-prompt bootstrap for the Inception score (conditional on the run's prompts), else the paired prompt bootstrap (src/stats); empty for cells without observations",
   },
   {
     column: "fd_floor, kid_floor",
