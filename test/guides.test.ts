@@ -18,6 +18,7 @@ import { after, before, describe, it } from "node:test";
 import { runSample } from "../src/cli/sample.ts";
 import { initEngine, tf } from "../src/core/engine.ts";
 import { readPng } from "../src/data/png.ts";
+import { metricModelsOn } from "../src/onnx/metric-models.ts";
 import { onnxUnavailable } from "../src/onnx/runtime.ts";
 import { parseSweepConfig } from "../src/sweep/config.ts";
 import { checkGuides, guideModelNames, guideScores, guidesUsed, namedGuides } from "../src/sweep/guides.ts";
@@ -294,7 +295,20 @@ describe("the zoo's guides and sample --guide-model", () => {
     const zoo = loadZoo({}, models);
     try {
       const img = new Float32Array(16 * 16 * 3).fill(0.5);
-      const [s] = guideScores(zoo, ["noised-clip"], [img], 16, ["a red circle"])["noised-clip"]!;
+      const score = (runtime: "tfjs" | "onnx") => {
+        const forwards = metricModelsOn(runtime);
+        try {
+          return guideScores(zoo, forwards, ["noised-clip"], [img], 16, ["a red circle"])["noised-clip"]![0]!;
+        } finally {
+          forwards.dispose();
+        }
+      };
+      const s = score("tfjs");
+      // On ONNX Runtime the same forward replays as the metrics' traced graph.
+      if (!(await onnxUnavailable())) {
+        const o = score("onnx");
+        assert.ok(Math.abs(o - s) <= 1e-5 * Math.abs(s), `ONNX Runtime ${o} vs TensorFlow.js ${s}`);
+      }
       const want = tf.tidy(() => {
         const clip = zoo.guideModel("noised-clip").module as unknown as {
           embedImage(x: unknown, t: unknown): ReturnType<typeof tf.zeros>;

@@ -18,7 +18,10 @@ export interface ClassifierForward {
   logits(x: Tensor4D, t: Tensor1D): Tensor2D;
 }
 
-/** Wraps metric models for a runtime: on TensorFlow.js each model is returned as is. */
+/**
+ * Wraps metric models for a runtime: on TensorFlow.js each model is returned as is. A model wrapped twice gets the
+ * same wrapper (its graphs are traced once): the guide scores read the metrics' noised CLIP and classifier.
+ */
 export interface MetricModels {
   evalClip<M extends EvalClipForward>(m: M): EvalClipForward;
   noisedClip<M extends ImageTimeEmbedder>(m: M): ImageTimeEmbedder;
@@ -43,8 +46,16 @@ export function metricModelsOn(runtime: Runtime): MetricModels {
       return t.run(inputs);
     };
   };
-  return {
-    evalClip: (m) => {
+  // One wrapper per (kind, model).
+  const memo = new Map<string, WeakMap<object, unknown>>();
+  const once = <M extends object, W>(kind: string, m: M, make: (m: M) => W): W => {
+    const byModel = memo.get(kind) ?? new WeakMap<object, unknown>();
+    memo.set(kind, byModel);
+    if (!byModel.has(m)) byModel.set(m, make(m));
+    return byModel.get(m) as W;
+  };
+  const wrappers = {
+    evalClip: (m: EvalClipForward): EvalClipForward => {
       const image = fn("evaluation CLIP image embedding", ({ x }) => m.embedImage(x as Tensor4D));
       const text = fn("evaluation CLIP text embedding", ({ tokens, mask }) =>
         m.embedText(tokens as Tensor2D, mask as Tensor2D),
@@ -54,16 +65,21 @@ export function metricModelsOn(runtime: Runtime): MetricModels {
         embedText: (tokens, mask) => text({ tokens, mask }) as Tensor2D,
       };
     },
-    noisedClip: (m) => {
+    noisedClip: (m: ImageTimeEmbedder): ImageTimeEmbedder => {
       const image = fn("noised CLIP image embedding", ({ x, t }) =>
         m.embedImage(x as Tensor4D, t as Tensor1D),
       );
       return { embedImage: (x, t) => image({ x, t }) as Tensor2D };
     },
-    classifier: (m) => {
+    classifier: (m: ClassifierForward): ClassifierForward => {
       const logits = fn("noised classifier logits", ({ x, t }) => m.logits(x as Tensor4D, t as Tensor1D));
       return { logits: (x, t) => logits({ x, t }) as Tensor2D };
     },
+  };
+  return {
+    evalClip: (m) => once("evalClip", m, wrappers.evalClip),
+    noisedClip: (m) => once("noisedClip", m, wrappers.noisedClip),
+    classifier: (m) => once("classifier", m, wrappers.classifier),
     dispose: () => {
       for (const t of traced) t.dispose();
       host?.dispose();

@@ -10,6 +10,7 @@ import { mapImageBatches } from "../metrics/embedders.ts";
 import type { NoisedClipModel } from "../nets/clip.ts";
 import type { EncoderUNet } from "../nets/encoder-unet.ts";
 import type { EvalClip } from "../nets/eval-clip.ts";
+import type { MetricModels } from "../onnx/metric-models.ts";
 import { strategyDef } from "../strategies/registry.ts";
 import { modelInfo } from "../zoo/registry.ts";
 import { DEFAULT_ZOO, GUIDE_KEYS, type Zoo } from "../zoo/zoo.ts";
@@ -169,10 +170,12 @@ const cosine = (a: ArrayLike<number>, b: ArrayLike<number>): number => {
  * t = 0) or a clean CLIP, GLIDE's CLIP score 100·cos(z_image, z_text) with that guide's own towers; for a noised
  * classifier, log p(y | x, t = 0) with y the prompt's class (NaN for prompts without one). Recorded for every cell
  * (unguided ones too), so that a guided cell's gain in its guide's score pairs sample by sample with the
- * conditional model's cell on the same seeds.
+ * conditional model's cell on the same seeds. The forwards run where the metrics' do (`forwards`: traced graphs on
+ * ONNX Runtime, shared with the metrics where the guide is their model).
  */
 export function guideScores(
   zoo: Pick<Zoo, "guideModel" | "models">,
+  forwards: Pick<MetricModels, "evalClip" | "noisedClip" | "classifier">,
   names: readonly string[],
   images: readonly Float32Array[],
   size: number,
@@ -184,7 +187,7 @@ export function guideScores(
   for (const name of names) {
     const g = zoo.guideModel(name);
     if (g.task === "classifier") {
-      const c = g.module as EncoderUNet;
+      const c = forwards.classifier(g.module as EncoderUNet);
       const logp = mapImageBatches(images, size, (x) => tf.logSoftmax(c.logits(x, t0(x))) as Tensor2D);
       out[name] = prompts.map((p, i) => {
         let y: number;
@@ -200,11 +203,11 @@ export function guideScores(
     let imageRows: Float32Array[];
     let textRows: Tensor2D;
     if (g.task === "noised-clip") {
-      const clip = g.module as NoisedClipModel;
+      const clip = forwards.noisedClip(g.module as NoisedClipModel);
       imageRows = mapImageBatches(images, size, (x) => clip.embedImage(x, t0(x)));
       textRows = g.bag.clipText!(distinct);
     } else {
-      const clip = g.module as EvalClip;
+      const clip = forwards.evalClip(g.module as EvalClip);
       imageRows = mapImageBatches(images, size, (x) => clip.embedImage(x));
       textRows = g.bag.cleanClipText!(distinct);
     }

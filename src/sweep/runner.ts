@@ -28,7 +28,7 @@ import { flatten } from "../metrics/observations.ts";
 import type { EvalClip } from "../nets/eval-clip.ts";
 import { loadOpenAIEvalClip } from "../nets/openai-clip.ts";
 import { type Runtime, type RuntimeChoice, resolveRuntime } from "../onnx/choice.ts";
-import { metricModelsOn } from "../onnx/metric-models.ts";
+import { type MetricModels, metricModelsOn } from "../onnx/metric-models.ts";
 import { sampleBatches, samplerDiffusion } from "../pipelines/sampling.ts";
 import { buildReport } from "../report/index.ts";
 import { writeCellObservations, writeReferenceObservations } from "../report/observations.ts";
@@ -140,6 +140,8 @@ class Abandoned extends Error {}
 interface Loaded {
   zoo: Zoo;
   ctx: MetricContext;
+  /** The metrics' model forwards (and the guide scores'), on the denoisers' runtime. */
+  forwards: MetricModels;
   dispose(): void;
 }
 
@@ -187,6 +189,7 @@ function loadModels(config: SweepConfig, source: string, runtime: Runtime): Load
   return {
     zoo,
     ctx,
+    forwards,
     dispose: () => {
       for (const m of owned) m.dispose();
       zoo.dispose();
@@ -568,6 +571,7 @@ async function runCell(
   const scores = prepared.guideNames.length
     ? guideScores(
         models.zoo,
+        models.forwards,
         prepared.guideNames,
         result.images,
         size,
