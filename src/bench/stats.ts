@@ -46,15 +46,14 @@ function cell(i: number, promptId: string[]): CellObservations {
 }
 
 /**
- * One row; `sampling` are the sampling rows (for the quickstart cell's sampling time), `rowSamples` the samples
- * each of their steps drew (16; 2 in --quick, whose tiny sizes make the share a smoke test only).
+ * A synthetic run's runStats input: `cells` cells of `prompts` × `perPrompt` samples (64-d features, 24 classes,
+ * accuracies, CLIP scores, diversities), a real set and its floor set. The bench's run is 18 × 6 × 4;
+ * tools/stats/bootstrap_threads.ts times the replicate loop on a league-sized one.
  */
-export function benchStats(sampling: readonly Row[], opts: { b?: number; rowSamples?: number } = {}): Row[] {
-  const b = opts.b ?? 1000;
-  const rowSamples = opts.rowSamples ?? 16;
+export function syntheticStatsInput(cells: number, prompts: number, perPrompt: number) {
   const promptId = Array.from(
-    { length: PROMPTS * PER_PROMPT },
-    (_, i) => `colour/${Math.floor(i / PER_PROMPT)}`,
+    { length: prompts * perPrompt },
+    (_, i) => `colour/${Math.floor(i / perPrompt)}`,
   );
   const rng = new Rng(7);
   const reference = {
@@ -62,7 +61,20 @@ export function benchStats(sampling: readonly Row[], opts: { b?: number; rowSamp
     features: { dim: DIM, data: gaussian(rng, promptId.length, 0) },
     floor: { promptId, features: { dim: DIM, data: gaussian(rng, promptId.length, 0) } },
   };
-  const cells = Array.from({ length: CELLS }, (_, i) => ({ id: `c${i}`, obs: cell(i, promptId) }));
+  return {
+    cells: Array.from({ length: cells }, (_, i) => ({ id: `c${i}`, obs: cell(i, promptId) })),
+    reference,
+  };
+}
+
+/**
+ * One row; `sampling` are the sampling rows (for the quickstart cell's sampling time), `rowSamples` the samples
+ * each of their steps drew (16; 2 in --quick, whose tiny sizes make the share a smoke test only).
+ */
+export function benchStats(sampling: readonly Row[], opts: { b?: number; rowSamples?: number } = {}): Row[] {
+  const b = opts.b ?? 1000;
+  const rowSamples = opts.rowSamples ?? 16;
+  const { cells, reference } = syntheticStatsInput(CELLS, PROMPTS, PER_PROMPT);
   const t0 = performance.now();
   runStats({ cells, reference, b });
   // The registry's KID (the record's value) on every cell, beside the bootstrap's.

@@ -52,7 +52,7 @@ const FIDELITY = ["accuracy", "clip_score", "precision"] as const;
 export const FRONTIER_X = ["recall", "diversity_clip"] as const;
 export const FRONTIER_Y = ["accuracy", "clip_score", "precision"] as const;
 /** The strategy every other curve is compared with at matched diversity: classifier-free guidance. */
-const REFERENCE_CURVE = "cfg";
+const REFERENCE_STRATEGY = "cfg";
 
 export { isNeutral } from "./neutral.ts";
 
@@ -254,10 +254,12 @@ function hasDefaultParams(r: CellRecord): boolean {
 export function referencePairs(curves: readonly Omit<Curve, "records">[]): [string, string][] {
   const out: [string, string][] = [];
   for (const c of curves) {
-    if (c.strategy === REFERENCE_CURVE && c.plain) continue;
-    const cfgs = curves.filter((r) => r !== c && r.strategy === REFERENCE_CURVE && r.setting === c.setting);
+    if (c.strategy === REFERENCE_STRATEGY && c.plain) continue;
+    const cfgs = curves.filter(
+      (r) => r !== c && r.strategy === REFERENCE_STRATEGY && r.setting === c.setting,
+    );
     const plain = cfgs.filter((r) => r.plain);
-    const refs = plain.length ? plain : c.strategy === REFERENCE_CURVE ? [] : cfgs;
+    const refs = plain.length ? plain : c.strategy === REFERENCE_STRATEGY ? [] : cfgs;
     for (const r of refs) out.push([r.name, c.name]);
   }
   return out;
@@ -466,7 +468,7 @@ export function formatCompare(r: CompareResult): string {
   }
   for (const fr of r.frontiers) lines.push(`\n${frontierSentence(fr, samplesPerCell(r.stats))}`);
   if (r.againstReference.length > 0) {
-    lines.push(`\nEach strategy against ${REFERENCE_CURVE} alone, over the range the two share:`);
+    lines.push(`\nEach strategy against ${REFERENCE_STRATEGY} alone, over the range the two share:`);
     for (const fr of r.againstReference) lines.push(`  ${frontierSentence(fr, samplesPerCell(r.stats))}`);
   }
   if (r.guides) lines.push(`\n${formatGuideGains(r.guides).trimEnd()}`);

@@ -2,7 +2,7 @@
 // replicates serves all cells, so each replicate's prompt draws (and the reference set's Gaussian, resampled with
 // the same draws) are shared, and a difference between two cells' replicate values is a paired replicate of the
 // difference. Accuracies also get Wilson intervals (the cell's interval); their replicates serve comparisons. The
-// Inception score's replicates come from a within-prompt bootstrap instead (WITHIN_PROMPT), with the same draws
+// Inception score's replicates come from a within-prompt bootstrap instead (see prepareCell), with the same draws
 // for every cell too.
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
@@ -45,20 +45,10 @@ export interface MetricStat {
   n: number;
   /**
    * Wilson for accuracies; the bootstrap's basic interval for the small-N-biased FD and IS (IS from the
-   * within-prompt bootstrap, WITHIN_PROMPT); else the percentile interval.
+   * within-prompt bootstrap); else the percentile interval.
    */
   method: "wilson" | "percentile" | "basic";
 }
-
-/**
- * Metrics whose replicates come from the within-prompt bootstrap (bootstrap.ts withinGroupPlan): the Inception
- * score's marginal p(y) is the prompt mix's class mix, so a prompt resampling that draws some prompts twice and others
- * not at all has fewer classes and a lower IS whatever the samples. The shift exceeded the spread: on the 840-per-cell
- * glide-fig6 rerun (21 prompts) the basic interval of every cell excluded its own estimate (IS 18.1, "interval"
- * [21.9, 26.9]). Resampling samples within each prompt keeps the mix; its interval is conditional on the run's
- * prompts, where the other metrics' intervals also cover the prompts' variation.
- */
-export const WITHIN_PROMPT: ReadonlySet<string> = new Set(["is"]);
 
 /** Metrics biased at small N, whose intervals (and differences' intervals) use the basic bootstrap interval. */
 export const BIASED_METRICS: ReadonlySet<string> = new Set(["fd", "is"]);
@@ -206,6 +196,12 @@ function prepareCell(
   }
   for (const [name, vals] of Object.entries(obs.guideScores ?? {})) mean(guideScoreKey(name), vals);
   if (obs.classProbs) {
+    // The Inception score's replicates come from the within-prompt bootstrap (bootstrap.ts withinGroupPlan): its
+    // marginal p(y) is the prompt mix's class mix, so a prompt resampling that draws some prompts twice and others
+    // not at all has fewer classes and a lower IS whatever the samples. The shift exceeded the spread: on the
+    // 840-per-cell glide-fig6 rerun (21 prompts) the prompt bootstrap's basic interval of every cell excluded its
+    // own estimate (IS 18.1, "interval" [21.9, 26.9]). Resampling samples within each prompt keeps the mix; the
+    // interval is conditional on the run's prompts, where the other metrics' intervals also cover their variation.
     const s = new IsSums(obs.classProbs.data, obs.classProbs.dim, groups, g);
     const slotOf = withinSlots(groups, within);
     est.set("is", (w, ctx) =>

@@ -31,8 +31,7 @@ export class SigmaView {
    * k-diffusion's sigma_to_t (unquantised): the table index, fractional, whose log σ interpolates log σ linearly
    * between the bracketing entries (clamped to the table's ends).
    */
-  sigmaToIndex(sigma: number, logSigma = Math.log(sigma)): number {
-    const ls = logSigma;
+  sigmaToIndex(sigma: number, ls = Math.log(sigma)): number {
     const n = this.logSigmas.length;
     let low = 0;
     for (let i = 0; i < n; i++) if (ls - this.logSigmas[i]! >= 0) low = i;
@@ -51,12 +50,9 @@ export class SigmaView {
     return Math.exp((1 - w) * this.logSigmas[lo]! + w * this.logSigmas[hi]!);
   }
 
-  /**
-   * Where a model call at σ happens: the original timestep (fractional), the nearest table index, iteration k.
-   * `float32`: σ is a float32 and its log is taken in float32, as k-diffusion's sigma_to_t does on a float32 σ.
-   */
-  stepInfo(sigma: number, k: number, float32 = false): StepInfo {
-    const i = this.sigmaToIndex(sigma, float32 ? Math.fround(Math.log(sigma)) : Math.log(sigma));
+  /** Where a model call at σ (log σ: `ls`) happens: the original timestep (fractional), the nearest table index, iteration k. */
+  stepInfo(sigma: number, k: number, ls = Math.log(sigma)): StepInfo {
+    const i = this.sigmaToIndex(sigma, ls);
     const map = this.diffusion.timestepMap;
     const lo = Math.floor(i);
     const t = lo === i ? map[lo]! : map[lo]! + (i - lo) * (map[lo + 1]! - map[lo]!);
@@ -79,18 +75,27 @@ export class SigmaView {
   }
 
   /**
+   * The σ a model call is made at, and its step: σ rounded to float32 with the timestep from its float32 log, as
+   * k-diffusion's samplers call their denoiser (`model(x, sigmas[i] * s_in)`, s_in in x's dtype; sigma_to_t on a
+   * float32 σ); `exact` keeps σ as given (diffusers' UniPC calls its model at the table's integral timestep).
+   */
+  callAt(sigma: number, k: number, exact = false): { sigma: number; step: StepInfo } {
+    if (exact) return { sigma, step: this.stepInfo(sigma, k) };
+    const s = Math.fround(sigma);
+    return { sigma: s, step: this.stepInfo(s, k, Math.fround(Math.log(s))) };
+  }
+
+  /**
    * D(x; σ) with the hooks: ε from the model's ε / v / x0 at x_t = x/sqrt(σ²+1), gradient guidance in score form
    * (ε' = ε − sqrt(1−ᾱ)·∇_{x_t} log p = ε − σ·∇_{x_σ} log p; Dhariwal & Nichol 2021 eq. 14, guided-diffusion's
    * condition_score), x0 = x − σ·ε', then denoisedFn and the optional clamp to [−1, 1]. With a renoising prediction
    * (Prediction.renoise) also its D_r = x − σ·ε_r, unprocessed: CFG++'s unconditional D, as the reference code takes
    * it from the raw unconditional branch (ComfyUI's post-CFG `uncond_denoised`).
    *
-   * The call is at σ rounded to float32, as k-diffusion's samplers make it (`model(x, sigmas[i] * s_in)`, s_in in x's
-   * dtype): the network's timestep comes from the float32 σ and its float32 log (sigma_to_t), and c_in = 1/sqrt(σ² + 1)
-   * from float32 operations (get_scalings; each Math.fround below is one float32 operation, exact in double first).
-   * The timestep moves by ~1e-5, which the loops amplify: on the golden GLIDE-small the float64 σ put dpmpp_3m_sde's
-   * 8-step sample 3e-4 from every reference run (src/core/samplers/README.md). `exact` keeps σ as given: diffusers'
-   * UniPC calls its model at the table's integral timestep.
+   * The call is at `callAt`'s σ and, as k-diffusion's get_scalings computes it on that float32 σ, c_in = 1/sqrt(σ² + 1)
+   * from float32 operations (each Math.fround below is one float32 operation, exact in double first). The timestep
+   * moves by ~1e-5 from the float64 σ's, which the loops amplify: on the golden GLIDE-small the float64 σ put
+   * dpmpp_3m_sde's 8-step sample 3e-4 from every reference run (src/core/samplers/README.md).
    */
   denoisedPair(
     ctx: RunContext,
@@ -99,8 +104,7 @@ export class SigmaView {
     k: number,
     exact = false,
   ): { denoised: Tensor4D; renoise?: Tensor4D } {
-    const sigma = exact ? sigmaIn : Math.fround(sigmaIn);
-    const step = this.stepInfo(sigma, k, !exact);
+    const { sigma, step } = this.callAt(sigmaIn, k, exact);
     ctx.onEval(step);
     return tf.tidy(() => {
       const abar = 1 / (1 + sigma * sigma);
@@ -157,17 +161,16 @@ export function sigmaRun(
   step: SigmaStep,
   opts: {
     plusOne?: boolean;
-    /** Call the model at the schedule's σ itself, not at σ rounded to float32 (SigmaView.denoisedPair). */
+    /** Call the model at the schedule's σ itself, not at σ rounded to float32 (SigmaView.callAt). */
     exactSigma?: boolean;
   } = {},
 ): SamplerRun {
   const view = new SigmaView(ctx.diffusion);
   const sigmas = view.schedule(ctx.steps, ctx.schedule, opts.plusOne ?? false);
   const exact = opts.exactSigma ?? false;
-  const callSigma = (sigma: number) => (exact ? sigma : Math.fround(sigma));
   return {
     length: sigmas.length - 1,
-    info: (k) => view.stepInfo(callSigma(sigmas[k]!), k, !exact),
+    info: (k) => view.callAt(sigmas[k]!, k, exact).step,
     init: (xT) => tf.mul(xT, sigmas[0]!) as Tensor4D,
     noised: (image, k, noise) => {
       const s = sigmas[k + 1]!;
